@@ -1,0 +1,61 @@
+"""Build the Cython extension, with OpenMP where the compiler supports it.
+
+Deliberately absent: -march=native (the wheel must run on any x86-64; AVX2+FMA
+code paths are selected at load time by target_clones in _simd.h) and
+-ffast-math (it breaks NaN/inf semantics and, linked, turns on flush-to-zero for
+the whole process).  -fno-trapping-math lets GCC if-convert the exp loop and
+changes no result; -fno-math-errno only stops libm calls from setting errno.
+"""
+
+import os
+import sys
+import tempfile
+
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+OPTIMISE = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
+
+
+def compiler_accepts(compiler, flags):
+    """Whether `compiler` compiles and links a tiny OpenMP program with `flags`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w") as f:
+            f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
+        try:
+            objs = compiler.compile([src], output_dir=tmp, extra_postargs=flags)
+            compiler.link_executable(objs, os.path.join(tmp, "probe"), extra_postargs=flags)
+        except Exception:
+            return False
+    return True
+
+
+class BuildExt(build_ext):
+    def build_extensions(self):
+        unix_like = self.compiler.compiler_type == "unix"
+        openmp = ["-fopenmp"] if unix_like else ["/openmp"]
+        if os.environ.get("CROSSENTROPY_NO_OPENMP") or not compiler_accepts(self.compiler, openmp):
+            print("crossentropy: building without OpenMP (single-threaded)", file=sys.stderr)
+            openmp = []
+        for ext in self.extensions:
+            ext.extra_compile_args = (OPTIMISE if unix_like else ["/O2"]) + openmp
+            ext.extra_link_args = openmp
+        super().build_extensions()
+
+
+extension = Extension(
+    "crossentropy._kernels",
+    sources=["src/crossentropy/_kernels.pyx"],
+    depends=["src/crossentropy/_simd.h"],
+    include_dirs=["src/crossentropy"],
+)
+
+setup(
+    ext_modules=cythonize(
+        [extension],
+        compiler_directives={"language_level": 3},
+    ),
+    cmdclass={"build_ext": BuildExt},
+)

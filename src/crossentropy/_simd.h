@@ -1,0 +1,218 @@
+/*
+ * Vectorisable row primitives for the cross-entropy kernels.
+ *
+ * Cython cannot express what the compiler needs to vectorise these loops:
+ * `#pragma omp simd` reductions, an exp that GCC can inline into a SIMD loop,
+ * and `target_clones` runtime dispatch.  Everything else lives in _kernels.pyx.
+ *
+ * Portability: no -march=native, no -ffast-math.  The build adds
+ * -fno-trapping-math (lets GCC if-convert the clamps in the exp loop; it changes
+ * no result) and each hot function is cloned for x86-64-v3 (AVX2 + FMA) with a
+ * baseline fallback chosen at load time by the dynamic linker.
+ */
+#ifndef CROSSENTROPY_SIMD_H
+#define CROSSENTROPY_SIMD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+static inline int ce_omp_max_threads(void) { return omp_get_max_threads(); }
+#else
+static inline int ce_omp_max_threads(void) { return 1; }
+#endif
+
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && \
+    defined(__x86_64__) && defined(__linux__) && !defined(CE_NO_DISPATCH)
+#define CE_DISPATCH __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define CE_HAVE_DISPATCH 1
+#else
+#define CE_DISPATCH
+#define CE_HAVE_DISPATCH 0
+#endif
+
+#define CE_INLINE static inline __attribute__((always_inline))
+
+#if defined(_OPENMP) || defined(CE_OPENMP_SIMD)
+#define CE_SIMD_MAX _Pragma("omp simd reduction(max:acc)")
+#define CE_SIMD _Pragma("omp simd")
+#else
+#define CE_SIMD_MAX
+#define CE_SIMD
+#endif
+
+/*
+ * exp(x) for every float x, branch-free so that it vectorises.
+ *
+ * x = n*ln2 + r with |r| <= ln2/2, exp(x) = 2^n * p(r).  The clamps keep n in a
+ * range where 2^n is built exactly; scaling in two halves (2^n1 * 2^n2) makes
+ * results below FLT_MIN gradual (subnormal) and results past FLT_MAX +inf, both
+ * correctly rounded from p(r).  exp(-inf) = 0, exp(+inf) = +inf, NaN stays NaN
+ * (a comparison with NaN is false, so the clamps pass it through).
+ * Polynomial: Cephes expf (max error about 1 ulp).
+ */
+CE_INLINE float ce_expf(float x)
+{
+    const float magic = 0x1.8p23f;          /* adding it rounds to an integer */
+    x = x < -110.0f ? -110.0f : x;
+    x = x > 89.0f ? 89.0f : x;
+    float n = (x * 0x1.715476p0f + magic) - magic;      /* round(x / ln2) */
+    float r = x - n * 0.693359375f;                      /* ln2, high part */
+    r = r - n * -2.12194440e-4f;                         /* ln2, low part */
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    /* 2^n1 and 2^n2 from the integer left in the low mantissa bits by the
+       magic addition; the magic's own bits shift out of the word. */
+    float n1 = (n * 0.5f + magic) - magic;
+    float n2 = n - n1;
+    float b1 = n1 + magic, b2 = n2 + magic, s1, s2;
+    uint32_t u1, u2;
+    memcpy(&u1, &b1, 4);
+    memcpy(&u2, &b2, 4);
+    u1 = (u1 << 23) + (127u << 23);
+    u2 = (u2 << 23) + (127u << 23);
+    memcpy(&s1, &u1, 4);
+    memcpy(&s2, &u2, 4);
+    return p * s1 * s2;
+}
+
+/* exp(x) for every double x; same scheme, degree-13 Taylor polynomial
+   (truncation error < 5e-18 on |r| <= ln2/2). */
+CE_INLINE double ce_exp(double x)
+{
+    const double magic = 0x1.8p52;
+    x = x < -750.0 ? -750.0 : x;
+    x = x > 710.0 ? 710.0 : x;
+    double n = (x * 0x1.71547652b82fep0 + magic) - magic;
+    double r = x - n * 6.93147180369123816490e-01;       /* 32 significant bits */
+    r = r - n * 1.90821492927058770002e-10;
+    double p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r * r + r + 1.0;
+    double n1 = (n * 0.5 + magic) - magic;
+    double n2 = n - n1;
+    double b1 = n1 + magic, b2 = n2 + magic, s1, s2;
+    uint64_t u1, u2;
+    memcpy(&u1, &b1, 8);
+    memcpy(&u2, &b2, 8);
+    u1 = (u1 << 52) + (UINT64_C(1023) << 52);
+    u2 = (u2 << 52) + (UINT64_C(1023) << 52);
+    memcpy(&s1, &u1, 8);
+    memcpy(&s2, &u2, 8);
+    return p * s1 * s2;
+}
+
+/*
+ * The primitives, instantiated for float (suffix f32) and double (f64).
+ *
+ *   ce_max      max over x[0:n]; NaN may or may not win (callers do not care:
+ *               a NaN in the row makes the exp sum NaN anyway); -inf for n == 0
+ *   ce_expsum   out[i] = exp(x[i] - shift), returns the sum of out;
+ *               out may equal x (in place)
+ *   ce_sumexp   the same sum without storing anything
+ *   ce_sum      sum of x[0:n]
+ *   ce_exp      out[i] = exp(x[i]) (the row-block path and the tests)
+ *   ce_scale    x[i] *= a
+ *   ce_shift    out[i] = (x[i] - a) - b; out may equal x
+ *
+ * Sums accumulate in double whatever the element type.  The exp values are
+ * computed a block at a time and then summed by a second loop over the (L1-hot)
+ * block: fused into one loop, GCC sinks the exp's NaN-preserving clamps past the
+ * float->double conversion and the loop runs at half speed.  The sum uses
+ * CE_LANES independent accumulators, which GCC vectorises without -ffast-math
+ * or an OpenMP reduction, so the summation order is the same on every ISA and
+ * thread count.  Max is exact in any order, so it needs no such care.
+ */
+#define CE_LANES 16
+#define CE_BLOCK 1024
+
+CE_INLINE double ce_lanetotal(const double *lane)
+{
+    double acc = 0.0;
+    for (int k = 0; k < CE_LANES; k++) acc += lane[k];
+    return acc;
+}
+
+#define CE_DEFINE_PRIMITIVES(T, SFX, EXP, NEG_INF)                              \
+CE_DISPATCH T ce_max_##SFX(const T *x, ptrdiff_t n)                          \
+{                                                                             \
+    T acc = NEG_INF;                                                          \
+    CE_SIMD_MAX                                                               \
+    for (ptrdiff_t i = 0; i < n; i++) acc = x[i] > acc ? x[i] : acc;          \
+    return acc;                                                               \
+}                                                                             \
+CE_INLINE void ce_expshift_##SFX(const T *x, T *out, ptrdiff_t n, T shift)    \
+{                                                                             \
+    CE_SIMD                                                                   \
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = EXP(x[i] - shift);             \
+}                                                                             \
+CE_INLINE void ce_lanesum_##SFX(const T *x, ptrdiff_t n, double *lane)        \
+{                                                                             \
+    ptrdiff_t i = 0;                                                          \
+    for (; i + CE_LANES <= n; i += CE_LANES)                                  \
+        for (int k = 0; k < CE_LANES; k++) lane[k] += (double)x[i + k];       \
+    for (int k = 0; i + k < n; k++) lane[k] += (double)x[i + k];              \
+}                                                                             \
+CE_DISPATCH double ce_expsum_##SFX(const T *x, T *out, ptrdiff_t n, T shift) \
+{                                                                             \
+    double lane[CE_LANES] = {0};                                              \
+    for (ptrdiff_t i = 0; i < n; i += CE_BLOCK) {                             \
+        ptrdiff_t len = n - i < CE_BLOCK ? n - i : CE_BLOCK;                  \
+        ce_expshift_##SFX(x + i, out + i, len, shift);                        \
+        ce_lanesum_##SFX(out + i, len, lane);                                 \
+    }                                                                         \
+    return ce_lanetotal(lane);                                                \
+}                                                                             \
+CE_DISPATCH double ce_sumexp_##SFX(const T *x, ptrdiff_t n, T shift)         \
+{                                                                             \
+    T buf[CE_BLOCK];                                                          \
+    double lane[CE_LANES] = {0};                                              \
+    for (ptrdiff_t i = 0; i < n; i += CE_BLOCK) {                             \
+        ptrdiff_t len = n - i < CE_BLOCK ? n - i : CE_BLOCK;                  \
+        ce_expshift_##SFX(x + i, buf, len, shift);                            \
+        ce_lanesum_##SFX(buf, len, lane);                                     \
+    }                                                                         \
+    return ce_lanetotal(lane);                                                \
+}                                                                             \
+CE_DISPATCH double ce_sum_##SFX(const T *x, ptrdiff_t n)                     \
+{                                                                             \
+    double lane[CE_LANES] = {0};                                              \
+    ce_lanesum_##SFX(x, n, lane);                                             \
+    return ce_lanetotal(lane);                                                \
+}                                                                             \
+CE_DISPATCH void ce_exp_##SFX(const T *x, T *out, ptrdiff_t n)               \
+{                                                                             \
+    ce_expshift_##SFX(x, out, n, (T)0);                                       \
+}                                                                             \
+CE_DISPATCH void ce_scale_##SFX(T *x, ptrdiff_t n, T a)                      \
+{                                                                             \
+    CE_SIMD                                                                   \
+    for (ptrdiff_t i = 0; i < n; i++) x[i] *= a;                              \
+}                                                                             \
+CE_DISPATCH void ce_shift_##SFX(const T *x, T *out, ptrdiff_t n, T a, T b)   \
+{                                                                             \
+    CE_SIMD                                                                   \
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = (x[i] - a) - b;                \
+}
+
+CE_DEFINE_PRIMITIVES(float, f32, ce_expf, -__builtin_inff())
+CE_DEFINE_PRIMITIVES(double, f64, ce_exp, -__builtin_inf())
+
+#endif /* CROSSENTROPY_SIMD_H */

@@ -110,6 +110,13 @@ cdef inline double vsumexp(const floating *x, Py_ssize_t n, floating shift) noex
         return ce_sumexp_f64(x, n, shift)
 
 
+cdef inline double vsum(const floating *x, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return ce_sum_f32(x, n)
+    else:
+        return ce_sum_f64(x, n)
+
+
 cdef inline void vexp(const floating *x, floating *out, Py_ssize_t n) noexcept nogil:
     if floating is float:
         ce_exp_f32(x, out, n)
@@ -186,7 +193,7 @@ cdef double row_block(const floating *z0, Py_ssize_t z_row_o, Py_ssize_t z_row_i
     cdef Py_ssize_t b0, b1, r, o, i, j, k, t, n_rows
     cdef const floating *z
     cdef floating *g
-    cdef floating zmax
+    cdef floating zmax, scale
     cdef double s, lse, total = 0.0, e_t, zt, a
     cdef bint loss_mode = mode == LOSS or mode == LOSS_GRAD
     cdef bint writes = mode == LOSS_GRAD or mode == SOFTMAX or mode == LOG_SOFTMAX
@@ -236,9 +243,7 @@ cdef double row_block(const floating *z0, Py_ssize_t z_row_o, Py_ssize_t z_row_i
             i = r - o * inner
             k = r - b0
             t = rowt[k]
-            s = 0.0
-            for j in range(m):
-                s = s + buf[k * m + j]
+            s = vsum(buf + k * m, m)
             lse = rowmax[k] + log(s)
             if loss_mode:
                 a = lse - rowzt[k] if t >= 0 else 0.0
@@ -256,14 +261,14 @@ cdef double row_block(const floating *z0, Py_ssize_t z_row_o, Py_ssize_t z_row_i
                         g[j * o_cls] = 0
                     continue
                 e_t = buf[k * m + t]
-                a = grad_scale / s
+                scale = <floating>(grad_scale / s)
                 for j in range(m):
-                    g[j * o_cls] = <floating>(buf[k * m + j] * a)
+                    g[j * o_cls] = buf[k * m + j] * scale
                 g[t * o_cls] = <floating>(grad_scale * (e_t / s - 1.0))
             elif mode == SOFTMAX:
-                a = 1.0 / s
+                scale = <floating>(1.0 / s)
                 for j in range(m):
-                    g[j * o_cls] = <floating>(buf[k * m + j] * a)
+                    g[j * o_cls] = buf[k * m + j] * scale
             else:
                 # log-softmax: (x - max) - log(sum), as the long-row path does
                 z = z0 + o * z_row_o + i * z_row_i

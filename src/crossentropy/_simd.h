@@ -127,7 +127,8 @@ CE_INLINE double ce_exp(double x)
  *   ce_expsum   out[i] = exp(x[i] - shift), returns the sum of out;
  *               out may equal x (in place)
  *   ce_sumexp   the same sum without storing anything
- *   ce_sum      sum of x[0:n]
+ *   ce_sum      sum of x[0:n] in the same order as ce_expsum (inline, for
+ *               the row-block path, so every path rounds alike)
  *   ce_exp      out[i] = exp(x[i]) (the row-block path and the tests)
  *   ce_scale    x[i] *= a
  *   ce_shift    out[i] = (x[i] - a) - b; out may equal x
@@ -191,7 +192,7 @@ CE_DISPATCH double ce_sumexp_##SFX(const T *x, ptrdiff_t n, T shift)         \
     }                                                                         \
     return ce_lanetotal(lane);                                                \
 }                                                                             \
-CE_DISPATCH double ce_sum_##SFX(const T *x, ptrdiff_t n)                     \
+CE_INLINE double ce_sum_##SFX(const T *x, ptrdiff_t n)                       \
 {                                                                             \
     double lane[CE_LANES] = {0};                                              \
     ce_lanesum_##SFX(x, n, lane);                                             \

@@ -1,0 +1,384 @@
+"""cross_entropy and cross_entropy_and_grad against the float64 reference."""
+
+import numpy as np
+import pytest
+
+import crossentropy as ce
+from crossentropy import _kernels
+
+from conftest import tolerance
+import reference as ref
+
+DTYPES = [np.float32, np.float64]
+REDUCTIONS = ["mean", "sum", "none"]
+SMALL = _kernels.SMALL_ROW_LEN
+BLOCK = _kernels.BLOCK
+# Row lengths on both sides of every path boundary: row blocks (<= SMALL),
+# contiguous long rows, and strided rows that need a scratch row (> BLOCK).
+CLASS_COUNTS = [1, 2, 10, SMALL, SMALL + 1, 1000, BLOCK, BLOCK + 1, 5000]
+
+
+def make_problem(rng, shape, axis=-1, dtype=np.float64, scale=3.0):
+    logits = (rng.standard_normal(shape) * scale).astype(dtype)
+    n_classes = shape[axis]
+    target_shape = shape[:axis % len(shape)] + shape[axis % len(shape) + 1:]
+    target = rng.integers(0, n_classes, size=target_shape)
+    return logits, target
+
+
+# --- values --------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("n_classes", CLASS_COUNTS)
+def test_loss_matches_reference(rng, dtype, reduction, n_classes):
+    logits, target = make_problem(rng, (37, n_classes), dtype=dtype)
+    loss = ce.cross_entropy(logits, target, reduction=reduction)
+    np.testing.assert_allclose(loss, ref.cross_entropy(logits, target, reduction), **tolerance(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("n_classes", CLASS_COUNTS)
+def test_loss_and_grad_match_reference(rng, dtype, reduction, n_classes):
+    logits, target = make_problem(rng, (37, n_classes), dtype=dtype)
+    loss, grad = ce.cross_entropy_and_grad(logits, target, reduction=reduction)
+    np.testing.assert_allclose(loss, ref.cross_entropy(logits, target, reduction), **tolerance(dtype))
+    np.testing.assert_allclose(grad, ref.cross_entropy_grad(logits, target, reduction), **tolerance(dtype))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("n_classes", [1, 3, 7, 70])
+def test_grad_matches_finite_differences(rng, reduction, n_classes):
+    logits, target = make_problem(rng, (4, n_classes), scale=1.0)
+    _, grad = ce.cross_entropy_and_grad(logits, target, reduction=reduction)
+    numeric = ref.finite_difference_grad(
+        lambda z: float(ce.cross_entropy(z, target, reduction=reduction)), logits)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+def test_grad_of_none_reduction_is_grad_of_the_sum(rng):
+    logits, target = make_problem(rng, (5, 6))
+    _, grad_none = ce.cross_entropy_and_grad(logits, target, reduction="none")
+    _, grad_sum = ce.cross_entropy_and_grad(logits, target, reduction="sum")
+    np.testing.assert_array_equal(grad_none, grad_sum)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_classes", [10, 1000])
+def test_cross_entropy_equals_loss_of_cross_entropy_and_grad(rng, dtype, n_classes):
+    logits, target = make_problem(rng, (300, n_classes), dtype=dtype)
+    for reduction in REDUCTIONS:
+        loss_only = ce.cross_entropy(logits, target, reduction=reduction)
+        loss, _ = ce.cross_entropy_and_grad(logits, target, reduction=reduction)
+        np.testing.assert_array_equal(loss_only, loss)
+
+
+def test_hand_computed_example():
+    logits = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 0.0]])
+    expected = [np.log(np.exp(2.0) + np.exp(0.5) + np.exp(-1.0)) - 2.0, np.log(3.0)]
+    np.testing.assert_allclose(ce.cross_entropy(logits, [0, 2], reduction="none"), expected, rtol=1e-15)
+    np.testing.assert_allclose(ce.cross_entropy(logits, [0, 2]), np.mean(expected), rtol=1e-15)
+
+
+def test_confident_correct_prediction_keeps_gradient_precision():
+    # p_target is 1 - 3e-9: computed as (p - 1) in float32 this would be 0.
+    logits = np.array([[20.0, 0.0, 0.0, -5.0]], dtype=np.float32)
+    _, grad = ce.cross_entropy_and_grad(logits, [0], reduction="sum")
+    expected = ref.cross_entropy_grad(logits, [0], "sum")
+    np.testing.assert_allclose(grad, expected, rtol=1e-6)
+    assert grad[0, 0] < 0
+
+
+# --- dtypes and result types ----------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_outputs_keep_the_logits_dtype(rng, dtype):
+    logits, target = make_problem(rng, (8, 5), dtype=dtype)
+    loss, grad = ce.cross_entropy_and_grad(logits, target)
+    assert type(loss) is np.dtype(dtype).type
+    assert grad.dtype == dtype
+    assert ce.cross_entropy(logits, target, reduction="none").dtype == dtype
+    assert type(ce.cross_entropy(logits, target, reduction="sum")) is np.dtype(dtype).type
+
+
+@pytest.mark.parametrize("target_dtype", [np.int8, np.int16, np.int32, np.int64,
+                                          np.uint8, np.uint16, np.uint32, np.uint64])
+def test_every_integer_target_dtype_gives_the_same_result(rng, target_dtype):
+    logits, target = make_problem(rng, (20, 7))
+    expected = ce.cross_entropy(logits, target, reduction="none")
+    got = ce.cross_entropy(logits, target.astype(target_dtype), reduction="none")
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_array_likes_are_accepted():
+    loss = ce.cross_entropy([[1.0, 2.0], [3.0, 1.0]], [1, 0])
+    np.testing.assert_allclose(loss, ref.cross_entropy([[1.0, 2.0], [3.0, 1.0]], [1, 0]))
+
+
+def test_float32_sums_accumulate_in_float64():
+    # 2**20 equal losses of log(2): a float32 running sum would drift visibly.
+    logits = np.zeros((1 << 20, 2), dtype=np.float32)
+    target = np.zeros(1 << 20, dtype=np.int64)
+    total = ce.cross_entropy(logits, target, reduction="sum")
+    expected = np.float32(np.float32(np.log(2.0)) * (1 << 20))
+    assert abs(float(total) - float(expected)) <= 1e-6 * float(expected)
+
+
+# --- shapes and the class axis --------------------------------------------------
+
+def test_single_row_unbatched_input(rng):
+    logits = rng.standard_normal(6)
+    loss = ce.cross_entropy(logits, 4)
+    np.testing.assert_allclose(loss, ref.cross_entropy(logits[None], [4]))
+    loss_none, grad = ce.cross_entropy_and_grad(logits, np.int64(4), reduction="none")
+    assert np.ndim(loss_none) == 0
+    np.testing.assert_allclose(grad, ref.cross_entropy_grad(logits[None], [4], "none")[0])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_classes", [5, 100, 1500])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_class_axis_one_matches_pytorch_layout(rng, dtype, n_classes, reduction):
+    logits, target = make_problem(rng, (3, n_classes, 4, 2), axis=1, dtype=dtype)
+    loss, grad = ce.cross_entropy_and_grad(logits, target, axis=1, reduction=reduction)
+    np.testing.assert_allclose(loss, ref.cross_entropy(logits, target, reduction, axis=1), **tolerance(dtype))
+    np.testing.assert_allclose(grad, ref.cross_entropy_grad(logits, target, reduction, axis=1),
+                               **tolerance(dtype))
+    np.testing.assert_array_equal(ce.cross_entropy(logits, target, axis=1, reduction=reduction), loss)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2, -1, -2, -3])
+def test_every_axis(rng, axis):
+    logits, target = make_problem(rng, (4, 5, 6), axis=axis)
+    loss, grad = ce.cross_entropy_and_grad(logits, target, axis=axis, reduction="none")
+    np.testing.assert_allclose(loss, ref.cross_entropy(logits, target, "none", axis=axis), rtol=1e-12)
+    np.testing.assert_allclose(grad, ref.cross_entropy_grad(logits, target, "none", axis=axis), atol=1e-13)
+
+
+LAYOUTS = {
+    "fortran": lambda a: np.asfortranarray(a),
+    "every_other_row": lambda a: np.repeat(a, 2, axis=0)[::2],
+    "every_other_class": lambda a: np.repeat(a, 2, axis=1)[:, ::2],
+    "reversed_rows": lambda a: a[::-1].copy()[::-1],
+    "reversed_classes": lambda a: a[:, ::-1].copy()[:, ::-1],
+    "read_only": lambda a: _read_only(a),
+}
+
+
+def _read_only(a):
+    a = a.copy()
+    a.flags.writeable = False
+    return a
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("n_classes", [7, 200, BLOCK + 10])
+def test_any_memory_layout_gives_the_contiguous_result(rng, layout, n_classes):
+    logits, target = make_problem(rng, (9, n_classes))
+    expected_loss, expected_grad = ce.cross_entropy_and_grad(logits, target, reduction="none")
+    arranged = LAYOUTS[layout](logits)
+    np.testing.assert_array_equal(arranged, logits)
+    loss, grad = ce.cross_entropy_and_grad(arranged, target, reduction="none")
+    # Every path sums and scales in the same order: bit-identical results.
+    np.testing.assert_array_equal(loss, expected_loss)
+    np.testing.assert_array_equal(grad, expected_grad)
+
+
+def test_zero_rows(rng):
+    logits = np.empty((0, 5))
+    target = np.empty(0, dtype=np.int64)
+    assert np.isnan(ce.cross_entropy(logits, target))
+    assert ce.cross_entropy(logits, target, reduction="sum") == 0.0
+    assert ce.cross_entropy(logits, target, reduction="none").shape == (0,)
+    loss, grad = ce.cross_entropy_and_grad(logits, target)
+    assert np.isnan(loss) and grad.shape == (0, 5)
+
+
+def test_one_class_has_zero_loss_and_gradient():
+    logits = np.array([[3.0], [-2.0]])
+    loss, grad = ce.cross_entropy_and_grad(logits, [0, 0], reduction="none")
+    np.testing.assert_array_equal(loss, [0.0, 0.0])
+    np.testing.assert_array_equal(grad, [[0.0], [0.0]])
+
+
+# --- out= and inplace=True ------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_classes", [10, 1000])
+def test_out_receives_the_gradient(rng, dtype, n_classes):
+    logits, target = make_problem(rng, (50, n_classes), dtype=dtype)
+    expected_loss, expected_grad = ce.cross_entropy_and_grad(logits, target)
+    out = np.full_like(logits, np.nan)
+    loss, grad = ce.cross_entropy_and_grad(logits, target, out=out)
+    assert grad is out
+    np.testing.assert_array_equal(out, expected_grad)
+    assert loss == expected_loss
+
+
+def test_out_with_a_layout_of_its_own(rng):
+    logits, target = make_problem(rng, (6, 5, 4), axis=1)
+    out = np.zeros((4, 5, 6)).transpose(2, 1, 0)   # (6, 5, 4), no (outer, C, inner) view
+    _, grad = ce.cross_entropy_and_grad(logits, target, axis=1, out=out)
+    assert grad is out
+    np.testing.assert_allclose(out, ref.cross_entropy_grad(logits, target, axis=1), atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_classes", [1, 10, SMALL + 1, 1000, BLOCK + 1])
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_inplace_writes_the_gradient_over_the_logits(rng, dtype, n_classes, axis):
+    logits, target = make_problem(rng, (n_classes, 30) if axis == 0 else (30, n_classes),
+                                  axis=axis, dtype=dtype)
+    expected_loss, expected_grad = ce.cross_entropy_and_grad(logits, target, axis=axis)
+    buffer = logits.copy()
+    loss, grad = ce.cross_entropy_and_grad(buffer, target, axis=axis, inplace=True)
+    assert grad is buffer
+    np.testing.assert_array_equal(buffer, expected_grad)
+    assert loss == expected_loss
+
+
+def test_inplace_on_a_strided_view_writes_only_that_view(rng):
+    backing = rng.standard_normal((10, 16))
+    before = backing.copy()
+    view = backing[::2, ::2]
+    target = np.arange(5) % 8
+    expected = ref.cross_entropy_grad(view, target)
+    ce.cross_entropy_and_grad(view, target, inplace=True)
+    np.testing.assert_allclose(backing[::2, ::2], expected, atol=1e-16)
+    np.testing.assert_array_equal(backing[1::2], before[1::2])
+    np.testing.assert_array_equal(backing[::2, 1::2], before[::2, 1::2])
+
+
+# --- threads --------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(5000, 10), (300, 2000), (3, 40000)])
+def test_results_do_not_depend_on_the_thread_count(rng, shape):
+    logits, target = make_problem(rng, shape, dtype=np.float32)
+    results = [ce.cross_entropy_and_grad(logits, target, n_threads=n) for n in (1, 2, 3, -1, None)]
+    for loss, grad in results[1:]:
+        assert loss == results[0][0]
+        np.testing.assert_array_equal(grad, results[0][1])
+
+
+def test_none_threads_follow_threadpoolctl():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from crossentropy._api import _resolve_n_threads
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        assert _resolve_n_threads(None) == 1
+
+
+def test_negative_threads_count_back_from_the_cpu_count():
+    from crossentropy._api import _cpu_count, _resolve_n_threads
+    assert _resolve_n_threads(-1) == _cpu_count()
+    assert _resolve_n_threads(-10_000) == 1
+
+
+# --- bad input --------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad_dtype", [np.int64, np.float16, np.complex128, bool, object, "U3"])
+def test_logits_of_an_unsupported_dtype_are_a_type_error(bad_dtype):
+    logits = np.zeros((2, 3)).astype(bad_dtype)
+    with pytest.raises(TypeError, match="logits must be a float32 or float64 array"):
+        ce.cross_entropy(logits, [0, 1])
+    with pytest.raises(TypeError, match="logits must be a float32 or float64 array"):
+        ce.cross_entropy_and_grad(logits, [0, 1])
+
+
+@pytest.mark.parametrize("bad_target", [np.array([0.0, 1.0]), np.array([True, False]), ["a", "b"]])
+def test_targets_that_are_not_integers_are_a_type_error(bad_target):
+    with pytest.raises(TypeError, match="target must hold integer class indices"):
+        ce.cross_entropy(np.zeros((2, 3)), bad_target)
+
+
+@pytest.mark.parametrize("target_shape", [(3,), (2, 1), ()])
+def test_target_of_the_wrong_shape_is_a_value_error(target_shape):
+    with pytest.raises(ValueError, match=r"target has shape .*expected \(2,\)"):
+        ce.cross_entropy(np.zeros((2, 3)), np.zeros(target_shape, dtype=int))
+
+
+@pytest.mark.parametrize("bad, where", [(3, "target\\[1\\] = 3"), (-1, "target\\[1\\] = -1")])
+def test_target_out_of_range_is_an_index_error_naming_it(bad, where):
+    with pytest.raises(IndexError, match=where + ".*3 classes"):
+        ce.cross_entropy(np.zeros((3, 3)), [0, bad, 1])
+
+
+def test_out_of_range_target_reports_the_first_position_in_nd():
+    target = np.zeros((2, 3), dtype=np.uint64)
+    target[1, 2] = 2**64 - 1
+    target[1, 1] = 7
+    with pytest.raises(IndexError, match=r"target\[\(1, 1\)\] = 7"):
+        ce.cross_entropy(np.zeros((2, 5, 3)), target, axis=1)
+
+
+def test_huge_unsigned_target_is_an_index_error_not_a_wrap():
+    with pytest.raises(IndexError, match=str(2**64 - 1)):
+        ce.cross_entropy(np.zeros((1, 3)), np.array([2**64 - 1], dtype=np.uint64))
+
+
+@pytest.mark.parametrize("reduction", ["avg", "MEAN", None, 1])
+def test_unknown_reduction_is_a_value_error(reduction):
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        ce.cross_entropy(np.zeros((2, 3)), [0, 1], reduction=reduction)
+
+
+def test_axis_out_of_range_is_an_error_naming_axis():
+    with pytest.raises(ValueError, match="axis"):
+        ce.cross_entropy(np.zeros((2, 3)), [0, 1], axis=2)
+    with pytest.raises(TypeError, match="axis must be an integer"):
+        ce.cross_entropy(np.zeros((2, 3)), [0, 1], axis=1.0)
+
+
+def test_zero_dimensional_logits_are_a_value_error():
+    with pytest.raises(ValueError, match="logits must have at least one dimension"):
+        ce.cross_entropy(np.float64(1.0), 0)
+
+
+@pytest.mark.parametrize("n_threads, error", [(0, ValueError), (1.5, TypeError), ("2", TypeError),
+                                              (True, TypeError)])
+def test_bad_n_threads(n_threads, error):
+    with pytest.raises(error, match="n_threads"):
+        ce.cross_entropy(np.zeros((2, 3)), [0, 1], n_threads=n_threads)
+
+
+def test_bad_out_arguments_leave_out_untouched():
+    logits = np.zeros((2, 3))
+    cases = [
+        (np.zeros((2, 3), np.float32), TypeError, "out must have dtype float64"),
+        (np.zeros((3, 2)), ValueError, r"out must have shape \(2, 3\)"),
+        ([[0.0] * 3] * 2, TypeError, "out must be a numpy.ndarray"),
+    ]
+    for out, error, message in cases:
+        with pytest.raises(error, match=message):
+            ce.cross_entropy_and_grad(logits, [0, 1], out=out)
+    read_only = np.full((2, 3), 7.0)
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="out is read-only"):
+        ce.cross_entropy_and_grad(logits, [0, 1], out=read_only)
+
+
+def test_out_overlapping_the_logits_is_a_value_error():
+    logits = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="out overlaps logits"):
+        ce.cross_entropy_and_grad(logits, [0, 1], out=logits)
+
+
+def test_inplace_refuses_what_it_cannot_write():
+    with pytest.raises(TypeError, match="inplace=True needs logits to be a numpy.ndarray"):
+        ce.cross_entropy_and_grad([[0.0, 1.0]], [0], inplace=True)
+    read_only = np.zeros((1, 2))
+    read_only.flags.writeable = False
+    with pytest.raises(ValueError, match="read-only"):
+        ce.cross_entropy_and_grad(read_only, [0], inplace=True)
+    with pytest.raises(ValueError, match="either out= or inplace=True"):
+        ce.cross_entropy_and_grad(np.zeros((1, 2)), [0], inplace=True, out=np.zeros((1, 2)))
+
+
+def test_errors_leave_inplace_logits_untouched():
+    logits = np.arange(6.0).reshape(2, 3)
+    before = logits.copy()
+    with pytest.raises(IndexError):
+        ce.cross_entropy_and_grad(logits, [0, 3], inplace=True)
+    with pytest.raises(ValueError):
+        ce.cross_entropy_and_grad(logits, [0, 1], inplace=True, reduction="bogus")
+    np.testing.assert_array_equal(logits, before)

@@ -1,0 +1,88 @@
+"""softmax, log_softmax and logsumexp against the float64 reference."""
+
+import numpy as np
+import pytest
+
+import crossentropy as ce
+from crossentropy import _kernels
+
+from conftest import tolerance
+import reference as ref
+
+DTYPES = [np.float32, np.float64]
+CLASS_COUNTS = [1, 3, 10, _kernels.SMALL_ROW_LEN + 1, 1000, _kernels.BLOCK + 1]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_classes", CLASS_COUNTS)
+@pytest.mark.parametrize("axis", [-1, 0])
+def test_softmax_log_softmax_logsumexp_match_reference(rng, dtype, n_classes, axis):
+    shape = (n_classes, 6) if axis == 0 else (6, n_classes)
+    x = (rng.standard_normal(shape) * 4).astype(dtype)
+    tol = tolerance(dtype)
+    np.testing.assert_allclose(ce.softmax(x, axis=axis), ref.softmax(x, axis), **tol)
+    np.testing.assert_allclose(ce.log_softmax(x, axis=axis), ref.log_softmax(x, axis), **tol)
+    np.testing.assert_allclose(ce.logsumexp(x, axis=axis), ref.logsumexp(x, axis), **tol)
+    assert ce.softmax(x, axis=axis).dtype == dtype
+    assert ce.log_softmax(x, axis=axis).dtype == dtype
+    assert ce.logsumexp(x, axis=axis).dtype == dtype
+
+
+def test_softmax_rows_sum_to_one(rng):
+    x = rng.standard_normal((50, 300)).astype(np.float32) * 10
+    np.testing.assert_allclose(ce.softmax(x).sum(axis=-1, dtype=np.float64), 1.0, rtol=1e-6)
+
+
+def test_log_softmax_of_a_dominant_class_is_not_rounded_to_zero():
+    # (x - max) - log(sum) with the sum in float64 keeps log p = -1.9e-13 of a
+    # dominant class; a float32 sum would round 1 + 1.9e-13 to 1 and give 0.
+    x = np.array([30.0, 0.0, 0.0], dtype=np.float32)
+    expected = -2 * np.exp(-30.0)
+    got = ce.log_softmax(x)[0]
+    assert got < 0
+    np.testing.assert_allclose(got, expected, rtol=1e-2, atol=0)
+
+
+def test_logsumexp_keepdims_and_scalar_result(rng):
+    x = rng.standard_normal((3, 4, 5))
+    assert ce.logsumexp(x, axis=1, keepdims=True).shape == (3, 1, 5)
+    assert ce.logsumexp(x, axis=1).shape == (3, 5)
+    assert isinstance(ce.logsumexp(x[0, 0]), np.float64)
+
+
+def test_logsumexp_of_an_empty_axis_is_minus_infinity():
+    assert ce.logsumexp(np.empty((2, 0))).tolist() == [-np.inf, -np.inf]
+
+
+def test_logsumexp_does_not_overflow():
+    x = np.array([1e30, 1e30], dtype=np.float32)
+    assert ce.logsumexp(x) == np.float32(1e30)
+    np.testing.assert_allclose(ce.logsumexp(np.array([1000.0, 1000.0])), 1000.0 + np.log(2.0))
+
+
+@pytest.mark.parametrize("function", [ce.softmax, ce.log_softmax])
+def test_out_and_in_place(rng, function):
+    x = rng.standard_normal((7, 33))
+    expected = function(x)
+    out = np.empty_like(x)
+    assert function(x, out=out) is out
+    np.testing.assert_array_equal(out, expected)
+    assert function(x, out=x) is x
+    np.testing.assert_array_equal(x, expected)
+
+
+@pytest.mark.parametrize("function", [ce.softmax, ce.log_softmax])
+def test_out_partly_overlapping_x_is_a_value_error(function):
+    x = np.zeros(10)
+    with pytest.raises(ValueError, match="out overlaps x"):
+        function(x[:6], out=x[4:])
+
+
+@pytest.mark.parametrize("function", [ce.softmax, ce.log_softmax, ce.logsumexp])
+def test_bad_input_is_a_clear_error(function):
+    with pytest.raises(TypeError, match="x must be a float32 or float64 array"):
+        function(np.arange(3))
+    with pytest.raises(ValueError, match="axis"):
+        function(np.zeros((2, 3)), axis=5)
+    with pytest.raises(ValueError, match="n_threads"):
+        function(np.zeros((2, 3)), n_threads=0)

@@ -1,0 +1,41 @@
+"""The docstring examples run, and `python -m crossentropy` does its job."""
+
+import doctest
+import io
+import subprocess
+import sys
+
+import pytest
+
+import crossentropy
+from crossentropy import __main__ as main_module
+from crossentropy import _api
+
+
+@pytest.mark.parametrize("module", [crossentropy, _api], ids=lambda m: m.__name__)
+def test_docstring_examples(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 0
+    assert result.failed == 0
+
+
+def test_main_trains_and_compares_speed():
+    out = io.StringIO()
+    assert main_module.main(["--samples", "500", "--classes", "20", "--features", "8",
+                             "--steps", "20", "--repeats", "2"], out=out) == 0
+    text = out.getvalue()
+    rows = [line.split() for line in text.splitlines() if line.strip()[:1].isdigit()]
+    losses = [float(row[1]) for row in rows]
+    assert losses[0] > losses[-1] * 2, text          # the loss falls
+    assert "numpy (textbook)" in text and "crossentropy" in text
+
+
+def test_main_runs_as_a_module_and_has_help():
+    done = subprocess.run([sys.executable, "-m", "crossentropy", "--help"],
+                          capture_output=True, text=True, check=True)
+    assert "--classes" in done.stdout and "--threads" in done.stdout
+
+
+def test_main_rejects_bad_options():
+    with pytest.raises(SystemExit):
+        main_module.parse_args(["--classes", "0"])

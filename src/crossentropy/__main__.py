@@ -30,7 +30,7 @@ def numpy_loss_and_grad(logits, target):
 
 
 def make_data(rng, n_samples, n_features, n_classes, dtype):
-    centres = rng.standard_normal((n_classes, n_features)) * 0.8
+    centres = rng.standard_normal((n_classes, n_features)) * 0.35
     target = rng.integers(0, n_classes, n_samples)
     x = centres[target] + rng.standard_normal((n_samples, n_features))
     return x.astype(dtype), target
@@ -51,19 +51,35 @@ def train(args, out):
     x, y = make_data(rng, args.samples, args.features, args.classes, dtype)
     weights = np.zeros((args.features, args.classes), dtype=dtype)
     logits = np.empty((args.samples, args.classes), dtype=dtype)
+    # The mean softmax loss is L-smooth in the weights with L <= sigma_max(x)^2 / (2 n),
+    # so 1/L is a safe first step; it is then grown after every step that lowers
+    # the loss, and a step that raises it is undone and halved.
+    step_size = args.learning_rate
+    if step_size is None:
+        step_size = 2.0 * args.samples / float(np.linalg.norm(x.astype(np.float64), 2)) ** 2
+    adaptive = args.learning_rate is None
     print(f"crossentropy {__version__}: softmax classifier, {args.samples} samples x "
           f"{args.features} features -> {args.classes} classes, {dtype}, "
           f"n_threads={args.threads if args.threads is not None else 'auto'}", file=out)
     print(f"{'step':>6}  {'loss':>10}  {'accuracy':>8}", file=out)
+    kept_loss, kept_accuracy, kept_weights = np.inf, 0.0, weights.copy()
     for step in range(args.steps + 1):
         np.matmul(x, weights, out=logits)
         accuracy = float(np.mean(logits.argmax(axis=1) == y))
         # The gradient overwrites the logits: no allocation per step.
         loss, grad = cross_entropy_and_grad(logits, y, n_threads=args.threads, inplace=True)
+        if adaptive and loss > kept_loss:      # overshot: undo, take a shorter step
+            weights[...] = kept_weights
+            step_size *= 0.5
+        else:
+            kept_loss, kept_accuracy = loss, accuracy
+            if adaptive:
+                kept_weights[...] = weights
+                step_size *= 1.25
+            weights -= step_size * (x.T @ grad)
         if step % max(1, args.steps // 10) == 0 or step == args.steps:
-            print(f"{step:>6}  {float(loss):>10.5f}  {accuracy:>8.3f}", file=out)
-        weights -= args.learning_rate * (x.T @ grad)
-    return float(loss)
+            print(f"{step:>6}  {float(kept_loss):>10.5f}  {kept_accuracy:>8.3f}", file=out)
+    return float(kept_loss)
 
 
 def compare_speed(args, out):
@@ -97,8 +113,8 @@ def parse_args(argv):
     parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
                         help="floating type (default: float32)")
     parser.add_argument("--steps", type=int, default=50, help="gradient steps (default: 50)")
-    parser.add_argument("--learning-rate", type=float, default=30.0,
-                        help="step size (default: 30)")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="step size (default: 1/L, from the loss's smoothness bound)")
     parser.add_argument("--threads", type=int, default=None,
                         help="n_threads for the kernel (default: automatic)")
     parser.add_argument("--repeats", type=int, default=20,

@@ -134,11 +134,43 @@ def _input3(a, axis):
     return _kernel_ready(np.reshape(a, _split_shape(a.shape, axis)))
 
 
-def _target_indices(target, logits_shape, axis):
+def _check_integer(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    return int(value)
+
+
+def _check_real(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    return float(value)
+
+
+def _check_label_smoothing(label_smoothing):
+    eps = _check_real(label_smoothing, "label_smoothing")
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0, got {eps}")
+    return eps
+
+
+def _check_nonnegative_weights(w, name, expected_shape, what):
+    """`w` as a float64 array of `expected_shape` with finite entries >= 0."""
+    a = np.asarray(w)
+    if a.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must be an array of real numbers, got dtype {a.dtype}")
+    if a.shape != expected_shape:
+        raise ValueError(f"{name} must have shape {expected_shape} ({what}), got {a.shape}")
+    a = a.astype(np.float64, copy=False)
+    bad = ~np.isfinite(a) | (a < 0)
+    if bad.any():
+        where = np.unravel_index(int(np.argmax(bad)), a.shape)
+        where = where[0] if len(where) == 1 else tuple(int(i) for i in where)
+        raise ValueError(f"{name} must be finite and non-negative, but {name}[{where}] = {a[where]}")
+    return a
+
+
+def _target_indices(t, logits_shape, axis, ignore_index):
     """Check integer class targets and return them as an (outer, inner) intp view."""
-    t = np.asarray(target)
-    if t.dtype.kind not in "iu":
-        raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}")
     expected = logits_shape[:axis] + logits_shape[axis + 1:]
     if t.shape != expected:
         raise ValueError(
@@ -147,16 +179,43 @@ def _target_indices(target, logits_shape, axis):
         )
     n_classes = logits_shape[axis]
     if t.size:
-        bad = (t < 0) | (t >= n_classes)
+        bad = ((t < 0) | (t >= n_classes)) & (t != ignore_index)
         if bad.any():
             where = np.unravel_index(int(np.argmax(bad)), t.shape)
             where = where[0] if len(where) == 1 else tuple(int(w) for w in where)
             raise IndexError(
                 f"target[{where}] = {t[where]} is not a class index: "
-                f"logits have {n_classes} classes along axis {axis}, so targets must be in [0, {n_classes})"
+                f"logits have {n_classes} classes along axis {axis}, so targets must be "
+                f"in [0, {n_classes}) or equal ignore_index ({ignore_index})"
             )
     outer, _, inner = _split_shape(logits_shape, axis)
-    return _kernel_ready(np.reshape(t, (outer, inner)).astype(np.intp, copy=False))
+    t = np.reshape(t, (outer, inner))
+    intp = np.iinfo(np.intp)
+    if not intp.min <= ignore_index <= intp.max:
+        # An ignore_index the kernel cannot hold (it can still equal a uint64
+        # target): mark those positions with -1, which the kernel ignores.
+        marked = np.full(t.shape, -1, dtype=np.intp)
+        keep = t != ignore_index
+        marked[keep] = t[keep]
+        return marked, -1
+    # Every value is now in [0, C) or equals ignore_index: the cast is exact.
+    return _kernel_ready(t.astype(np.intp, copy=False)), ignore_index
+
+
+def _target_probabilities(y, logits, axis, ignore_index):
+    """Check class-probability targets and return them as (outer, C, inner)."""
+    if y.shape != logits.shape:
+        raise ValueError(
+            f"target holds floating values, so it is read as class probabilities and must "
+            f"have the logits' shape {logits.shape}, got {y.shape}; class indices need an "
+            f"integer dtype"
+        )
+    if ignore_index >= 0:
+        raise ValueError(
+            f"ignore_index ({ignore_index}) is not supported with class-probability "
+            f"(floating) targets"
+        )
+    return _input3(y.astype(logits.dtype, copy=False), axis)
 
 
 # --- dispatch --------------------------------------------------------------------
@@ -168,18 +227,21 @@ def _chunking(n_rows, n_classes, n_threads):
     return rows_per_chunk, n_chunks, max(1, min(n_threads, n_chunks))
 
 
-def _run(mode, z3, out3, target2, row_value, grad_scale, n_threads):
+def _run(mode, z3, threads, *, out3=None, y3=None, target2=None, sample_weight2=None,
+         row_value=None, weight=None, ignore_index=-100, label_smoothing=0.0,
+         grad_scale=1.0):
     """Call the kernel once; returns the per-chunk loss sums."""
     n_rows = z3.shape[0] * z3.shape[2]
     m = z3.shape[1]
-    rows_per_chunk, n_chunks, n_threads = _chunking(n_rows, m, n_threads)
+    rows_per_chunk, n_chunks, threads = _chunking(n_rows, m, threads)
     chunk_sums = np.zeros(n_chunks, dtype=np.float64)
     scratch = None
-    unit = z3.itemsize
-    if m > _kernels.BLOCK and (z3.strides[1] != unit or (out3 is not None and out3.strides[1] != unit)):
-        scratch = np.empty((n_threads, m), dtype=z3.dtype)
-    _kernels.run(z3, out3, target2, row_value, chunk_sums, rows_per_chunk,
-                 scratch, grad_scale, n_threads, int(mode))
+    if _kernels.needs_scratch(z3, out3, y3):
+        scratch = np.empty((threads, 3 * m), dtype=z3.dtype)
+    weight_total = float(np.sum(weight)) if weight is not None else float(m)
+    _kernels.run(int(mode), z3, out3, y3, target2, sample_weight2, row_value,
+                 weight, weight_total, ignore_index, label_smoothing, grad_scale,
+                 chunk_sums, rows_per_chunk, scratch, threads)
     return chunk_sums
 
 
@@ -192,61 +254,123 @@ def _reduce(chunk_sums, row_value, denominator, reduction, dtype, shape):
     return dtype.type(total)
 
 
-def _loss(logits, target, reduction, axis, n_threads, grad_out, want_grad):
-    """Shared body of cross_entropy and cross_entropy_and_grad."""
+def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
+          label_smoothing, sample_weight, grad_scale, grad_out):
+    """Shared body of cross_entropy and cross_entropy_and_grad: validate every
+    argument, then run the kernel once.  `grad_out` is None for the loss only."""
     _check_reduction(reduction)
     axis = _check_axis(axis, logits.ndim, "logits")
     threads = _resolve_n_threads(n_threads)
-    target2 = _target_indices(target, logits.shape, axis)
+    ignore_index = _check_integer(ignore_index, "ignore_index")
+    label_smoothing = _check_label_smoothing(label_smoothing)
+    grad_scale = _check_real(grad_scale, "grad_scale")
+    n_classes = logits.shape[axis]
+    positions = logits.shape[:axis] + logits.shape[axis + 1:]
+    outer, _, inner = _split_shape(logits.shape, axis)
+    if weight is not None:
+        weight = _check_nonnegative_weights(weight, "weight", (n_classes,), "one per class")
+    if sample_weight is not None:
+        sample_weight = _check_nonnegative_weights(
+            sample_weight, "sample_weight", positions, "one per position: the target's shape")
+
+    t = np.asarray(target)
+    y3 = target2 = None
+    if t.dtype.kind in "iu":
+        target2, kernel_ignore = _target_indices(t, logits.shape, axis, ignore_index)
+        # PyTorch's denominator: the summed weights of the positions not ignored.
+        active = t != ignore_index
+        n_active = int(np.count_nonzero(active))
+        position_weight = np.ones(positions) if sample_weight is None else sample_weight
+        if weight is not None:
+            position_weight = position_weight * weight[np.where(active, t, 0).astype(np.intp)]
+        denominator = float(np.sum(position_weight, where=active))
+    elif t.dtype.kind == "f":
+        y3 = _target_probabilities(t, logits, axis, ignore_index)
+        kernel_ignore = -1
+        n_active = math.prod(positions)
+        denominator = float(n_active if sample_weight is None else np.sum(sample_weight))
+    else:
+        raise TypeError(
+            f"target must hold integer class indices or floating class probabilities, "
+            f"got dtype {t.dtype}"
+        )
+
+    if reduction == "mean":
+        if denominator:
+            grad_scale = grad_scale / denominator
+        else:
+            # No position counts: PyTorch gives a zero gradient when every
+            # position is ignored, and NaN when the weights of the rest are 0.
+            grad_scale = 0.0 if n_active == 0 else math.nan
+    sample_weight2 = None
+    if sample_weight is not None:
+        sample_weight2 = _kernel_ready(np.reshape(sample_weight, (outer, inner)))
+    row_value = np.empty((outer, inner)) if reduction == "none" else None
 
     z3 = _input3(logits, axis)
-    n_rows = z3.shape[0] * z3.shape[2]
-    denominator = n_rows
-    row_value = np.empty((z3.shape[0], z3.shape[2])) if reduction == "none" else None
-    grad_scale = 1.0 / denominator if reduction == "mean" and denominator else 1.0
-
     out3 = staging = None
-    if want_grad:
+    if grad_out is not None:
         out3 = _view3(grad_out, axis)
         if out3 is None or _kernel_ready(out3) is not out3:
             # The output's layout cannot be addressed as (outer, classes, inner):
             # compute into a fresh array and copy it over at the end.
             staging = np.empty(logits.shape, dtype=logits.dtype)
             out3 = _view3(staging, axis)
-    chunk_sums = _run(Mode.LOSS_GRAD if want_grad else Mode.LOSS,
-                      z3, out3, target2, row_value, grad_scale, threads)
+    chunk_sums = _run(Mode.LOSS_GRAD if grad_out is not None else Mode.LOSS, z3, threads,
+                      out3=out3, y3=y3, target2=target2, sample_weight2=sample_weight2,
+                      row_value=row_value, weight=weight, ignore_index=kernel_ignore,
+                      label_smoothing=label_smoothing, grad_scale=grad_scale)
     if staging is not None:
         grad_out[...] = staging
-    shape = logits.shape[:axis] + logits.shape[axis + 1:]
-    return _reduce(chunk_sums, row_value, denominator, reduction, logits.dtype, shape)
+    return _reduce(chunk_sums, row_value, denominator, reduction, logits.dtype, positions)
 
 
 # --- public functions --------------------------------------------------------------
 
-def cross_entropy(logits, target, *, reduction="mean", axis=-1, n_threads=None):
-    """Softmax cross-entropy loss between logits and integer class targets.
+def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0, sample_weight=None, axis=-1, n_threads=None):
+    """Softmax cross-entropy between logits and class targets.
 
-    For each position, ``loss = logsumexp(logits) - logits[target]`` along the
-    class axis, computed stably (the row maximum is subtracted first) in one
-    pass, with the GIL released.  Semantics follow
-    ``torch.nn.functional.cross_entropy``.
+    Per position, ``loss = -sum_j c_j log softmax(logits)_j`` along the class
+    axis, with ``c`` the one-hot target (or the given class probabilities),
+    smoothed and weighted as in ``torch.nn.functional.cross_entropy``.  Computed
+    stably (the row maximum is subtracted first) in one pass over the logits,
+    with the GIL released.
 
     Parameters
     ----------
     logits : array_like of float32 or float64, shape (..., C, ...)
         Unnormalised scores; the class axis is ``axis``.
-    target : array_like of int, shape ``logits.shape`` without ``axis``
-        Class indices in ``[0, C)``; any integer dtype.
+    target : array_like
+        Either class indices (any integer dtype, ``logits.shape`` without
+        ``axis``, each in ``[0, C)`` or equal to ``ignore_index``), or class
+        probabilities (floating, ``logits.shape``).
+    weight : array_like of shape (C,), optional, keyword-only
+        Per-class weights, finite and >= 0.
+    ignore_index : int, keyword-only
+        Positions whose target equals it contribute nothing, to the loss or to
+        the mean's denominator.  Not with probability targets (unless negative).
     reduction : {'mean', 'sum', 'none'}, keyword-only
-        ``'mean'`` averages over positions, ``'sum'`` adds them up,
-        ``'none'`` returns one loss per position.
+        ``'none'``: one loss per position.  ``'sum'``: their sum.  ``'mean'``:
+        the sum divided, for class indices, by the summed weight
+        (``weight[target] * sample_weight``) of the positions not ignored, and
+        for probabilities by the number of positions (or the sum of
+        ``sample_weight``).  A mean over nothing is NaN.
+    label_smoothing : float in [0, 1], keyword-only
+        Mixes the target with the uniform distribution:
+        ``(1 - label_smoothing) * target + label_smoothing / C``.
+    sample_weight : array_like, optional, keyword-only
+        Per-position weights (the shape of the targets' positions), finite and
+        >= 0: each position's loss is multiplied by it, and the mean divides by
+        the weighted count (see ``reduction``).
     axis : int, keyword-only
         The class axis.  ``-1`` (NumPy convention); PyTorch's ``(N, C, d1, ...)``
         layout is ``axis=1``.
     n_threads : int or None, keyword-only
         OpenMP threads.  None follows ``OMP_NUM_THREADS`` / threadpoolctl,
         capped at the available CPUs; negative values count back from the CPU
-        count (-1: all).  Small inputs use one thread whatever is asked.
+        count (-1: all).  Small inputs use one thread whatever is asked.  The
+        result does not depend on it.
 
     Returns
     -------
@@ -256,12 +380,15 @@ def cross_entropy(logits, target, *, reduction="mean", axis=-1, n_threads=None):
     Raises
     ------
     TypeError
-        Logits not float32/float64, targets not integer, or an option of the
-        wrong type.
+        Logits not float32/float64, targets neither integer nor floating, or an
+        option of the wrong type.
     ValueError
-        Shapes that do not match, an unknown reduction, an axis out of range.
+        Shapes that do not match, an unknown reduction, an axis out of range,
+        label_smoothing outside [0, 1], negative or non-finite weights,
+        ignore_index with probability targets.
     IndexError
-        A target outside ``[0, C)``; the message gives the first one and where.
+        A class index outside ``[0, C)`` other than ``ignore_index``; the
+        message gives the first one and where it is.
 
     Examples
     --------
@@ -272,21 +399,33 @@ def cross_entropy(logits, target, *, reduction="mean", axis=-1, n_threads=None):
     0.669962
     >>> cross_entropy(logits, [0, 2], reduction="none").round(6)
     array([0.241311, 1.098612])
+    >>> round(float(cross_entropy(logits, [0, -100])), 6)    # second position ignored
+    0.241311
+    >>> round(float(cross_entropy(logits, [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])), 6)
+    0.669962
     """
     logits = _as_float_array(logits, "logits")
-    return _loss(logits, target, reduction, axis, n_threads, None, want_grad=False)
+    return _loss(logits, target, reduction=reduction, axis=axis, n_threads=n_threads,
+                 weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
+                 sample_weight=sample_weight, grad_scale=1.0, grad_out=None)
 
 
-def cross_entropy_and_grad(logits, target, *, reduction="mean", axis=-1, n_threads=None,
-                           out=None, inplace=False):
+def cross_entropy_and_grad(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
+                           label_smoothing=0.0, sample_weight=None, grad_scale=1.0, axis=-1,
+                           n_threads=None, out=None, inplace=False):
     """Cross-entropy loss and its gradient with respect to the logits, fused.
 
-    One pass over each row gives both: the gradient is
-    ``softmax(logits) - onehot(target)``, divided by the number of positions for
-    ``reduction='mean'``.  Arguments as :func:`cross_entropy`, plus:
+    One pass over each row gives both.  The gradient of a position is
+    ``sum_j c_j * (softmax(logits) - onehot_j)`` (``softmax - onehot(target)``
+    without weights or smoothing), times its sample weight, divided by the
+    mean's denominator for ``reduction='mean'``, times ``grad_scale``.
+    Arguments as :func:`cross_entropy`, plus:
 
     Parameters
     ----------
+    grad_scale : float, keyword-only
+        Multiplies the gradient: the upstream gradient of the loss, so that a
+        framework's backward needs no second pass.
     out : ndarray, optional, keyword-only
         Where to write the gradient: the logits' shape and dtype, writeable,
         not overlapping ``logits`` or ``target``.  Nothing is allocated for it.
@@ -299,8 +438,9 @@ def cross_entropy_and_grad(logits, target, *, reduction="mean", axis=-1, n_threa
     loss : numpy scalar, or ndarray for ``reduction='none'``
         As :func:`cross_entropy`.
     grad : ndarray
-        The logits' shape and dtype: ``out``, ``logits`` (in place) or a new array.
-        For ``reduction='none'`` it is the gradient of the sum of the losses.
+        The logits' shape and dtype: ``out``, ``logits`` (in place) or a new
+        array.  For ``reduction='none'`` it is the gradient of the sum of the
+        losses.  Ignored positions get a zero gradient.
 
     Examples
     --------
@@ -322,17 +462,26 @@ def cross_entropy_and_grad(logits, target, *, reduction="mean", axis=-1, n_threa
                 f"inplace=True needs logits to be a numpy.ndarray, got {type(logits).__name__}"
             )
     logits = _as_float_array(logits, "logits")
+    overlap_checks = [(logits, "logits")]
+    for other, name in ((target, "target"), (weight, "weight"), (sample_weight, "sample_weight")):
+        if isinstance(other, np.ndarray):
+            overlap_checks.append((other, name))
     if inplace:
         if not logits.flags.writeable:
             raise ValueError("inplace=True needs writeable logits, but logits is read-only")
+        for other, name in overlap_checks[1:]:
+            if np.may_share_memory(logits, other):
+                raise ValueError(f"inplace=True would overwrite {name}, which shares memory "
+                                 f"with logits")
         grad = logits
     elif out is not None:
-        _check_writable_output(out, logits, "out", forbid_overlap=[
-            (logits, "logits"), (target if isinstance(target, np.ndarray) else None, "target")])
+        _check_writable_output(out, logits, "out", forbid_overlap=overlap_checks)
         grad = out
     else:
         grad = np.empty(logits.shape, dtype=logits.dtype)
-    loss = _loss(logits, target, reduction, axis, n_threads, grad, want_grad=True)
+    loss = _loss(logits, target, reduction=reduction, axis=axis, n_threads=n_threads,
+                 weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
+                 sample_weight=sample_weight, grad_scale=grad_scale, grad_out=grad)
     return loss, grad
 
 
@@ -353,7 +502,7 @@ def _normaliser(mode, x, axis, n_threads, out):
     if out3 is None or _kernel_ready(out3) is not out3:
         staging = np.empty(x.shape, dtype=x.dtype)
         out3 = _view3(staging, axis)
-    _run(mode, z3, out3, None, None, 1.0, threads)
+    _run(mode, z3, threads, out3=out3)
     if staging is not None:
         out[...] = staging
     return out
@@ -431,6 +580,6 @@ def logsumexp(x, *, axis=-1, keepdims=False, n_threads=None):
     threads = _resolve_n_threads(n_threads)
     z3 = _input3(x, axis)
     row_value = np.empty((z3.shape[0], z3.shape[2]))
-    _run(Mode.LOGSUMEXP, z3, None, None, row_value, 1.0, threads)
+    _run(Mode.LOGSUMEXP, z3, threads, row_value=row_value)
     shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1:]
     return row_value.reshape(shape).astype(x.dtype)[()]

@@ -6,24 +6,30 @@ Everything here runs without the GIL over typed memoryviews.  The Python shim
 (`_api.py`) has already validated every argument: targets are in range or equal
 to ``ignore_index``, buffers have the right shapes, and the thread count is
 resolved.  The kernels therefore cannot fail; they still never index outside a
-row (an invalid target is treated as ignored), so a bug in the shim shows up
-as a wrong number in a test, never as a crash.
+row (a target outside ``[0, classes)`` is treated as ignored), so a bug in the
+shim shows up as a wrong number in a test, never as a crash.
 
 Layout: every array is viewed as 3-D ``(outer, classes, inner)``; a "row" is one
 ``(o, i)`` pair, the classes of a row are ``x[o, :, i]``.  With the class axis
 last (the common case) ``inner == 1`` and rows are contiguous, which is what the
 SIMD primitives in ``_simd.h`` want.
 
-Paths, chosen per call by shape and layout:
+A row is computed in three steps that every path shares:
 
-* long rows (contiguous classes, ``m > SMALL_ROW``): each row is three SIMD
-  passes — max, exp-and-sum (writing exp into the output when one is wanted),
-  then one scaling pass; the gradient never needs a scratch buffer.
-* row blocks (short rows, or classes strided in memory): a block of rows is
-  gathered as ``x - rowmax`` into a small buffer, one SIMD exp runs over the
-  whole block, and the results are reduced and scattered row by row.  This keeps
-  the exp vectorised when a row is only ~10 elements long, and handles any
-  stride.
+1. ``prepare``: the row max, and what the loss needs from the logits before
+   they may be overwritten (in place): the target logit, the smoothing term
+   ``sum_j w_j (max - z_j)``, or for probability targets ``S = sum_j c_j`` and
+   ``D = sum_j c_j (max - z_j)`` with ``c_j = w_j ((1 - eps) y_j + eps / C)``.
+2. ``exp(z - max)`` and its float64 sum ``s``, written into the output when a
+   gradient or softmax is wanted.
+3. ``finish``: loss (``lse = max + log s``) and the output array.
+
+Which loops run depends only on the row length, never on the layout:
+
+* long rows (``m > SMALL_ROW``): SIMD primitives per row; a row whose classes
+  are strided in memory is first gathered into a per-thread scratch row.
+* short rows: rows are gathered in blocks, one SIMD exp covers the whole block,
+  and the rest is plain loops, so a 10-class row costs no per-row call overhead.
 
 Rows are processed in fixed chunks; each chunk's loss is summed in float64 in
 row order, so results do not depend on the number of threads.
@@ -42,18 +48,20 @@ cdef extern from "_simd.h" nogil:
     double ce_expsum_f64(const double *x, double *out, Py_ssize_t n, double shift)
     double ce_sumexp_f32(const float *x, Py_ssize_t n, float shift)
     double ce_sumexp_f64(const double *x, Py_ssize_t n, double shift)
-    double ce_sum_f32(const float *x, Py_ssize_t n)
-    double ce_sum_f64(const double *x, Py_ssize_t n)
     void ce_exp_f32(const float *x, float *out, Py_ssize_t n)
     void ce_exp_f64(const double *x, double *out, Py_ssize_t n)
     void ce_scale_f32(float *x, Py_ssize_t n, float a)
     void ce_scale_f64(double *x, Py_ssize_t n, double a)
     void ce_shift_f32(const float *x, float *out, Py_ssize_t n, float a, float b)
     void ce_shift_f64(const double *x, double *out, Py_ssize_t n, double a, double b)
+    double ce_gapsum_f32(const float *x, const double *w, Py_ssize_t n, float top)
+    double ce_gapsum_f64(const double *x, const double *w, Py_ssize_t n, double top)
+    void ce_scale_sub_f32(float *g, const double *w, Py_ssize_t n, double a, double b)
+    void ce_scale_sub_f64(double *g, const double *w, Py_ssize_t n, double a, double b)
 
 
-# What a call computes.  Per row it returns one number (loss or log-sum-exp);
-# the modes that write an array write it into `out`.
+# What a call computes.  Per row it yields one number (loss or log-sum-exp); the
+# modes that write an array write it into `out`.
 cpdef enum Mode:
     LOSS = 0            # loss only
     LOSS_GRAD = 1       # loss, and its gradient into out
@@ -62,15 +70,15 @@ cpdef enum Mode:
     LOG_SOFTMAX = 4     # log-softmax into out
 
 cdef enum:
-    # Rows up to this length take the row-block path even when contiguous.
+    # Rows up to this length take the row-block path.
     SMALL_ROW = 64
-    # Rows per block at most, and the stack buffer's size in elements; longer
-    # strided rows go through a per-thread scratch row instead.
-    MAX_BLOCK = 1024
+    # Elements per row block (on the stack).
+    BLOCK_ELEMENTS = 2048
+    # Rows per block at most.
+    BLOCK_ROWS = 256
 
 # Exposed for the shim and the tests, which pick shapes on either side of them.
 SMALL_ROW_LEN = SMALL_ROW
-BLOCK = MAX_BLOCK
 
 
 def max_threads():
@@ -84,6 +92,44 @@ def max_threads():
 def has_dispatch():
     """Whether the SIMD primitives were built with x86-64-v3 runtime dispatch."""
     return bool(CE_HAVE_DISPATCH)
+
+
+# --- the problem, as plain C data ---------------------------------------------
+
+cdef struct Strided:
+    # An array viewed as (outer, classes, inner), or (outer, inner) when sc == 0.
+    char *data
+    Py_ssize_t so, sc, si       # byte strides
+
+
+cdef struct Problem:
+    Mode mode
+    Py_ssize_t m                # classes
+    Py_ssize_t inner            # rows are (o, i) with i < inner
+    Py_ssize_t ignore_index
+    double grad_scale           # upstream gradient / reduction denominator
+    double keep                 # 1 - label_smoothing
+    double each                 # label_smoothing / classes
+    bint smoothing              # label_smoothing > 0
+    const double *weight        # class weights, or NULL for all ones
+    double weight_total         # sum of the class weights
+    bint probabilities          # targets are class probabilities (in `y`)
+    Strided z, out, y, target, sample_weight, row_value
+    bint has_out, has_target, has_sample_weight, has_row_value
+
+
+cdef struct RowPrep:
+    double zmax
+    double zt                   # target logit (hard targets)
+    double wt                   # target class weight
+    double gap                  # smoothing: sum w_j (max - z_j); probabilities: D
+    double mass                 # probabilities: S = sum c_j
+    Py_ssize_t t                # target class, -1 when the row is ignored
+
+
+cdef inline char *row_ptr(const Strided *a, Py_ssize_t r, Py_ssize_t inner) noexcept nogil:
+    cdef Py_ssize_t o = r // inner
+    return a.data + o * a.so + (r - o * inner) * a.si
 
 
 # --- fused-type wrappers around the C primitives -----------------------------
@@ -110,13 +156,6 @@ cdef inline double vsumexp(const floating *x, Py_ssize_t n, floating shift) noex
         return ce_sumexp_f64(x, n, shift)
 
 
-cdef inline double vsum(const floating *x, Py_ssize_t n) noexcept nogil:
-    if floating is float:
-        return ce_sum_f32(x, n)
-    else:
-        return ce_sum_f64(x, n)
-
-
 cdef inline void vexp(const floating *x, floating *out, Py_ssize_t n) noexcept nogil:
     if floating is float:
         ce_exp_f32(x, out, n)
@@ -124,228 +163,420 @@ cdef inline void vexp(const floating *x, floating *out, Py_ssize_t n) noexcept n
         ce_exp_f64(x, out, n)
 
 
-cdef inline void vscale(floating *x, Py_ssize_t n, floating a) noexcept nogil:
+cdef inline double vgapsum(const floating *x, const double *w, Py_ssize_t n,
+                           floating top) noexcept nogil:
     if floating is float:
-        ce_scale_f32(x, n, a)
+        return ce_gapsum_f32(x, w, n, top)
     else:
-        ce_scale_f64(x, n, a)
+        return ce_gapsum_f64(x, w, n, top)
 
 
-cdef inline void vshift(const floating *x, floating *out, Py_ssize_t n,
-                        floating a, floating b) noexcept nogil:
-    if floating is float:
-        ce_shift_f32(x, out, n, a, b)
+# --- element loops: SIMD primitives for long rows, plain loops for short ------
+
+cdef inline void scale(floating *g, Py_ssize_t n, floating a) noexcept nogil:
+    cdef Py_ssize_t j
+    if n > SMALL_ROW:
+        if floating is float:
+            ce_scale_f32(g, n, a)
+        else:
+            ce_scale_f64(g, n, a)
     else:
-        ce_shift_f64(x, out, n, a, b)
+        for j in range(n):
+            g[j] = g[j] * a
 
 
-# --- one contiguous row ------------------------------------------------------
+cdef inline void scale_sub(floating *g, const double *w, Py_ssize_t n,
+                           double a, double b) noexcept nogil:
+    """g = g * a - b * w (w NULL: all ones), in double."""
+    cdef Py_ssize_t j
+    if n > SMALL_ROW:
+        if floating is float:
+            ce_scale_sub_f32(g, w, n, a, b)
+        else:
+            ce_scale_sub_f64(g, w, n, a, b)
+    elif w == NULL:
+        for j in range(n):
+            g[j] = <floating>(g[j] * a - b)
+    else:
+        for j in range(n):
+            g[j] = <floating>(g[j] * a - b * w[j])
 
-cdef double contiguous_row(const floating *z, floating *out, Py_ssize_t m,
-                           Py_ssize_t t, double grad_scale, Mode mode) noexcept nogil:
-    """One row whose classes are contiguous; returns its loss or log-sum-exp.
 
-    `out` may be `z` itself (in place): z[t] is read before anything is written.
-    For the loss modes `t` is a valid class (the caller skips ignored rows).
+cdef inline void shift(const floating *z, floating *out, Py_ssize_t n,
+                       floating a, floating b) noexcept nogil:
+    cdef Py_ssize_t j
+    if n > SMALL_ROW:
+        if floating is float:
+            ce_shift_f32(z, out, n, a, b)
+        else:
+            ce_shift_f64(z, out, n, a, b)
+    else:
+        for j in range(n):
+            out[j] = (z[j] - a) - b
+
+
+cdef inline floating row_max(const floating *z, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    cdef floating best
+    if n > SMALL_ROW:
+        return vmax(z, n)
+    best = -INFINITY
+    for j in range(n):
+        if z[j] > best:
+            best = z[j]
+    return best
+
+
+cdef inline double gap_sum(const floating *z, const double *w, Py_ssize_t n,
+                           floating top) noexcept nogil:
+    """sum_j w_j (top - z_j), a zero weight contributing 0 even at z_j = -inf."""
+    cdef Py_ssize_t j
+    cdef double acc = 0.0
+    if n > SMALL_ROW:
+        return vgapsum(z, w, n, top)
+    if w == NULL:
+        for j in range(n):
+            acc = acc + (<double>top - <double>z[j])
+    else:
+        for j in range(n):
+            if w[j] != 0.0:
+                acc = acc + w[j] * (<double>top - <double>z[j])
+    return acc
+
+
+# --- one row: prepare and finish -----------------------------------------------
+
+cdef inline void prepare(const Problem *P, const floating *z, const floating *y,
+                         Py_ssize_t t, RowPrep *row) noexcept nogil:
+    """Everything the row needs from the logits before they may be overwritten.
+
+    `z` and `y` are contiguous rows; `t` the target class (hard targets).
     """
-    cdef floating zmax = vmax(z, m)
-    cdef double s, lse, zt = 0.0, e_t
-    if mode == LOSS or mode == LOSS_GRAD:
-        zt = z[t]
-    if mode == LOSS_GRAD or mode == SOFTMAX:
-        s = vexpsum(z, out, m, zmax)
-    else:
-        s = vsumexp(z, m, zmax)
-    lse = zmax + log(s)
-    if mode == LOSS:
-        return lse - zt
-    if mode == LOSS_GRAD:
-        # p_t - 1 in double, from the unscaled exp: exact where p_t is near 1,
-        # which is where the float subtraction would cancel.
-        e_t = out[t]
-        vscale(out, m, <floating>(grad_scale / s))
-        out[t] = <floating>(grad_scale * (e_t / s - 1.0))
-        return lse - zt
-    if mode == SOFTMAX:
-        vscale(out, m, <floating>(1.0 / s))
-    elif mode == LOG_SOFTMAX:
-        vshift(z, out, m, zmax, <floating>log(s))
-    return lse
+    cdef Py_ssize_t j, m = P.m
+    cdef double c, d, mass = 0.0, gap = 0.0
+    cdef floating zmax = row_max(z, m)
+    row.zmax = zmax
+    row.t = t
+    if P.mode != LOSS and P.mode != LOSS_GRAD:
+        return
+    if P.probabilities:
+        # c_j = w_j ((1 - eps) y_j + eps / C); a class with c_j == 0 adds
+        # nothing to the loss, even where z_j = -inf (PyTorch would give NaN).
+        for j in range(m):
+            c = P.keep * y[j] + P.each
+            if P.weight != NULL:
+                c = c * P.weight[j]
+            mass = mass + c
+            if c != 0.0:
+                gap = gap + c * (<double>zmax - <double>z[j])
+        row.mass = mass
+        row.gap = gap
+        return
+    row.zt = z[t]
+    row.wt = P.weight[t] if P.weight != NULL else 1.0
+    if P.smoothing:
+        row.gap = gap_sum(z, P.weight, m, zmax)
 
 
-# --- a block of rows, any strides --------------------------------------------
+cdef inline double finish(const Problem *P, const floating *z, floating *g,
+                          const floating *y, double s, const RowPrep *row,
+                          double sample_weight) noexcept nogil:
+    """Loss (or log-sum-exp) of a row whose exps sum to `s`; writes `g`.
 
-cdef double row_block(const floating *z0, Py_ssize_t z_row_o, Py_ssize_t z_row_i,
-                      Py_ssize_t z_cls, floating *out0, Py_ssize_t o_row_o,
-                      Py_ssize_t o_row_i, Py_ssize_t o_cls, Py_ssize_t inner,
-                      Py_ssize_t m, Py_ssize_t r_start, Py_ssize_t r_end,
-                      const Py_ssize_t *tgt0, Py_ssize_t t_row_o, Py_ssize_t t_row_i,
-                      double *rv0, Py_ssize_t v_row_o, Py_ssize_t v_row_i,
-                      double grad_scale, Mode mode,
-                      floating *buf, Py_ssize_t cap) noexcept nogil:
-    """Rows r_start..r_end through the block buffer `buf` (capacity `cap`), or
-    through a buffer on this thread's stack when `buf` is NULL.
-
-    Strides are in elements; pointers with a zero stride are unused.  Returns
-    the sum of the rows' losses (loss modes) in row order.
+    `g` is a contiguous row holding exp(z - max) for the gradient and softmax
+    modes (it may be `z` itself: `z` is read here only for log-softmax, element
+    by element before the write).
     """
-    cdef Py_ssize_t per_block = cap // m if m > 0 else cap
-    cdef Py_ssize_t b0, b1, r, o, i, j, k, t, n_rows
+    cdef Py_ssize_t j, t = row.t, m = P.m
+    cdef double log_s = log(s), loss, gs, a, c, e_t
+    cdef floating zmax = <floating>row.zmax
+    if P.mode == LOGSUMEXP:
+        return row.zmax + log_s
+    if P.mode == SOFTMAX:
+        scale(g, m, <floating>(1.0 / s))
+        return row.zmax + log_s
+    if P.mode == LOG_SOFTMAX:
+        shift(z, g, m, zmax, <floating>log_s)
+        return row.zmax + log_s
+
+    # Loss of the row: sum_j c_j (lse - z_j), split as
+    # (sum_j c_j) log s + sum_j c_j (max - z_j) so that no large terms cancel.
+    if P.probabilities:
+        loss = row.mass * log_s + row.gap
+    else:
+        loss = P.keep * row.wt * ((row.zmax - row.zt) + log_s)
+        if P.smoothing:
+            loss = loss + P.each * (P.weight_total * log_s + row.gap)
+    loss = loss * sample_weight
+    if P.mode == LOSS:
+        return loss
+
+    # Gradient: sum_j c_j (p - onehot_j) = p * mass - c, times the upstream
+    # gradient and this row's sample weight.
+    gs = P.grad_scale * sample_weight
+    if P.probabilities:
+        a = gs * row.mass / s
+        for j in range(m):
+            c = P.keep * y[j] + P.each
+            if P.weight != NULL:
+                c = c * P.weight[j]
+            g[j] = <floating>(g[j] * a - gs * c)
+        return loss
+    e_t = g[t]
+    a = P.keep * row.wt + (P.each * P.weight_total if P.smoothing else 0.0)
+    if P.smoothing:
+        scale_sub(g, P.weight, m, gs * a / s, gs * P.each)
+    else:
+        scale(g, m, <floating>(gs * a / s))
+    # The target's entry in float64 from the unscaled exp: p_t - 1 is then
+    # exact where p_t is near 1, which is where a float subtraction cancels.
+    g[t] = <floating>(gs * (a * (e_t / s) - P.keep * row.wt
+                            - (P.each * row.wt if P.smoothing else 0.0)))
+    return loss
+
+
+# --- rows of a chunk -------------------------------------------------------------
+
+cdef inline Py_ssize_t row_target(const Problem *P, Py_ssize_t r) noexcept nogil:
+    """The row's class, or -1 when it is ignored (or, defensively, invalid)."""
+    cdef Py_ssize_t t
+    if not P.has_target or P.probabilities:
+        return 0
+    t = (<Py_ssize_t *>row_ptr(&P.target, r, P.inner))[0]
+    if t == P.ignore_index or t < 0 or t >= P.m:
+        return -1
+    return t
+
+
+cdef inline double row_sample_weight(const Problem *P, Py_ssize_t r) noexcept nogil:
+    if not P.has_sample_weight:
+        return 1.0
+    return (<double *>row_ptr(&P.sample_weight, r, P.inner))[0]
+
+
+cdef inline void store_row_value(const Problem *P, Py_ssize_t r, double v) noexcept nogil:
+    if P.has_row_value:
+        (<double *>row_ptr(&P.row_value, r, P.inner))[0] = v
+
+
+cdef inline void gather(const floating *src, Py_ssize_t stride, floating *dst,
+                        Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        dst[j] = src[j * stride]
+
+
+cdef inline void scatter(const floating *src, floating *dst, Py_ssize_t stride,
+                         Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t j
+    for j in range(n):
+        dst[j * stride] = src[j]
+
+
+cdef inline bint writes_out(const Problem *P) noexcept nogil:
+    return P.mode == LOSS_GRAD or P.mode == SOFTMAX or P.mode == LOG_SOFTMAX
+
+
+cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
+                      floating *scratch) noexcept nogil:
+    """Rows r0..r1 with more than SMALL_ROW classes; returns their loss sum.
+
+    `scratch` (3 rows of m) is used only for rows whose classes are strided.
+    """
+    cdef Py_ssize_t r, t, j, m = P.m
+    cdef Py_ssize_t zc = P.z.sc // sizeof(floating)
+    cdef Py_ssize_t oc = P.out.sc // sizeof(floating)
+    cdef Py_ssize_t yc = P.y.sc // sizeof(floating)
+    cdef bint write = writes_out(P)
+    cdef bint strided = zc != 1 or (write and oc != 1) or (P.probabilities and yc != 1)
+    cdef const floating *z
+    cdef const floating *y = NULL
+    cdef floating *g = NULL
+    cdef floating *g_dest = NULL
+    cdef double s, v, sw, total = 0.0
+    cdef RowPrep row
+
+    for r in range(r0, r1):
+        t = row_target(P, r)
+        if t < 0:
+            if write:
+                g_dest = <floating *>row_ptr(&P.out, r, P.inner)
+                for j in range(m):
+                    g_dest[j * oc] = 0
+            store_row_value(P, r, 0.0)
+            continue
+        z = <const floating *>row_ptr(&P.z, r, P.inner)
+        if P.probabilities:
+            y = <const floating *>row_ptr(&P.y, r, P.inner)
+        if write:
+            g_dest = <floating *>row_ptr(&P.out, r, P.inner)
+            g = g_dest
+        if strided:
+            gather(z, zc, scratch, m)
+            z = scratch
+            if P.probabilities:
+                gather(y, yc, scratch + m, m)
+                y = scratch + m
+            g = scratch + 2 * m
+        sw = row_sample_weight(P, r)
+        prepare(P, z, y, t, &row)
+        if write and P.mode != LOG_SOFTMAX:
+            s = vexpsum(z, g, m, <floating>row.zmax)
+        else:
+            s = vsumexp(z, m, <floating>row.zmax)
+        v = finish(P, z, g, y, s, &row, sw)
+        if strided and write:
+            scatter(g, g_dest, oc, m)
+        store_row_value(P, r, v)
+        total = total + v
+    return total
+
+
+cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
+                       const floating *element_type) noexcept nogil:
+    """Rows r0..r1 with at most SMALL_ROW classes, a block at a time; returns
+    their loss sum.  `element_type` is unused: its type selects the float or
+    double version."""
+    cdef Py_ssize_t m = P.m, r, b0, b1, k, j, t
+    cdef Py_ssize_t per_block = BLOCK_ELEMENTS // m if m > 0 else BLOCK_ROWS
+    cdef Py_ssize_t zc = P.z.sc // sizeof(floating)
+    cdef Py_ssize_t oc = P.out.sc // sizeof(floating)
+    cdef Py_ssize_t yc = P.y.sc // sizeof(floating)
+    cdef bint write = writes_out(P)
     cdef const floating *z
     cdef floating *g
-    cdef floating zmax, scale
-    cdef double s, lse, total = 0.0, e_t, zt, a
-    cdef bint loss_mode = mode == LOSS or mode == LOSS_GRAD
-    cdef bint writes = mode == LOSS_GRAD or mode == SOFTMAX or mode == LOG_SOFTMAX
-    cdef double rowmax[MAX_BLOCK]
-    cdef double rowzt[MAX_BLOCK]
-    cdef Py_ssize_t rowt[MAX_BLOCK]
-    cdef floating local[MAX_BLOCK]
+    cdef double s, v, total = 0.0
+    cdef floating zrow[SMALL_ROW]
+    cdef floating yrow[SMALL_ROW]
+    cdef floating grow[SMALL_ROW]
+    cdef floating exps[BLOCK_ELEMENTS]
+    cdef RowPrep prep[BLOCK_ROWS]
+    cdef double weights[BLOCK_ROWS]
 
-    if buf == NULL:
-        buf = local
-        cap = MAX_BLOCK
-    if per_block > MAX_BLOCK:
-        per_block = MAX_BLOCK
-    if per_block < 1:
-        per_block = 1
-    b0 = r_start
-    while b0 < r_end:
+    if per_block > BLOCK_ROWS:
+        per_block = BLOCK_ROWS
+    b0 = r0
+    while b0 < r1:
         b1 = b0 + per_block
-        if b1 > r_end:
-            b1 = r_end
-        n_rows = b1 - b0
-        # Pass A: x - rowmax into the buffer; remember max and target logit.
+        if b1 > r1:
+            b1 = r1
+        # Prepare each row and lay out z - max for the whole block ...
         for r in range(b0, b1):
-            o = r // inner
-            i = r - o * inner
-            z = z0 + o * z_row_o + i * z_row_i
             k = r - b0
-            t = -1
-            if loss_mode:
-                t = tgt0[o * t_row_o + i * t_row_i]
-                if t < 0 or t >= m:
-                    t = -1          # ignored row
-            rowt[k] = t
-            zmax = z[0] if m > 0 else 0
-            for j in range(1, m):
-                if z[j * z_cls] > zmax:
-                    zmax = z[j * z_cls]
-            rowmax[k] = zmax
-            rowzt[k] = z[t * z_cls] if t >= 0 else 0.0
-            for j in range(m):
-                buf[k * m + j] = z[j * z_cls] - zmax
-        # Pass B: one vectorised exp over the whole block.
-        vexp(buf, buf, n_rows * m)
-        # Pass C: reduce each row, scatter its output.
-        for r in range(b0, b1):
-            o = r // inner
-            i = r - o * inner
-            k = r - b0
-            t = rowt[k]
-            s = vsum(buf + k * m, m)
-            lse = rowmax[k] + log(s)
-            if loss_mode:
-                a = lse - rowzt[k] if t >= 0 else 0.0
-                total += a
-            else:
-                a = lse
-            if rv0 != NULL:
-                rv0[o * v_row_o + i * v_row_i] = a
-            if not writes:
+            t = row_target(P, r)
+            prep[k].t = t
+            if t < 0:
+                for j in range(m):
+                    exps[k * m + j] = 0
                 continue
-            g = out0 + o * o_row_o + i * o_row_i
-            if mode == LOSS_GRAD:
-                if t < 0:
+            gather(<const floating *>row_ptr(&P.z, r, P.inner), zc, zrow, m)
+            if P.probabilities:
+                gather(<const floating *>row_ptr(&P.y, r, P.inner), yc, yrow, m)
+            weights[k] = row_sample_weight(P, r)
+            prepare(P, zrow, yrow, t, &prep[k])
+            for j in range(m):
+                exps[k * m + j] = zrow[j] - <floating>prep[k].zmax
+        # ... one vectorised exp over all of it ...
+        vexp(exps, exps, (b1 - b0) * m)
+        # ... then reduce and write row by row.
+        for r in range(b0, b1):
+            k = r - b0
+            if prep[k].t < 0:
+                if write:
+                    g = <floating *>row_ptr(&P.out, r, P.inner)
                     for j in range(m):
-                        g[j * o_cls] = 0
-                    continue
-                e_t = buf[k * m + t]
-                scale = <floating>(grad_scale / s)
-                for j in range(m):
-                    g[j * o_cls] = buf[k * m + j] * scale
-                g[t * o_cls] = <floating>(grad_scale * (e_t / s - 1.0))
-            elif mode == SOFTMAX:
-                scale = <floating>(1.0 / s)
-                for j in range(m):
-                    g[j * o_cls] = buf[k * m + j] * scale
-            else:
-                # log-softmax: (x - max) - log(sum), as the long-row path does
-                z = z0 + o * z_row_o + i * z_row_i
-                zmax = <floating>rowmax[k]
-                a = log(s)
-                for j in range(m):
-                    g[j * o_cls] = (z[j * z_cls] - zmax) - <floating>a
+                        g[j * oc] = 0
+                store_row_value(P, r, 0.0)
+                continue
+            s = 0.0
+            for j in range(m):
+                s = s + exps[k * m + j]
+            if P.mode == LOG_SOFTMAX or P.probabilities:
+                gather(<const floating *>row_ptr(&P.z, r, P.inner), zc, zrow, m)
+                if P.probabilities:
+                    gather(<const floating *>row_ptr(&P.y, r, P.inner), yc, yrow, m)
+            v = finish(P, zrow, exps + k * m, yrow, s, &prep[k], weights[k])
+            if write:
+                scatter(exps + k * m, <floating *>row_ptr(&P.out, r, P.inner), oc, m)
+            store_row_value(P, r, v)
+            total = total + v
         b0 = b1
     return total
 
 
 # --- the driver ----------------------------------------------------------------
 
-def run(const floating[:, :, :] z, floating[:, :, :] out,
-        const Py_ssize_t[:, :] target, double[:, :] row_value,
-        double[::1] chunk_sums, Py_ssize_t rows_per_chunk, floating[:, :] scratch,
-        double grad_scale, int n_threads, int mode):
+def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
+        const floating[:, :, :] y, const Py_ssize_t[:, :] target,
+        const double[:, :] sample_weight, double[:, :] row_value,
+        const double[::1] weight, double weight_total,
+        Py_ssize_t ignore_index, double label_smoothing, double grad_scale,
+        double[::1] chunk_sums, Py_ssize_t rows_per_chunk,
+        floating[:, :] scratch, int n_threads):
     """Run `mode` over every row of `z` (outer, classes, inner).
 
-    out          same shape as z for the modes that write one, else None
-    target       (outer, inner) class indices for the loss modes, else None;
-                 an index outside [0, classes) marks an ignored row
-    row_value    (outer, inner) per-row loss / log-sum-exp, or None
-    chunk_sums   per-chunk sums of the loss (loss modes), len = n_chunks
-    scratch      (n_threads, >= classes) buffer for strided long rows, or None
-    grad_scale   multiplies the gradient (the reduction's 1/denominator)
+    out            z's shape, for the modes that write an array; else None
+    y              z's shape: class probabilities (probability targets), or None
+    target         (outer, inner) class indices (hard targets), or None
+    sample_weight  (outer, inner) per-row weights, or None
+    row_value      (outer, inner) per-row loss / log-sum-exp, or None
+    weight         (classes,) class weights, or None; weight_total their sum
+    grad_scale     multiplies the gradient (upstream gradient / denominator)
+    chunk_sums     per-chunk loss sums, one per chunk of rows_per_chunk rows
+    scratch        (n_threads, 3 * classes) for strided long rows, or None
     """
-    cdef Py_ssize_t outer = z.shape[0], m = z.shape[1], inner = z.shape[2]
-    cdef Py_ssize_t n_rows = outer * inner
-    cdef Py_ssize_t n_chunks = chunk_sums.shape[0]
-    cdef Py_ssize_t isz = sizeof(floating)
-    cdef Py_ssize_t z_o = z.strides[0] // isz, z_c = z.strides[1] // isz
-    cdef Py_ssize_t z_i = z.strides[2] // isz
-    cdef Py_ssize_t o_o = 0, o_c = 0, o_i = 0
-    cdef Py_ssize_t t_o = 0, t_i = 0, v_o = 0, v_i = 0
-    cdef const floating *zp = &z[0, 0, 0] if n_rows > 0 and m > 0 else NULL
-    cdef floating *op = NULL
-    cdef const Py_ssize_t *tp = NULL
-    cdef double *vp = NULL
-    cdef floating *sp = NULL
-    cdef Py_ssize_t sp_stride = 0
-    cdef bint have_out = out is not None
-    cdef bint contiguous, use_scratch
-    cdef Py_ssize_t c, r0, r1, r, o, i, t, tid
-    cdef double total, a
-    cdef Mode md = <Mode>mode
+    cdef Problem P
+    cdef Py_ssize_t m = z.shape[1], n_rows = z.shape[0] * z.shape[2]
+    cdef Py_ssize_t n_chunks = chunk_sums.shape[0], c, r0, r1
+    cdef floating *scratch_base = NULL
+    cdef Py_ssize_t scratch_stride = 0
 
     if n_rows == 0:
         return
-    if have_out and m > 0:
-        op = &out[0, 0, 0]
-        o_o = out.strides[0] // isz
-        o_c = out.strides[1] // isz
-        o_i = out.strides[2] // isz
-    if target is not None:
-        tp = &target[0, 0]
-        t_o = target.strides[0] // sizeof(Py_ssize_t)
-        t_i = target.strides[1] // sizeof(Py_ssize_t)
-    if row_value is not None:
-        vp = &row_value[0, 0]
-        v_o = row_value.strides[0] // sizeof(double)
-        v_i = row_value.strides[1] // sizeof(double)
-    if m == 0:
-        # No classes: log-sum-exp of nothing is -inf; the shim rejects every
-        # target in this case, so only the non-loss modes get here with rows.
-        if vp != NULL:
-            for r in range(n_rows):
-                o = r // inner
-                i = r - o * inner
-                vp[o * v_o + i * v_i] = -INFINITY
-        return
+    P.mode = <Mode>mode
+    P.m = m
+    P.inner = z.shape[2]
+    P.ignore_index = ignore_index
+    P.grad_scale = grad_scale
+    P.keep = 1.0 - label_smoothing
+    P.each = label_smoothing / m if m > 0 else 0.0
+    P.smoothing = label_smoothing > 0.0
+    P.weight = &weight[0] if weight is not None and m > 0 else NULL
+    P.weight_total = weight_total
+    P.probabilities = y is not None
+    P.has_out = out is not None
+    P.has_target = target is not None
+    P.has_sample_weight = sample_weight is not None
+    P.has_row_value = row_value is not None
+    P.z = describe(<char *>&z[0, 0, 0] if m > 0 else NULL, z.strides[0], z.strides[1], z.strides[2])
+    P.out = describe(<char *>&out[0, 0, 0] if P.has_out and m > 0 else NULL,
+                     out.strides[0] if P.has_out else 0, out.strides[1] if P.has_out else 0,
+                     out.strides[2] if P.has_out else 0)
+    P.y = describe(<char *>&y[0, 0, 0] if P.probabilities and m > 0 else NULL,
+                   y.strides[0] if P.probabilities else 0, y.strides[1] if P.probabilities else 0,
+                   y.strides[2] if P.probabilities else 0)
+    P.target = describe(<char *>&target[0, 0] if P.has_target else NULL,
+                        target.strides[0] if P.has_target else 0, 0,
+                        target.strides[1] if P.has_target else 0)
+    P.sample_weight = describe(<char *>&sample_weight[0, 0] if P.has_sample_weight else NULL,
+                               sample_weight.strides[0] if P.has_sample_weight else 0, 0,
+                               sample_weight.strides[1] if P.has_sample_weight else 0)
+    P.row_value = describe(<char *>&row_value[0, 0] if P.has_row_value else NULL,
+                           row_value.strides[0] if P.has_row_value else 0, 0,
+                           row_value.strides[1] if P.has_row_value else 0)
 
-    contiguous = (z_c == 1 or m == 1) and (not have_out or o_c == 1 or m == 1)
-    use_scratch = not contiguous and m > MAX_BLOCK
-    if use_scratch:
-        sp = &scratch[0, 0]
-        sp_stride = scratch.strides[0] // isz
+    if m == 0:
+        # No classes: log-sum-exp of nothing is -inf.  The shim lets loss modes
+        # get here only when every row is ignored (each loss is then 0).
+        for r0 in range(n_rows):
+            store_row_value(&P, r0, -INFINITY if (mode == LOGSUMEXP) else 0.0)
+        return
+    if needs_scratch(z, out, y):
+        if scratch is None or scratch.shape[0] < n_threads or scratch.shape[1] < 3 * m:
+            raise ValueError("internal error: strided long rows need a scratch buffer "
+                             "of (n_threads, 3 * classes)")
+        scratch_base = &scratch[0, 0]
+        scratch_stride = scratch.strides[0] // sizeof(floating)
 
     with nogil, parallel(num_threads=n_threads):
         for c in prange(n_chunks, schedule="static"):
@@ -353,44 +584,30 @@ def run(const floating[:, :, :] z, floating[:, :, :] out,
             r1 = r0 + rows_per_chunk
             if r1 > n_rows:
                 r1 = n_rows
-            if contiguous and m > SMALL_ROW:
-                total = 0.0
-                for r in range(r0, r1):
-                    o = r // inner
-                    i = r - o * inner
-                    t = 0
-                    if tp != NULL:
-                        t = tp[o * t_o + i * t_i]
-                        if t < 0 or t >= m:
-                            if op != NULL:
-                                zero_row(op + o * o_o + i * o_i, m)
-                            if vp != NULL:
-                                vp[o * v_o + i * v_i] = 0.0
-                            continue
-                    a = contiguous_row(zp + o * z_o + i * z_i,
-                                       op + o * o_o + i * o_i if op != NULL else NULL,
-                                       m, t, grad_scale, md)
-                    total = total + a
-                    if vp != NULL:
-                        vp[o * v_o + i * v_i] = a
-                chunk_sums[c] = total
-            elif use_scratch:
-                tid = threadid()
-                chunk_sums[c] = row_block(zp, z_o, z_i, z_c, op, o_o, o_i, o_c,
-                                          inner, m, r0, r1, tp, t_o, t_i,
-                                          vp, v_o, v_i, grad_scale, md,
-                                          sp + tid * sp_stride, m)
+            if m > SMALL_ROW:
+                chunk_sums[c] = long_rows(
+                    &P, r0, r1,
+                    scratch_base + threadid() * scratch_stride if scratch_base != NULL else NULL)
             else:
-                chunk_sums[c] = row_block(zp, z_o, z_i, z_c, op, o_o, o_i, o_c,
-                                          inner, m, r0, r1, tp, t_o, t_i,
-                                          vp, v_o, v_i, grad_scale, md,
-                                          NULL, 0)
+                chunk_sums[c] = short_rows(&P, r0, r1, &z[0, 0, 0])
 
 
-cdef inline void zero_row(floating *g, Py_ssize_t m) noexcept nogil:
-    cdef Py_ssize_t j
-    for j in range(m):
-        g[j] = 0
+cdef inline Strided describe(char *data, Py_ssize_t so, Py_ssize_t sc, Py_ssize_t si) noexcept:
+    cdef Strided s
+    s.data = data
+    s.so = so
+    s.sc = sc
+    s.si = si
+    return s
+
+
+def needs_scratch(z, out, y):
+    """Whether run() needs a scratch buffer for these (outer, classes, inner) arrays:
+    long rows whose classes are not contiguous in one of them."""
+    if z.shape[1] <= SMALL_ROW:
+        return False
+    return any(a is not None and a.shape[1] > 1 and a.strides[1] != a.itemsize
+               for a in (z, out, y))
 
 
 def exp(const floating[::1] x, floating[::1] out):

@@ -37,9 +37,11 @@ static inline int ce_omp_max_threads(void) { return 1; }
 
 #if defined(_OPENMP) || defined(CE_OPENMP_SIMD)
 #define CE_SIMD_MAX _Pragma("omp simd reduction(max:acc)")
+#define CE_SIMD_SUM _Pragma("omp simd reduction(+:acc)")
 #define CE_SIMD _Pragma("omp simd")
 #else
 #define CE_SIMD_MAX
+#define CE_SIMD_SUM
 #define CE_SIMD
 #endif
 
@@ -132,6 +134,9 @@ CE_INLINE double ce_exp(double x)
  *   ce_exp      out[i] = exp(x[i]) (the row-block path and the tests)
  *   ce_scale    x[i] *= a
  *   ce_shift    out[i] = (x[i] - a) - b; out may equal x
+ *   ce_gapsum   sum of w[i] * (top - x[i]) in double (w NULL: all ones); a
+ *               term with w[i] == 0 counts 0 even where x[i] is -inf
+ *   ce_scale_sub  g[i] = g[i] * a - b * w[i], in double (w NULL: all ones)
  *
  * Sums accumulate in double whatever the element type.  The exp values are
  * computed a block at a time and then summed by a second loop over the (L1-hot)
@@ -211,6 +216,34 @@ CE_DISPATCH void ce_shift_##SFX(const T *x, T *out, ptrdiff_t n, T a, T b)   \
 {                                                                             \
     CE_SIMD                                                                   \
     for (ptrdiff_t i = 0; i < n; i++) out[i] = (x[i] - a) - b;                \
+}                                                                             \
+CE_DISPATCH double ce_gapsum_##SFX(const T *x, const double *w, ptrdiff_t n, \
+                                   T top)                                     \
+{                                                                             \
+    double acc = 0.0;                                                         \
+    if (w == NULL) {                                                          \
+        CE_SIMD_SUM                                                           \
+        for (ptrdiff_t i = 0; i < n; i++) acc += (double)top - (double)x[i];  \
+    } else {                                                                  \
+        CE_SIMD_SUM                                                           \
+        for (ptrdiff_t i = 0; i < n; i++) {                                   \
+            double d = w[i] * ((double)top - (double)x[i]);                   \
+            acc += w[i] == 0.0 ? 0.0 : d;                                     \
+        }                                                                     \
+    }                                                                         \
+    return acc;                                                               \
+}                                                                             \
+CE_DISPATCH void ce_scale_sub_##SFX(T *g, const double *w, ptrdiff_t n,      \
+                                    double a, double b)                       \
+{                                                                             \
+    if (w == NULL) {                                                          \
+        CE_SIMD                                                               \
+        for (ptrdiff_t i = 0; i < n; i++) g[i] = (T)((double)g[i] * a - b);   \
+    } else {                                                                  \
+        CE_SIMD                                                               \
+        for (ptrdiff_t i = 0; i < n; i++)                                     \
+            g[i] = (T)((double)g[i] * a - b * w[i]);                          \
+    }                                                                         \
 }
 
 CE_DEFINE_PRIMITIVES(float, f32, ce_expf, -__builtin_inff())

@@ -61,3 +61,52 @@ def finite_difference_grad(f, x, eps=1e-6):
         x[idx] = orig
         grad[idx] = (up - down) / (2 * eps)
     return grad
+
+
+def _target_distribution(logits_moved, target, axis, ignore_index, label_smoothing, weight):
+    """c[..., j] = w_j ((1 - eps) y_j + eps / C), zero on ignored positions;
+    and the mask of positions that count."""
+    n_classes = logits_moved.shape[-1]
+    target = np.asarray(target)
+    w = np.ones(n_classes) if weight is None else np.asarray(weight, dtype=np.float64)
+    if target.dtype.kind == "f":
+        y = np.moveaxis(target.astype(np.float64), axis, -1)
+        active = np.ones(y.shape[:-1], dtype=bool)
+    else:
+        active = target != ignore_index
+        y = np.zeros(logits_moved.shape)
+        safe = np.where(active, target, 0).astype(np.int64)
+        np.put_along_axis(y, safe[..., None], 1.0, axis=-1)
+    c = ((1.0 - label_smoothing) * y + label_smoothing / n_classes) * w
+    c[~active] = 0.0
+    return c, active
+
+
+def cross_entropy_full(logits, target, weight=None, ignore_index=-100, reduction="mean",
+                       label_smoothing=0.0, sample_weight=None, axis=-1):
+    """PyTorch's cross_entropy with every option, plus sample_weight, in float64.
+
+    Returns (loss, grad); a class with c_j == 0 contributes 0 even at logp = -inf.
+    """
+    logp = np.moveaxis(log_softmax(logits, axis), axis, -1)
+    c, active = _target_distribution(logp, target, axis, ignore_index, label_smoothing, weight)
+    sw = np.ones(active.shape) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    with np.errstate(invalid="ignore"):
+        losses = -np.where(c == 0, 0.0, c * logp).sum(axis=-1) * sw
+    target = np.asarray(target)
+    if target.dtype.kind == "f":
+        denominator = sw.sum()
+    else:
+        w = np.ones(logp.shape[-1]) if weight is None else np.asarray(weight, np.float64)
+        denominator = (w[np.where(active, target, 0).astype(np.int64)] * sw)[active].sum()
+    p = np.exp(logp)
+    grad = (p * c.sum(axis=-1, keepdims=True) - c) * sw[..., None]
+    if reduction == "none":
+        loss = losses
+    elif reduction == "sum":
+        loss = losses.sum()
+    else:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            loss = losses.sum() / denominator if denominator else np.nan
+            grad = grad / denominator if denominator else grad * (0.0 if not active.any() else np.nan)
+    return loss, np.moveaxis(grad, -1, axis)

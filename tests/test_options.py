@@ -1,0 +1,298 @@
+"""weight, ignore_index, label_smoothing, probability targets, sample_weight,
+grad_scale and K-dimensional input."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import crossentropy as ce
+from crossentropy import _kernels
+
+from conftest import tolerance
+import reference as ref
+
+SMALL = _kernels.SMALL_ROW_LEN
+LOG2 = np.log(2.0)
+
+
+def random_case(rng, shape, axis, *, dtype=np.float64, probabilities=False, ignore=False,
+                weighted=False, sample_weighted=False):
+    logits = (rng.standard_normal(shape) * 3).astype(dtype)
+    n_classes = shape[axis]
+    positions = shape[:axis % len(shape)] + shape[axis % len(shape) + 1:]
+    if probabilities:
+        target = rng.random(shape).astype(dtype)
+        target /= target.sum(axis=axis, keepdims=True)
+    else:
+        target = rng.integers(0, n_classes, positions)
+        if ignore:
+            target[rng.random(positions) < 0.3] = -100
+    kwargs = {}
+    if weighted:
+        kwargs["weight"] = rng.random(n_classes) + 0.1
+    if sample_weighted:
+        kwargs["sample_weight"] = rng.random(positions) * 2
+    return logits, target, kwargs
+
+
+# --- hand-computed cases ---------------------------------------------------------
+
+def test_class_weights_and_their_mean_denominator():
+    logits = np.zeros((3, 2))                     # every loss is log 2 before weighting
+    target = [0, 1, 1]
+    weight = [1.0, 3.0]
+    assert ce.cross_entropy(logits, target, weight=weight, reduction="sum") == pytest.approx(7 * LOG2)
+    # mean divides by the summed weights of the targets, 1 + 3 + 3
+    assert ce.cross_entropy(logits, target, weight=weight) == pytest.approx(LOG2)
+    np.testing.assert_allclose(ce.cross_entropy(logits, target, weight=weight, reduction="none"),
+                               [LOG2, 3 * LOG2, 3 * LOG2])
+
+
+def test_ignored_positions_count_nowhere():
+    logits = np.array([[0.0, np.log(3.0)], [5.0, -5.0]])   # p = (1/4, 3/4) in row 0
+    loss, grad = ce.cross_entropy_and_grad(logits, [1, -100])
+    assert loss == pytest.approx(-np.log(0.75))              # mean over one position
+    np.testing.assert_allclose(grad, [[0.25, -0.25], [0.0, 0.0]])
+    assert ce.cross_entropy(logits, [1, 0], ignore_index=0) == pytest.approx(-np.log(0.75))
+
+
+def test_label_smoothing_mixes_in_the_uniform_distribution():
+    logits = np.array([[0.0, np.log(3.0)]])                 # p = (1/4, 3/4)
+    loss, grad = ce.cross_entropy_and_grad(logits, [1], label_smoothing=0.5)
+    c = np.array([0.25, 0.75])                               # 0.5 * onehot + 0.5 / 2
+    assert loss == pytest.approx(-(c * np.log([0.25, 0.75])).sum())
+    np.testing.assert_allclose(grad, [[0.25 - 0.25, 0.75 - 0.75]], atol=1e-16)
+
+
+def test_label_smoothing_with_weights_weights_every_class():
+    logits = np.array([[0.0, np.log(3.0)], [0.0, 0.0]])
+    weight = np.array([2.0, 1.0])
+    eps = 0.2
+    logp = np.log([[0.25, 0.75], [0.5, 0.5]])
+    per_row = [-(1 - eps) * weight[1] * logp[0, 1] - eps / 2 * (weight * logp[0]).sum(),
+               -(1 - eps) * weight[0] * logp[1, 0] - eps / 2 * (weight * logp[1]).sum()]
+    got = ce.cross_entropy(logits, [1, 0], weight=weight, label_smoothing=eps)
+    assert got == pytest.approx(sum(per_row) / (weight[1] + weight[0]))
+
+
+def test_probability_targets():
+    logits = np.array([[0.0, np.log(3.0)]])
+    y = np.array([[0.4, 0.6]])
+    loss, grad = ce.cross_entropy_and_grad(logits, y)
+    assert loss == pytest.approx(-(0.4 * np.log(0.25) + 0.6 * np.log(0.75)))
+    np.testing.assert_allclose(grad, [[0.25 - 0.4, 0.75 - 0.6]])
+
+
+def test_probability_targets_mean_divides_by_positions_not_weights():
+    logits = np.zeros((2, 2))
+    y = np.array([[1.0, 0.0], [0.0, 1.0]])
+    assert ce.cross_entropy(logits, y, weight=[1.0, 3.0]) == pytest.approx((LOG2 + 3 * LOG2) / 2)
+
+
+def test_sample_weight_scales_each_position_and_the_mean():
+    logits = np.array([[0.0, 0.0], [0.0, np.log(3.0)]])
+    sw = np.array([1.0, 3.0])
+    losses = np.array([LOG2, -np.log(0.75)])
+    assert ce.cross_entropy(logits, [0, 1], sample_weight=sw, reduction="sum") == pytest.approx(
+        (sw * losses).sum())
+    assert ce.cross_entropy(logits, [0, 1], sample_weight=sw) == pytest.approx(
+        (sw * losses).sum() / sw.sum())
+    # with class weights the denominator is sum(sample_weight * weight[target])
+    w = np.array([2.0, 0.5])
+    assert ce.cross_entropy(logits, [0, 1], sample_weight=sw, weight=w) == pytest.approx(
+        (sw * w[[0, 1]] * losses).sum() / (sw * w[[0, 1]]).sum())
+
+
+def test_grad_scale_multiplies_only_the_gradient(rng):
+    logits, target, _ = random_case(rng, (5, 4), -1)
+    loss, grad = ce.cross_entropy_and_grad(logits, target)
+    loss3, grad3 = ce.cross_entropy_and_grad(logits, target, grad_scale=-3.0)
+    assert loss3 == loss
+    np.testing.assert_allclose(grad3, -3.0 * grad, rtol=1e-15)
+
+
+# --- every option against the reference, values and finite differences ------------
+
+OPTION_GRID = [
+    options for options in itertools.product(
+        [False, True],      # probabilities
+        [False, True],      # ignore some positions
+        [False, True],      # class weights
+        [0.0, 0.3],         # label smoothing
+        [False, True],      # sample weights
+    )
+    if not (options[0] and options[1])     # ignore_index does not apply to probabilities
+]
+
+
+@pytest.mark.parametrize("probabilities, ignore, weighted, eps, sample_weighted", OPTION_GRID)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, axis", [((17, 6), -1), ((9, SMALL + 9), -1), ((3, 5, 4, 2), 1),
+                                         ((2, 150, 3), 1)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_every_option_matches_the_reference(rng, probabilities, ignore, weighted, eps,
+                                            sample_weighted, dtype, shape, axis, reduction):
+    logits, target, kwargs = random_case(rng, shape, axis, dtype=dtype, probabilities=probabilities,
+                                         ignore=ignore, weighted=weighted,
+                                         sample_weighted=sample_weighted)
+    expected_loss, expected_grad = ref.cross_entropy_full(
+        logits, target, reduction=reduction, label_smoothing=eps, axis=axis, **kwargs)
+    loss, grad = ce.cross_entropy_and_grad(logits, target, reduction=reduction,
+                                           label_smoothing=eps, axis=axis, grad_scale=0.5, **kwargs)
+    tol = tolerance(dtype)
+    np.testing.assert_allclose(loss, expected_loss, **tol)
+    np.testing.assert_allclose(grad, 0.5 * expected_grad, **tol)
+    np.testing.assert_array_equal(
+        ce.cross_entropy(logits, target, reduction=reduction, label_smoothing=eps, axis=axis,
+                         **kwargs), loss)
+
+
+@pytest.mark.parametrize("probabilities, ignore, weighted, eps, sample_weighted", OPTION_GRID)
+@pytest.mark.parametrize("n_classes", [5, SMALL + 3])
+def test_every_option_grad_matches_finite_differences(rng, probabilities, ignore, weighted, eps,
+                                                      sample_weighted, n_classes):
+    logits, target, kwargs = random_case(rng, (4, n_classes), -1, probabilities=probabilities,
+                                         ignore=ignore, weighted=weighted,
+                                         sample_weighted=sample_weighted)
+    logits /= 3
+    if ignore:
+        target[0] = -100
+        target[1] = 1
+
+    def f(z):
+        return float(ce.cross_entropy(z, target, label_smoothing=eps, **kwargs))
+
+    _, grad = ce.cross_entropy_and_grad(logits, target, label_smoothing=eps, **kwargs)
+    numeric = ref.finite_difference_grad(f, logits)
+    np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-9)
+
+
+def test_k_dimensional_input_is_not_copied(rng, monkeypatch):
+    from crossentropy import _api
+    logits, target, _ = random_case(rng, (4, 7, 5, 3), 1)
+    seen = []
+    original = _kernels.run
+    monkeypatch.setattr(_api._kernels, "run", lambda mode, z, *a: (seen.append(z), original(mode, z, *a)))
+    ce.cross_entropy(logits, target, axis=1)
+    assert np.shares_memory(np.asarray(seen[0]), logits)
+
+
+# --- edges --------------------------------------------------------------------------
+
+def test_all_positions_ignored():
+    logits = np.random.default_rng(0).standard_normal((3, 4))
+    target = [-100, -100, -100]
+    loss, grad = ce.cross_entropy_and_grad(logits, target)
+    assert np.isnan(loss)
+    np.testing.assert_array_equal(grad, 0.0)
+    loss, grad = ce.cross_entropy_and_grad(logits, target, reduction="sum", label_smoothing=0.1)
+    assert loss == 0.0
+    np.testing.assert_array_equal(grad, 0.0)
+    np.testing.assert_array_equal(ce.cross_entropy(logits, target, reduction="none"), 0.0)
+
+
+def test_zero_total_weight_gives_nan_loss_and_gradient_as_pytorch():
+    logits = np.random.default_rng(0).standard_normal((3, 4))
+    loss, grad = ce.cross_entropy_and_grad(logits, [0, 0, 0], weight=[0.0, 1.0, 1.0, 1.0])
+    assert np.isnan(loss)
+    assert np.isnan(grad).all()
+
+
+@pytest.mark.parametrize("n_classes", [4, SMALL + 4])
+def test_minus_infinity_on_a_zero_probability_class_contributes_nothing(n_classes):
+    logits = np.zeros((2, n_classes))
+    logits[:, 1] = -np.inf
+    y = np.full((2, n_classes), 1.0 / (n_classes - 1))
+    y[:, 1] = 0.0
+    loss, grad = ce.cross_entropy_and_grad(logits, y)
+    assert loss == pytest.approx(np.log(n_classes - 1))      # PyTorch: NaN
+    assert np.isfinite(grad).all()
+    assert (grad[:, 1] == 0).all()
+    # the same with hard targets and a zero class weight under smoothing
+    w = np.ones(n_classes)
+    w[1] = 0.0
+    loss = ce.cross_entropy(logits, [0, 2], weight=w, label_smoothing=0.1)
+    assert np.isfinite(loss)
+
+
+@pytest.mark.parametrize("n_classes", [4, SMALL + 4])
+def test_minus_infinity_where_the_target_has_mass_gives_infinity(n_classes):
+    logits = np.zeros((1, n_classes))
+    logits[0, 1] = -np.inf
+    assert ce.cross_entropy(logits, [1]) == np.inf
+    assert ce.cross_entropy(logits, [0], label_smoothing=0.1) == np.inf
+    assert np.isfinite(ce.cross_entropy(logits, [0]))        # a class with no mass: fine
+
+
+@pytest.mark.parametrize("n_classes", [4, SMALL + 4])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_nan_or_plus_infinity_in_a_row_gives_nan_for_that_row(n_classes, bad):
+    logits = np.zeros((2, n_classes))
+    logits[0, 2] = bad
+    loss, grad = ce.cross_entropy_and_grad(logits, [0, 1], reduction="none")
+    assert np.isnan(loss[0]) and np.isnan(grad[0]).all()
+    assert np.isfinite(loss[1]) and np.isfinite(grad[1]).all()
+
+
+# --- bad options ----------------------------------------------------------------------
+
+def test_ignore_index_with_probability_targets_is_a_value_error():
+    y = np.full((2, 3), 1 / 3)
+    with pytest.raises(ValueError, match="ignore_index .* not supported with class-probability"):
+        ce.cross_entropy(np.zeros((2, 3)), y, ignore_index=0)
+    ce.cross_entropy(np.zeros((2, 3)), y, ignore_index=-1)    # negative: accepted, as PyTorch
+
+
+def test_probability_targets_of_the_wrong_shape_are_a_value_error():
+    with pytest.raises(ValueError, match=r"class probabilities and must have the logits' shape \(2, 3\)"):
+        ce.cross_entropy(np.zeros((2, 3)), np.full((3, 3), 1 / 3))
+
+
+@pytest.mark.parametrize("weight, error, message", [
+    ([1.0, 1.0], ValueError, r"weight must have shape \(3,\)"),
+    ([1.0, -1.0, 1.0], ValueError, r"weight must be finite and non-negative, but weight\[1\] = -1.0"),
+    ([1.0, np.nan, 1.0], ValueError, "weight must be finite"),
+    ([1.0, np.inf, 1.0], ValueError, "weight must be finite"),
+    (["a", "b", "c"], TypeError, "weight must be an array of real numbers"),
+])
+def test_bad_weight(weight, error, message):
+    with pytest.raises(error, match=message):
+        ce.cross_entropy(np.zeros((2, 3)), [0, 1], weight=weight)
+
+
+def test_bad_sample_weight():
+    with pytest.raises(ValueError, match=r"sample_weight must have shape \(2,\)"):
+        ce.cross_entropy(np.zeros((2, 3)), [0, 1], sample_weight=[1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="sample_weight must be finite and non-negative"):
+        ce.cross_entropy(np.zeros((2, 3)), [0, 1], sample_weight=[1.0, -2.0])
+
+
+@pytest.mark.parametrize("eps, error", [(-0.1, ValueError), (1.5, ValueError), (np.nan, ValueError),
+                                        ("0.1", TypeError), (True, TypeError)])
+def test_bad_label_smoothing(eps, error):
+    with pytest.raises(error, match="label_smoothing"):
+        ce.cross_entropy(np.zeros((2, 3)), [0, 1], label_smoothing=eps)
+
+
+@pytest.mark.parametrize("value", [1.5, "-100", None])
+def test_bad_ignore_index(value):
+    with pytest.raises(TypeError, match="ignore_index must be an integer"):
+        ce.cross_entropy(np.zeros((2, 3)), [0, 1], ignore_index=value)
+
+
+def test_bad_grad_scale():
+    with pytest.raises(TypeError, match="grad_scale must be a real number"):
+        ce.cross_entropy_and_grad(np.zeros((2, 3)), [0, 1], grad_scale="1")
+
+
+def test_target_equal_to_ignore_index_is_not_an_index_error():
+    ce.cross_entropy(np.zeros((2, 3)), [0, 7], ignore_index=7)
+    with pytest.raises(IndexError, match=r"target\[1\] = 7 .* or equal ignore_index \(-100\)"):
+        ce.cross_entropy(np.zeros((2, 3)), [0, 7])
+
+
+def test_huge_unsigned_ignore_index():
+    target = np.array([1, 2**64 - 1], dtype=np.uint64)
+    loss = ce.cross_entropy(np.zeros((2, 3)), target, ignore_index=2**64 - 1, reduction="none")
+    np.testing.assert_allclose(loss, [np.log(3.0), 0.0])

@@ -1,0 +1,110 @@
+"""Same results as torch.nn.functional.cross_entropy, loss and gradient, over a
+randomised grid of options.  Runs where torch is installed (.ci/run installs
+the CPU build), skipped elsewhere."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import crossentropy as ce
+from crossentropy import _kernels
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+SMALL = _kernels.SMALL_ROW_LEN
+SHAPES = [((13,), 0), ((16, 5), 1), ((7, SMALL + 36), 1), ((3, 6, 4), 1), ((2, 5, 3, 2), 1),
+          ((2, 300, 5), 1)]
+GRID = [
+    case for case in itertools.product(
+        [np.float32, np.float64],
+        ["mean", "sum", "none"],
+        [False, True],          # class weights
+        [False, True],          # ignored positions
+        [0.0, 0.25],            # label smoothing
+        [False, True],          # probability targets
+        range(len(SHAPES)),
+    )
+    if not (case[3] and case[5])
+]
+
+
+def torch_loss_and_grad(logits, target, reduction, **kwargs):
+    z = torch.tensor(logits, requires_grad=True)
+    t = torch.tensor(target if target.dtype.kind == "f" else target.astype(np.int64))
+    if "weight" in kwargs:
+        kwargs["weight"] = torch.tensor(kwargs["weight"], dtype=z.dtype)
+    loss = F.cross_entropy(z, t, reduction=reduction, **kwargs)
+    (loss.sum() if reduction == "none" else loss).backward()
+    return loss.detach().numpy(), z.grad.numpy()
+
+
+def make_case(seed, dtype, weighted, ignore, probabilities, shape):
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal(shape) * 3).astype(dtype)
+    class_axis = 0 if len(shape) == 1 else 1
+    n_classes = shape[class_axis]
+    positions = shape[:class_axis] + shape[class_axis + 1:]
+    kwargs = {}
+    if probabilities:
+        target = rng.random(shape).astype(dtype)
+        target /= target.sum(axis=class_axis, keepdims=True)
+    else:
+        target = rng.integers(0, n_classes, positions)
+        if ignore:
+            target[rng.random(positions) < 0.3] = -100
+            target.flat[0] = 1                     # at least one position counts
+    if weighted:
+        kwargs["weight"] = (rng.random(n_classes) + 0.1).astype(dtype)
+    return logits, target, class_axis, kwargs
+
+
+@pytest.mark.parametrize("seed, case", enumerate(GRID))
+def test_same_loss_and_gradient_as_pytorch(seed, case):
+    dtype, reduction, weighted, ignore, eps, probabilities, shape_index = case
+    shape, _ = SHAPES[shape_index]
+    logits, target, axis, kwargs = make_case(seed, dtype, weighted, ignore, probabilities, shape)
+    expected_loss, expected_grad = torch_loss_and_grad(logits, target, reduction,
+                                                       label_smoothing=eps, **kwargs)
+    loss, grad = ce.cross_entropy_and_grad(logits, target, reduction=reduction, label_smoothing=eps,
+                                           axis=axis, **kwargs)
+    rtol, atol = (1e-5, 1e-6) if dtype == np.float32 else (1e-12, 1e-14)
+    np.testing.assert_allclose(loss, expected_loss, rtol=rtol, atol=atol)
+    np.testing.assert_allclose(grad, expected_grad, rtol=rtol, atol=atol)
+    assert np.asarray(loss).dtype == dtype and grad.dtype == dtype
+
+
+@pytest.mark.parametrize("case", ["all ignored", "zero target weights", "nan", "plus inf",
+                                  "minus inf off target", "minus inf smoothed"])
+def test_same_edge_behaviour_as_pytorch(case):
+    logits = np.random.default_rng(3).standard_normal((3, 4))
+    target = np.array([0, 1, 2])
+    kwargs = {}
+    if case == "all ignored":
+        target[:] = -100
+    elif case == "zero target weights":
+        target[:] = 0
+        kwargs["weight"] = np.array([0.0, 1.0, 1.0, 1.0])
+    elif case == "nan":
+        logits[1, 3] = np.nan
+    elif case == "plus inf":
+        logits[1, 3] = np.inf
+    elif case == "minus inf off target":
+        logits[1, 3] = -np.inf
+    elif case == "minus inf smoothed":
+        logits[1, 3] = -np.inf
+        kwargs["label_smoothing"] = 0.1
+    for reduction in ("mean", "sum", "none"):
+        expected_loss, expected_grad = torch_loss_and_grad(logits, target, reduction, **kwargs)
+        loss, grad = ce.cross_entropy_and_grad(logits, target, reduction=reduction, **kwargs)
+        np.testing.assert_allclose(loss, expected_loss, rtol=1e-12, equal_nan=True)
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-12, atol=1e-15, equal_nan=True)
+
+
+def test_pytorch_gives_nan_where_we_give_the_limit_for_zero_probability_at_minus_inf():
+    logits = np.array([[0.0, -np.inf, 0.0]])
+    y = np.array([[0.5, 0.0, 0.5]])
+    expected_loss, _ = torch_loss_and_grad(logits, y, "mean")
+    assert np.isnan(expected_loss)                    # the documented difference
+    assert ce.cross_entropy(logits, y) == pytest.approx(np.log(2.0))

@@ -108,3 +108,14 @@ def test_pytorch_gives_nan_where_we_give_the_limit_for_zero_probability_at_minus
     expected_loss, _ = torch_loss_and_grad(logits, y, "mean")
     assert np.isnan(expected_loss)                    # the documented difference
     assert ce.cross_entropy(logits, y) == pytest.approx(np.log(2.0))
+
+
+def test_pytorch_gives_nan_where_we_give_the_limit_for_a_zero_weight_class_at_minus_inf():
+    logits = np.array([[0.0, -np.inf, 0.0]])
+    weight = np.array([1.0, 0.0, 1.0])
+    expected_loss, _ = torch_loss_and_grad(logits, np.array([0]), "mean", weight=weight,
+                                           label_smoothing=0.1)
+    assert np.isnan(expected_loss)                    # the documented difference
+    loss = ce.cross_entropy(logits, [0], weight=weight, label_smoothing=0.1)
+    # terms: 0.9 * 1 * log 2 + 0.1 / 3 * (1 * log 2 + 0 + 1 * log 2), over weight 1
+    assert loss == pytest.approx(0.9 * np.log(2.0) + 0.2 / 3 * np.log(2.0))

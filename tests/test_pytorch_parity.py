@@ -60,7 +60,7 @@ def make_case(seed, dtype, weighted, ignore, probabilities, shape):
     return logits, target, class_axis, kwargs
 
 
-@pytest.mark.parametrize("seed, case", enumerate(GRID))
+@pytest.mark.parametrize("seed, case", list(enumerate(GRID)))
 def test_same_loss_and_gradient_as_pytorch(seed, case):
     dtype, reduction, weighted, ignore, eps, probabilities, shape_index = case
     shape, _ = SHAPES[shape_index]

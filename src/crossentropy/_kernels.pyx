@@ -127,9 +127,28 @@ cdef struct RowPrep:
     Py_ssize_t t                # target class, -1 when the row is ignored
 
 
-cdef inline char *row_ptr(const Strided *a, Py_ssize_t r, Py_ssize_t inner) noexcept nogil:
-    cdef Py_ssize_t o = r // inner
-    return a.data + o * a.so + (r - o * inner) * a.si
+cdef struct Pos:
+    # A row's place: rows run over i fastest, then o.
+    Py_ssize_t o, i
+
+
+cdef inline Pos row_pos(Py_ssize_t r, Py_ssize_t inner) noexcept nogil:
+    cdef Pos p
+    p.o = r // inner
+    p.i = r - p.o * inner
+    return p
+
+
+cdef inline void next_row(Pos *p, Py_ssize_t inner) noexcept nogil:
+    """Step to the next row without a division (one per row is measurable)."""
+    p.i += 1
+    if p.i == inner:
+        p.i = 0
+        p.o += 1
+
+
+cdef inline char *row_ptr(const Strided *a, Pos p) noexcept nogil:
+    return a.data + p.o * a.so + p.i * a.si
 
 
 # --- fused-type wrappers around the C primitives -----------------------------
@@ -202,8 +221,9 @@ cdef inline void scale_sub(floating *g, const double *w, Py_ssize_t n,
             g[j] = <floating>(g[j] * a - b * w[j])
 
 
-cdef inline void shift(const floating *z, floating *out, Py_ssize_t n,
+cdef inline void shift(const floating *z, Py_ssize_t zc, floating *out, Py_ssize_t n,
                        floating a, floating b) noexcept nogil:
+    """out = (z - a) - b; z has class stride zc (1 for long rows)."""
     cdef Py_ssize_t j
     if n > SMALL_ROW:
         if floating is float:
@@ -212,22 +232,39 @@ cdef inline void shift(const floating *z, floating *out, Py_ssize_t n,
             ce_shift_f64(z, out, n, a, b)
     else:
         for j in range(n):
-            out[j] = (z[j] - a) - b
+            out[j] = (z[j * zc] - a) - b
 
 
-cdef inline floating row_max(const floating *z, Py_ssize_t n) noexcept nogil:
+cdef inline floating row_max(const floating *z, Py_ssize_t zc, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t j
     cdef floating best
     if n > SMALL_ROW:
         return vmax(z, n)
     best = -INFINITY
     for j in range(n):
-        if z[j] > best:
-            best = z[j]
+        if z[j * zc] > best:
+            best = z[j * zc]
     return best
 
 
-cdef inline double gap_sum(const floating *z, const double *w, Py_ssize_t n,
+cdef inline double short_sum(const floating *e, Py_ssize_t n) noexcept nogil:
+    """Sum of a short contiguous row in double, in four independent chains
+    (a single chain is latency-bound at ~4 cycles per element)."""
+    cdef double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0
+    cdef Py_ssize_t j = 0
+    while j + 4 <= n:
+        s0 = s0 + e[j]
+        s1 = s1 + e[j + 1]
+        s2 = s2 + e[j + 2]
+        s3 = s3 + e[j + 3]
+        j += 4
+    while j < n:
+        s0 = s0 + e[j]
+        j += 1
+    return (s0 + s1) + (s2 + s3)
+
+
+cdef inline double gap_sum(const floating *z, Py_ssize_t zc, const double *w, Py_ssize_t n,
                            floating top) noexcept nogil:
     """sum_j w_j (top - z_j), a zero weight contributing 0 even at z_j = -inf."""
     cdef Py_ssize_t j
@@ -236,25 +273,27 @@ cdef inline double gap_sum(const floating *z, const double *w, Py_ssize_t n,
         return vgapsum(z, w, n, top)
     if w == NULL:
         for j in range(n):
-            acc = acc + (<double>top - <double>z[j])
+            acc = acc + (<double>top - <double>z[j * zc])
     else:
         for j in range(n):
             if w[j] != 0.0:
-                acc = acc + w[j] * (<double>top - <double>z[j])
+                acc = acc + w[j] * (<double>top - <double>z[j * zc])
     return acc
 
 
 # --- one row: prepare and finish -----------------------------------------------
 
-cdef inline void prepare(const Problem *P, const floating *z, const floating *y,
-                         Py_ssize_t t, RowPrep *row) noexcept nogil:
+cdef inline void prepare(const Problem *P, const floating *z, Py_ssize_t zc,
+                         const floating *y, Py_ssize_t yc, Py_ssize_t t,
+                         RowPrep *row) noexcept nogil:
     """Everything the row needs from the logits before they may be overwritten.
 
-    `z` and `y` are contiguous rows; `t` the target class (hard targets).
+    `z` and `y` are rows with class strides zc and yc (1 for long rows); `t`
+    the target class (hard targets).
     """
     cdef Py_ssize_t j, m = P.m
-    cdef double c, d, mass = 0.0, gap = 0.0
-    cdef floating zmax = row_max(z, m)
+    cdef double c, mass = 0.0, gap = 0.0
+    cdef floating zmax = row_max(z, zc, m)
     row.zmax = zmax
     row.t = t
     if P.mode != LOSS and P.mode != LOSS_GRAD:
@@ -263,29 +302,29 @@ cdef inline void prepare(const Problem *P, const floating *z, const floating *y,
         # c_j = w_j ((1 - eps) y_j + eps / C); a class with c_j == 0 adds
         # nothing to the loss, even where z_j = -inf (PyTorch would give NaN).
         for j in range(m):
-            c = P.keep * y[j] + P.each
+            c = P.keep * y[j * yc] + P.each
             if P.weight != NULL:
                 c = c * P.weight[j]
             mass = mass + c
             if c != 0.0:
-                gap = gap + c * (<double>zmax - <double>z[j])
+                gap = gap + c * (<double>zmax - <double>z[j * zc])
         row.mass = mass
         row.gap = gap
         return
-    row.zt = z[t]
+    row.zt = z[t * zc]
     row.wt = P.weight[t] if P.weight != NULL else 1.0
     if P.smoothing:
-        row.gap = gap_sum(z, P.weight, m, zmax)
+        row.gap = gap_sum(z, zc, P.weight, m, zmax)
 
 
-cdef inline double finish(const Problem *P, const floating *z, floating *g,
-                          const floating *y, double s, const RowPrep *row,
-                          double sample_weight) noexcept nogil:
+cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
+                          floating *g, const floating *y, Py_ssize_t yc, double s,
+                          const RowPrep *row, double sample_weight) noexcept nogil:
     """Loss (or log-sum-exp) of a row whose exps sum to `s`; writes `g`.
 
     `g` is a contiguous row holding exp(z - max) for the gradient and softmax
     modes (it may be `z` itself: `z` is read here only for log-softmax, element
-    by element before the write).
+    by element before the write).  `z`, `y` have class strides zc, yc.
     """
     cdef Py_ssize_t j, t = row.t, m = P.m
     cdef double log_s = log(s), loss, gs, a, c, e_t
@@ -296,7 +335,7 @@ cdef inline double finish(const Problem *P, const floating *z, floating *g,
         scale(g, m, <floating>(1.0 / s))
         return row.zmax + log_s
     if P.mode == LOG_SOFTMAX:
-        shift(z, g, m, zmax, <floating>log_s)
+        shift(z, zc, g, m, zmax, <floating>log_s)
         return row.zmax + log_s
 
     # Loss of the row: sum_j c_j (lse - z_j), split as
@@ -317,7 +356,7 @@ cdef inline double finish(const Problem *P, const floating *z, floating *g,
     if P.probabilities:
         a = gs * row.mass / s
         for j in range(m):
-            c = P.keep * y[j] + P.each
+            c = P.keep * y[j * yc] + P.each
             if P.weight != NULL:
                 c = c * P.weight[j]
             g[j] = <floating>(g[j] * a - gs * c)
@@ -337,26 +376,26 @@ cdef inline double finish(const Problem *P, const floating *z, floating *g,
 
 # --- rows of a chunk -------------------------------------------------------------
 
-cdef inline Py_ssize_t row_target(const Problem *P, Py_ssize_t r) noexcept nogil:
+cdef inline Py_ssize_t row_target(const Problem *P, Pos r) noexcept nogil:
     """The row's class, or -1 when it is ignored (or, defensively, invalid)."""
     cdef Py_ssize_t t
     if not P.has_target or P.probabilities:
         return 0
-    t = (<Py_ssize_t *>row_ptr(&P.target, r, P.inner))[0]
+    t = (<Py_ssize_t *>row_ptr(&P.target, r))[0]
     if t == P.ignore_index or t < 0 or t >= P.m:
         return -1
     return t
 
 
-cdef inline double row_sample_weight(const Problem *P, Py_ssize_t r) noexcept nogil:
+cdef inline double row_sample_weight(const Problem *P, Pos r) noexcept nogil:
     if not P.has_sample_weight:
         return 1.0
-    return (<double *>row_ptr(&P.sample_weight, r, P.inner))[0]
+    return (<double *>row_ptr(&P.sample_weight, r))[0]
 
 
-cdef inline void store_row_value(const Problem *P, Py_ssize_t r, double v) noexcept nogil:
+cdef inline void store_row_value(const Problem *P, Pos r, double v) noexcept nogil:
     if P.has_row_value:
-        (<double *>row_ptr(&P.row_value, r, P.inner))[0] = v
+        (<double *>row_ptr(&P.row_value, r))[0] = v
 
 
 cdef inline void gather(const floating *src, Py_ssize_t stride, floating *dst,
@@ -396,20 +435,23 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     cdef double s, v, sw, total = 0.0
     cdef RowPrep row
 
+    cdef Pos pos = row_pos(r0, P.inner)
     for r in range(r0, r1):
-        t = row_target(P, r)
+        if r > r0:
+            next_row(&pos, P.inner)
+        t = row_target(P, pos)
         if t < 0:
             if write:
-                g_dest = <floating *>row_ptr(&P.out, r, P.inner)
+                g_dest = <floating *>row_ptr(&P.out, pos)
                 for j in range(m):
                     g_dest[j * oc] = 0
-            store_row_value(P, r, 0.0)
+            store_row_value(P, pos, 0.0)
             continue
-        z = <const floating *>row_ptr(&P.z, r, P.inner)
+        z = <const floating *>row_ptr(&P.z, pos)
         if P.probabilities:
-            y = <const floating *>row_ptr(&P.y, r, P.inner)
+            y = <const floating *>row_ptr(&P.y, pos)
         if write:
-            g_dest = <floating *>row_ptr(&P.out, r, P.inner)
+            g_dest = <floating *>row_ptr(&P.out, pos)
             g = g_dest
         if strided:
             gather(z, zc, scratch, m)
@@ -418,16 +460,16 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
                 gather(y, yc, scratch + m, m)
                 y = scratch + m
             g = scratch + 2 * m
-        sw = row_sample_weight(P, r)
-        prepare(P, z, y, t, &row)
+        sw = row_sample_weight(P, pos)
+        prepare(P, z, 1, y, 1, t, &row)
         if write and P.mode != LOG_SOFTMAX:
             s = vexpsum(z, g, m, <floating>row.zmax)
         else:
             s = vsumexp(z, m, <floating>row.zmax)
-        v = finish(P, z, g, y, s, &row, sw)
+        v = finish(P, z, 1, g, y, 1, s, &row, sw)
         if strided and write:
             scatter(g, g_dest, oc, m)
-        store_row_value(P, r, v)
+        store_row_value(P, pos, v)
         total = total + v
     return total
 
@@ -444,14 +486,15 @@ cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     cdef Py_ssize_t yc = P.y.sc // sizeof(floating)
     cdef bint write = writes_out(P)
     cdef const floating *z
+    cdef const floating *y
     cdef floating *g
+    cdef floating zmax
     cdef double s, v, total = 0.0
-    cdef floating zrow[SMALL_ROW]
-    cdef floating yrow[SMALL_ROW]
-    cdef floating grow[SMALL_ROW]
     cdef floating exps[BLOCK_ELEMENTS]
     cdef RowPrep prep[BLOCK_ROWS]
     cdef double weights[BLOCK_ROWS]
+    cdef Pos positions[BLOCK_ROWS]
+    cdef Pos pos = row_pos(r0, P.inner)
 
     if per_block > BLOCK_ROWS:
         per_block = BLOCK_ROWS
@@ -463,19 +506,22 @@ cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
         # Prepare each row and lay out z - max for the whole block ...
         for r in range(b0, b1):
             k = r - b0
-            t = row_target(P, r)
+            if r > r0:
+                next_row(&pos, P.inner)
+            positions[k] = pos
+            t = row_target(P, pos)
             prep[k].t = t
             if t < 0:
                 for j in range(m):
                     exps[k * m + j] = 0
                 continue
-            gather(<const floating *>row_ptr(&P.z, r, P.inner), zc, zrow, m)
-            if P.probabilities:
-                gather(<const floating *>row_ptr(&P.y, r, P.inner), yc, yrow, m)
-            weights[k] = row_sample_weight(P, r)
-            prepare(P, zrow, yrow, t, &prep[k])
+            z = <const floating *>row_ptr(&P.z, pos)
+            y = <const floating *>row_ptr(&P.y, pos) if P.probabilities else NULL
+            weights[k] = row_sample_weight(P, pos)
+            prepare(P, z, zc, y, yc, t, &prep[k])
+            zmax = <floating>prep[k].zmax
             for j in range(m):
-                exps[k * m + j] = zrow[j] - <floating>prep[k].zmax
+                exps[k * m + j] = z[j * zc] - zmax
         # ... one vectorised exp over all of it ...
         vexp(exps, exps, (b1 - b0) * m)
         # ... then reduce and write row by row.
@@ -483,22 +529,18 @@ cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
             k = r - b0
             if prep[k].t < 0:
                 if write:
-                    g = <floating *>row_ptr(&P.out, r, P.inner)
+                    g = <floating *>row_ptr(&P.out, positions[k])
                     for j in range(m):
                         g[j * oc] = 0
-                store_row_value(P, r, 0.0)
+                store_row_value(P, positions[k], 0.0)
                 continue
-            s = 0.0
-            for j in range(m):
-                s = s + exps[k * m + j]
-            if P.mode == LOG_SOFTMAX or P.probabilities:
-                gather(<const floating *>row_ptr(&P.z, r, P.inner), zc, zrow, m)
-                if P.probabilities:
-                    gather(<const floating *>row_ptr(&P.y, r, P.inner), yc, yrow, m)
-            v = finish(P, zrow, exps + k * m, yrow, s, &prep[k], weights[k])
+            s = short_sum(exps + k * m, m)
+            z = <const floating *>row_ptr(&P.z, positions[k])
+            y = <const floating *>row_ptr(&P.y, positions[k]) if P.probabilities else NULL
+            v = finish(P, z, zc, exps + k * m, y, yc, s, &prep[k], weights[k])
             if write:
-                scatter(exps + k * m, <floating *>row_ptr(&P.out, r, P.inner), oc, m)
-            store_row_value(P, r, v)
+                scatter(exps + k * m, <floating *>row_ptr(&P.out, positions[k]), oc, m)
+            store_row_value(P, positions[k], v)
             total = total + v
         b0 = b1
     return total
@@ -569,7 +611,7 @@ def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
         # No classes: log-sum-exp of nothing is -inf.  The shim lets loss modes
         # get here only when every row is ignored (each loss is then 0).
         for r0 in range(n_rows):
-            store_row_value(&P, r0, -INFINITY if (mode == LOGSUMEXP) else 0.0)
+            store_row_value(&P, row_pos(r0, P.inner), -INFINITY if mode == LOGSUMEXP else 0.0)
         return
     if needs_scratch(z, out, y):
         if scratch is None or scratch.shape[0] < n_threads or scratch.shape[1] < 3 * m:

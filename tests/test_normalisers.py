@@ -86,3 +86,22 @@ def test_bad_input_is_a_clear_error(function):
         function(np.zeros((2, 3)), axis=5)
     with pytest.raises(ValueError, match="n_threads"):
         function(np.zeros((2, 3)), n_threads=0)
+
+
+@pytest.mark.parametrize("n_classes", [2, _kernels.SMALL_ROW_LEN + 2])
+def test_logsumexp_of_infinite_rows(n_classes):
+    x = np.zeros((4, n_classes))
+    x[0] = -np.inf                      # -inf, as scipy and torch
+    x[1, 0] = np.inf                    # +inf
+    x[2, 0] = np.inf
+    x[2, 1] = np.nan                    # NaN wins
+    x[3, :] = -np.inf
+    x[3, 1] = np.nan
+    got = ce.logsumexp(x)
+    assert got[0] == -np.inf and got[1] == np.inf
+    assert np.isnan(got[2]) and np.isnan(got[3])
+
+
+def test_exp_checks_its_output_length():
+    with pytest.raises(ValueError, match="out has 2 elements"):
+        _kernels.exp(np.zeros(10), np.zeros(2))

@@ -296,3 +296,53 @@ def test_huge_unsigned_ignore_index():
     target = np.array([1, 2**64 - 1], dtype=np.uint64)
     loss = ce.cross_entropy(np.zeros((2, 3)), target, ignore_index=2**64 - 1, reduction="none")
     np.testing.assert_allclose(loss, [np.log(3.0), 0.0])
+
+
+# --- found in review -------------------------------------------------------------------
+
+@pytest.mark.parametrize("n_classes", [3, SMALL + 3])
+def test_a_zero_weight_target_class_at_minus_infinity_contributes_nothing(n_classes):
+    logits = np.zeros((1, n_classes))
+    logits[0, 1] = -np.inf
+    weight = np.ones(n_classes)
+    weight[1] = 0.0
+    assert ce.cross_entropy(logits, [1], weight=weight, reduction="sum") == 0.0
+    one_hot = np.zeros((1, n_classes))
+    one_hot[0, 1] = 1.0
+    smoothed = ce.cross_entropy(logits, [1], weight=weight, label_smoothing=0.1, reduction="sum")
+    assert smoothed == pytest.approx(ce.cross_entropy(
+        logits, one_hot, weight=weight, label_smoothing=0.1, reduction="sum"), rel=1e-14)
+    assert np.isfinite(smoothed)
+
+
+def test_full_smoothing_with_the_target_at_minus_infinity_is_infinite():
+    # eps = 1: the target's own term vanishes, but every class still has mass eps / C
+    assert ce.cross_entropy(np.array([[0.0, -np.inf, 1.0]]), [1], label_smoothing=1.0) == np.inf
+
+
+def test_non_contiguous_weights_are_accepted():
+    logits = np.random.default_rng(0).standard_normal((4, 5))
+    target = [0, 1, 2, 3]
+    weight = np.arange(1.0, 11.0)[::2]
+    assert ce.cross_entropy(logits, target, weight=weight) == ce.cross_entropy(
+        logits, target, weight=weight.copy())
+
+
+def test_gradient_factor_beyond_float32_range_does_not_overflow():
+    # grad_scale * weight / sum = 1e39 overflows float32, but every gradient
+    # entry (1e39 * p with p ~ 4e-44) is finite.
+    logits = np.array([[0.0, -100.0, -100.0]], dtype=np.float32)
+    _, grad = ce.cross_entropy_and_grad(logits, [0], weight=[10.0, 1.0, 1.0], grad_scale=1e38,
+                                        reduction="sum")
+    expected = 1e38 * 10.0 * ref.cross_entropy_grad(logits, [0], "sum")
+    assert np.isfinite(grad).all()
+    np.testing.assert_allclose(grad, expected, rtol=0.05)   # p is a float32 subnormal
+
+
+@pytest.mark.filterwarnings("ignore::PendingDeprecationWarning")
+def test_matrix_out_receives_the_gradient(rng):
+    logits = rng.standard_normal((3, 4))
+    out = np.asmatrix(np.zeros((3, 4)))
+    _, grad = ce.cross_entropy_and_grad(logits, [0, 1, 2], out=out)
+    assert grad is out
+    np.testing.assert_allclose(np.asarray(out), ref.cross_entropy_grad(logits, [0, 1, 2]), atol=1e-16)

@@ -160,7 +160,7 @@ def _check_nonnegative_weights(w, name, expected_shape, what):
         raise TypeError(f"{name} must be an array of real numbers, got dtype {a.dtype}")
     if a.shape != expected_shape:
         raise ValueError(f"{name} must have shape {expected_shape} ({what}), got {a.shape}")
-    a = a.astype(np.float64, copy=False)
+    a = np.ascontiguousarray(a, dtype=np.float64)
     bad = ~np.isfinite(a) | (a < 0)
     if bad.any():
         where = np.unravel_index(int(np.argmax(bad)), a.shape)
@@ -310,7 +310,7 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
     z3 = _input3(logits, axis)
     out3 = staging = None
     if grad_out is not None:
-        out3 = _view3(grad_out, axis)
+        out3 = _view3(np.asarray(grad_out), axis)     # (an np.matrix is 2-D whatever its shape)
         if out3 is None or _kernel_ready(out3) is not out3:
             # The output's layout cannot be addressed as (outer, classes, inner):
             # compute into a fresh array and copy it over at the end.
@@ -497,7 +497,7 @@ def _normaliser(mode, x, axis, n_threads, out):
     if np.may_share_memory(out, x) and not _same_elements(out, x):
         raise ValueError("out overlaps x without being x itself; pass a separate array, or x")
     z3 = _input3(x, axis)
-    out3 = _view3(out, axis)
+    out3 = _view3(np.asarray(out), axis)
     staging = None
     if out3 is None or _kernel_ready(out3) is not out3:
         staging = np.empty(x.shape, dtype=x.dtype)

@@ -28,8 +28,12 @@ Which loops run depends only on the row length, never on the layout:
 
 * long rows (``m > SMALL_ROW``): SIMD primitives per row; a row whose classes
   are strided in memory is first gathered into a per-thread scratch row.
-* short rows: rows are gathered in blocks, one SIMD exp covers the whole block,
-  and the rest is plain loops, so a 10-class row costs no per-row call overhead.
+* short rows: ``z - max`` of a block of rows goes into one buffer, one SIMD exp
+  covers the whole block, and the rest is plain loops over the strided rows,
+  so a 10-class row costs no per-row call overhead.
+
+The path depends on the row length alone, so the memory layout never changes
+a result.
 
 Rows are processed in fixed chunks; each chunk's loss is summed in float64 in
 row order, so results do not depend on the number of threads.
@@ -37,7 +41,7 @@ row order, so results do not depend on the number of threads.
 
 from cython cimport floating
 from cython.parallel cimport prange, parallel, threadid
-from libc.math cimport log, INFINITY
+from libc.math cimport exp as libm_exp, isinf, isfinite, log, INFINITY
 
 cdef extern from "_simd.h" nogil:
     int ce_omp_max_threads()
@@ -323,13 +327,22 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
     """Loss (or log-sum-exp) of a row whose exps sum to `s`; writes `g`.
 
     `g` is a contiguous row holding exp(z - max) for the gradient and softmax
-    modes (it may be `z` itself: `z` is read here only for log-softmax, element
-    by element before the write).  `z`, `y` have class strides zc, yc.
+    modes.  It may be `z` itself (in place), so `z` is read here only where
+    that is safe: for log-softmax element by element before the write, and for
+    the log-sum-exp of a row with an infinite max.  `z`, `y` have class strides
+    zc, yc.
     """
     cdef Py_ssize_t j, t = row.t, m = P.m
-    cdef double log_s = log(s), loss, gs, a, c, e_t
+    cdef double log_s = log(s), loss, gs, a, c, e_t, factor
     cdef floating zmax = <floating>row.zmax
     if P.mode == LOGSUMEXP:
+        if isinf(row.zmax):
+            # Shifting by an infinite max gives NaN; unshifted, the sum is
+            # exactly 0 (all -inf), +inf, or NaN (a NaN in the row).
+            s = 0.0
+            for j in range(m):
+                s = s + libm_exp(z[j * zc])
+            return log(s)
         return row.zmax + log_s
     if P.mode == SOFTMAX:
         scale(g, m, <floating>(1.0 / s))
@@ -343,7 +356,10 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
     if P.probabilities:
         loss = row.mass * log_s + row.gap
     else:
-        loss = P.keep * row.wt * ((row.zmax - row.zt) + log_s)
+        # The target's own term, c_t = (1 - eps) w_t; when that is 0 (a zero
+        # class weight, or eps = 1) it contributes 0 even where z_t = -inf.
+        c = P.keep * row.wt
+        loss = c * ((row.zmax - row.zt) + log_s) if c != 0.0 else 0.0
         if P.smoothing:
             loss = loss + P.each * (P.weight_total * log_s + row.gap)
     loss = loss * sample_weight
@@ -363,10 +379,13 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
         return loss
     e_t = g[t]
     a = P.keep * row.wt + (P.each * P.weight_total if P.smoothing else 0.0)
-    if P.smoothing:
-        scale_sub(g, P.weight, m, gs * a / s, gs * P.each)
+    factor = gs * a / s
+    if P.smoothing or not isfinite(<floating>factor):
+        # (the second case: a huge grad_scale whose factor overflows float32
+        # although the products with the probabilities do not)
+        scale_sub(g, P.weight, m, factor, gs * P.each if P.smoothing else 0.0)
     else:
-        scale(g, m, <floating>(gs * a / s))
+        scale(g, m, <floating>factor)
     # The target's entry in float64 from the unscaled exp: p_t - 1 is then
     # exact where p_t is near 1, which is where a float subtraction cancels.
     g[t] = <floating>(gs * (a * (e_t / s) - P.keep * row.wt
@@ -654,5 +673,8 @@ def needs_scratch(z, out, y):
 
 def exp(const floating[::1] x, floating[::1] out):
     """The vectorised exp used by the kernels (exposed for the tests)."""
-    with nogil:
-        vexp(&x[0], &out[0], x.shape[0])
+    if out.shape[0] != x.shape[0]:
+        raise ValueError(f"out has {out.shape[0]} elements, x has {x.shape[0]}")
+    if x.shape[0]:
+        with nogil:
+            vexp(&x[0], &out[0], x.shape[0])

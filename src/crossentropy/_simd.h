@@ -129,8 +129,6 @@ CE_INLINE double ce_exp(double x)
  *   ce_expsum   out[i] = exp(x[i] - shift), returns the sum of out;
  *               out may equal x (in place)
  *   ce_sumexp   the same sum without storing anything
- *   ce_sum      sum of x[0:n] in the same order as ce_expsum (inline, for
- *               the row-block path, so every path rounds alike)
  *   ce_exp      out[i] = exp(x[i]) (the row-block path and the tests)
  *   ce_scale    x[i] *= a
  *   ce_shift    out[i] = (x[i] - a) - b; out may equal x
@@ -195,12 +193,6 @@ CE_DISPATCH double ce_sumexp_##SFX(const T *x, ptrdiff_t n, T shift)         \
         ce_expshift_##SFX(x + i, buf, len, shift);                            \
         ce_lanesum_##SFX(buf, len, lane);                                     \
     }                                                                         \
-    return ce_lanetotal(lane);                                                \
-}                                                                             \
-CE_INLINE double ce_sum_##SFX(const T *x, ptrdiff_t n)                       \
-{                                                                             \
-    double lane[CE_LANES] = {0};                                              \
-    ce_lanesum_##SFX(x, n, lane);                                             \
     return ce_lanetotal(lane);                                                \
 }                                                                             \
 CE_DISPATCH void ce_exp_##SFX(const T *x, T *out, ptrdiff_t n)               \

@@ -169,8 +169,12 @@ def _check_nonnegative_weights(w, name, expected_shape, what):
     return a
 
 
-def _target_indices(t, logits_shape, axis, ignore_index):
-    """Check integer class targets and return them as an (outer, inner) intp view."""
+def _target_indices(t, logits_shape, axis, ignore_index, weight, sample_weight2):
+    """Check integer class targets in one pass.
+
+    Returns the (outer, inner) intp view the kernel reads, the ignore_index it
+    should use, the number of positions not ignored, and the mean's denominator.
+    """
     expected = logits_shape[:axis] + logits_shape[axis + 1:]
     if t.shape != expected:
         raise ValueError(
@@ -178,28 +182,40 @@ def _target_indices(t, logits_shape, axis, ignore_index):
             f"the logits' shape {logits_shape} without the class axis {axis}"
         )
     n_classes = logits_shape[axis]
-    if t.size:
-        bad = ((t < 0) | (t >= n_classes)) & (t != ignore_index)
-        if bad.any():
-            where = np.unravel_index(int(np.argmax(bad)), t.shape)
-            where = where[0] if len(where) == 1 else tuple(int(w) for w in where)
-            raise IndexError(
-                f"target[{where}] = {t[where]} is not a class index: "
-                f"logits have {n_classes} classes along axis {axis}, so targets must be "
-                f"in [0, {n_classes}) or equal ignore_index ({ignore_index})"
-            )
     outer, _, inner = _split_shape(logits_shape, axis)
     t = np.reshape(t, (outer, inner))
     intp = np.iinfo(np.intp)
+    if t.dtype.kind == "u" and t.size and t.max() > intp.max:
+        # Values that would wrap in the cast to intp: unless they are all
+        # ignore_index, one of them (or an earlier target) is out of range.
+        bad = (t >= n_classes) & (t != ignore_index)
+        if bad.any():
+            _raise_bad_target(t, int(np.argmax(bad)), expected, n_classes, axis, ignore_index)
     if not intp.min <= ignore_index <= intp.max:
         # An ignore_index the kernel cannot hold (it can still equal a uint64
-        # target): mark those positions with -1, which the kernel ignores.
+        # target): mark those positions with -1 for the kernel to ignore.
         marked = np.full(t.shape, -1, dtype=np.intp)
         keep = t != ignore_index
-        marked[keep] = t[keep]
-        return marked, -1
-    # Every value is now in [0, C) or equals ignore_index: the cast is exact.
-    return _kernel_ready(t.astype(np.intp, copy=False)), ignore_index
+        marked[keep] = t[keep].astype(np.intp)
+        t2, ignore_index = marked, -1
+    else:
+        t2 = _kernel_ready(t.astype(np.intp, copy=False))
+    first_bad, n_active, denominator = _kernels.check_targets(
+        t2, n_classes, ignore_index, weight, sample_weight2)
+    if first_bad >= 0:
+        _raise_bad_target(t, first_bad, expected, n_classes, axis, ignore_index)
+    return t2, ignore_index, n_active, denominator
+
+
+def _raise_bad_target(t, flat_index, positions, n_classes, axis, ignore_index):
+    where = np.unravel_index(flat_index, positions)
+    value = t.reshape(-1)[flat_index]
+    where = where[0] if len(where) == 1 else tuple(int(w) for w in where)
+    raise IndexError(
+        f"target[{where}] = {value} is not a class index: "
+        f"logits have {n_classes} classes along axis {axis}, so targets must be "
+        f"in [0, {n_classes}) or equal ignore_index ({ignore_index})"
+    )
 
 
 def _target_probabilities(y, logits, axis, ignore_index):
@@ -273,17 +289,14 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
         sample_weight = _check_nonnegative_weights(
             sample_weight, "sample_weight", positions, "one per position: the target's shape")
 
+    sample_weight2 = None
+    if sample_weight is not None:
+        sample_weight2 = _kernel_ready(np.reshape(sample_weight, (outer, inner)))
     t = np.asarray(target)
     y3 = target2 = None
     if t.dtype.kind in "iu":
-        target2, kernel_ignore = _target_indices(t, logits.shape, axis, ignore_index)
-        # PyTorch's denominator: the summed weights of the positions not ignored.
-        active = t != ignore_index
-        n_active = int(np.count_nonzero(active))
-        position_weight = np.ones(positions) if sample_weight is None else sample_weight
-        if weight is not None:
-            position_weight = position_weight * weight[np.where(active, t, 0).astype(np.intp)]
-        denominator = float(np.sum(position_weight, where=active))
+        target2, kernel_ignore, n_active, denominator = _target_indices(
+            t, logits.shape, axis, ignore_index, weight, sample_weight2)
     elif t.dtype.kind == "f":
         y3 = _target_probabilities(t, logits, axis, ignore_index)
         kernel_ignore = -1
@@ -302,9 +315,6 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
             # No position counts: PyTorch gives a zero gradient when every
             # position is ignored, and NaN when the weights of the rest are 0.
             grad_scale = 0.0 if n_active == 0 else math.nan
-    sample_weight2 = None
-    if sample_weight is not None:
-        sample_weight2 = _kernel_ready(np.reshape(sample_weight, (outer, inner)))
     row_value = np.empty((outer, inner)) if reduction == "none" else None
 
     z3 = _input3(logits, axis)

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <math.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -238,7 +239,119 @@ CE_DISPATCH void ce_scale_sub_##SFX(T *g, const double *w, ptrdiff_t n,      \
     }                                                                         \
 }
 
+/*
+ * log(x) for double x > 0 (normal, finite), branch-free so that it vectorises.
+ * x = 2^e * f with f in [sqrt(1/2), sqrt(2)); log f = 2 atanh(u), u = (f-1)/(f+1),
+ * |u| < 0.172, summed to u^23 (truncation < 1e-19).  Other inputs (0,
+ * subnormals, inf, NaN, negatives) give garbage: callers fix those lanes up
+ * with libm's log (ce_log_fixup).
+ */
+CE_INLINE double ce_log_normal(double x)
+{
+    uint64_t u, e_bits;
+    double f, e;
+    memcpy(&u, &x, 8);
+    e_bits = u >> 52;                                         /* biased exponent */
+    u = (u & UINT64_C(0x000FFFFFFFFFFFFF)) | UINT64_C(0x3FF0000000000000);
+    memcpy(&f, &u, 8);                                        /* f in [1, 2) */
+    /* the exponent as a double without a 64-bit int conversion (not in AVX2) */
+    e_bits |= UINT64_C(0x4330000000000000);
+    memcpy(&e, &e_bits, 8);
+    e -= 0x1p52 + 1023.0;
+    if (f > 1.4142135623730951) { f *= 0.5; e += 1.0; }
+    double v = (f - 1.0) / (f + 1.0), v2 = v * v;
+    double p = 1.0 / 23;
+    p = p * v2 + 1.0 / 21;
+    p = p * v2 + 1.0 / 19;
+    p = p * v2 + 1.0 / 17;
+    p = p * v2 + 1.0 / 15;
+    p = p * v2 + 1.0 / 13;
+    p = p * v2 + 1.0 / 11;
+    p = p * v2 + 1.0 / 9;
+    p = p * v2 + 1.0 / 7;
+    p = p * v2 + 1.0 / 5;
+    p = p * v2 + 1.0 / 3;
+    return e * 6.93147180369123816490e-01 + (2.0 * v * p * v2 + 2.0 * v)
+           + e * 1.90821492927058770002e-10;
+}
+
+/*
+ * Short rows, many at a time: softmax cross-entropy with hard targets for up
+ * to CE_ROWS rows of m <= CE_SHORT_MAX classes.  The rows are transposed into
+ * a [class][row] buffer so that max, exp, sum, log and scaling all run as SIMD
+ * over rows; a 10-class row then costs no per-row scalar chains.
+ *
+ *   zrows[k]    row k's first logit; classes at stride zc
+ *   t[k]        row k's target class, or -1 when the row is ignored
+ *   weight[k]   row k's weight (class weight x sample weight), or NULL for 1
+ *   grows[k]    where row k's gradient goes (stride gc), or grows == NULL
+ *   gscale      multiplies every gradient (upstream gradient / denominator)
+ *   loss[k]     receives row k's weighted loss (0 for ignored rows)
+ *
+ * A row of weight 0 contributes 0 even where its target logit is -inf.
+ */
+#define CE_ROWS 64
+#define CE_SHORT_MAX 64
+
+#define CE_DEFINE_SHORT_ROWS(T, SFX, EXP, NEG_INF)                              \
+CE_DISPATCH void ce_short_xent_##SFX(                                         \
+    const T *const *zrows, ptrdiff_t zc, const ptrdiff_t *t,                  \
+    const double *weight, ptrdiff_t n, ptrdiff_t m, T *const *grows,           \
+    ptrdiff_t gc, double gscale, double *loss)                                \
+{                                                                             \
+    T buf[CE_SHORT_MAX * CE_ROWS];                                            \
+    T mx[CE_ROWS], a[CE_ROWS];                                                \
+    double s[CE_ROWS], lg[CE_ROWS];                                           \
+    ptrdiff_t j, k;                                                           \
+    for (k = 0; k < n; k++) {                                                 \
+        const T *zr = zrows[k];                                               \
+        for (j = 0; j < m; j++) buf[j * CE_ROWS + k] = zr[j * zc];            \
+    }                                                                         \
+    for (j = 0; j < m; j++)                                                   \
+        for (k = n; k < CE_ROWS; k++) buf[j * CE_ROWS + k] = 0;               \
+    for (k = 0; k < CE_ROWS; k++) mx[k] = NEG_INF;                            \
+    for (j = 0; j < m; j++) {                                                 \
+        const T *col = buf + j * CE_ROWS;                                     \
+        for (k = 0; k < CE_ROWS; k++) mx[k] = col[k] > mx[k] ? col[k] : mx[k]; \
+    }                                                                         \
+    for (k = 0; k < CE_ROWS; k++) s[k] = 0.0;                                 \
+    for (j = 0; j < m; j++) {                                                 \
+        T *col = buf + j * CE_ROWS;                                           \
+        for (k = 0; k < CE_ROWS; k++) col[k] = EXP(col[k] - mx[k]);           \
+        for (k = 0; k < CE_ROWS; k++) s[k] += (double)col[k];                 \
+    }                                                                         \
+    for (k = 0; k < CE_ROWS; k++) lg[k] = ce_log_normal(s[k]);                \
+    for (k = 0; k < n; k++) {                                                 \
+        double w = weight ? weight[k] : 1.0;                                  \
+        if (!(s[k] >= 0x1p-1022 && s[k] <= 0x1.fffffffffffffp1023))           \
+            lg[k] = log(s[k]);            /* NaN, inf: libm's answer */       \
+        if (t[k] < 0 || w == 0.0) { loss[k] = 0.0; continue; }                 \
+        loss[k] = w * (((double)mx[k] - (double)zrows[k][t[k] * zc]) + lg[k]); \
+    }                                                                         \
+    if (grows == NULL) return;                                                \
+    for (k = 0; k < n; k++) {                                                 \
+        double w = weight ? weight[k] : 1.0;                                  \
+        a[k] = (T)(gscale * w / s[k]);                                        \
+    }                                                                         \
+    for (k = 0; k < n; k++) {                                                 \
+        T *g = grows[k];                                                      \
+        double w = weight ? weight[k] : 1.0;                                  \
+        if (t[k] < 0) { for (j = 0; j < m; j++) g[j * gc] = 0; continue; }   \
+        double e_t = buf[t[k] * CE_ROWS + k];                                 \
+        if (isinf(a[k])) {     /* the factor overflows T; the products may not */ \
+            double f = gscale * w / s[k];                                     \
+            for (j = 0; j < m; j++) g[j * gc] = (T)(buf[j * CE_ROWS + k] * f); \
+        } else {                                                              \
+            for (j = 0; j < m; j++) g[j * gc] = buf[j * CE_ROWS + k] * a[k];  \
+        }                                                                     \
+        /* p_t - 1 in double: exact where p_t is near 1 */                    \
+        g[t[k] * gc] = (T)(gscale * w * (e_t / s[k] - 1.0));                  \
+    }                                                                         \
+}
+
 CE_DEFINE_PRIMITIVES(float, f32, ce_expf, -__builtin_inff())
 CE_DEFINE_PRIMITIVES(double, f64, ce_exp, -__builtin_inf())
+CE_DEFINE_SHORT_ROWS(float, f32, ce_expf, -__builtin_inff())
+CE_DEFINE_SHORT_ROWS(double, f64, ce_exp, -__builtin_inf())
 
 #endif /* CROSSENTROPY_SIMD_H */

@@ -56,11 +56,26 @@ static inline int ce_omp_max_threads(void) { return 1; }
  * (a comparison with NaN is false, so the clamps pass it through).
  * Polynomial: Cephes expf (max error about 1 ulp).
  */
+CE_INLINE float ce_expf_tail(float x);
+
 CE_INLINE float ce_expf(float x)
 {
-    const float magic = 0x1.8p23f;          /* adding it rounds to an integer */
     x = x < -110.0f ? -110.0f : x;
     x = x > 89.0f ? 89.0f : x;
+    return ce_expf_tail(x);
+}
+
+/* exp(x) for x <= 0 or NaN (x = z - max in a softmax): no overflow to guard. */
+CE_INLINE float ce_expf_nonpos(float x)
+{
+    x = x < -110.0f ? -110.0f : x;
+    return ce_expf_tail(x);
+}
+
+/* exp of an x already clamped to [-110, 89]. */
+CE_INLINE float ce_expf_tail(float x)
+{
+    const float magic = 0x1.8p23f;
     float n = (x * 0x1.715476p0f + magic) - magic;      /* round(x / ln2) */
     float r = x - n * 0.693359375f;                      /* ln2, high part */
     r = r - n * -2.12194440e-4f;                         /* ln2, low part */
@@ -88,11 +103,26 @@ CE_INLINE float ce_expf(float x)
 
 /* exp(x) for every double x; same scheme, degree-13 Taylor polynomial
    (truncation error < 5e-18 on |r| <= ln2/2). */
+CE_INLINE double ce_exp_tail(double x);
+
 CE_INLINE double ce_exp(double x)
 {
-    const double magic = 0x1.8p52;
     x = x < -750.0 ? -750.0 : x;
     x = x > 710.0 ? 710.0 : x;
+    return ce_exp_tail(x);
+}
+
+/* exp(x) for x <= 0 or NaN. */
+CE_INLINE double ce_exp_nonpos(double x)
+{
+    x = x < -750.0 ? -750.0 : x;
+    return ce_exp_tail(x);
+}
+
+/* exp of an x already clamped to [-750, 710]. */
+CE_INLINE double ce_exp_tail(double x)
+{
+    const double magic = 0x1.8p52;
     double n = (x * 0x1.71547652b82fep0 + magic) - magic;
     double r = x - n * 6.93147180369123816490e-01;       /* 32 significant bits */
     r = r - n * 1.90821492927058770002e-10;
@@ -166,7 +196,7 @@ CE_DISPATCH T ce_max_##SFX(const T *x, ptrdiff_t n)                          \
 CE_INLINE void ce_expshift_##SFX(const T *x, T *out, ptrdiff_t n, T shift)    \
 {                                                                             \
     CE_SIMD                                                                   \
-    for (ptrdiff_t i = 0; i < n; i++) out[i] = EXP(x[i] - shift);             \
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = EXP##_nonpos(x[i] - shift);    \
 }                                                                             \
 CE_INLINE void ce_lanesum_##SFX(const T *x, ptrdiff_t n, double *lane)        \
 {                                                                             \
@@ -198,7 +228,8 @@ CE_DISPATCH double ce_sumexp_##SFX(const T *x, ptrdiff_t n, T shift)         \
 }                                                                             \
 CE_DISPATCH void ce_exp_##SFX(const T *x, T *out, ptrdiff_t n)               \
 {                                                                             \
-    ce_expshift_##SFX(x, out, n, (T)0);                                       \
+    CE_SIMD                                                                   \
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = EXP(x[i]);                     \
 }                                                                             \
 CE_DISPATCH void ce_scale_##SFX(T *x, ptrdiff_t n, T a)                      \
 {                                                                             \
@@ -317,7 +348,7 @@ CE_DISPATCH void ce_short_xent_##SFX(                                         \
     for (k = 0; k < CE_ROWS; k++) s[k] = 0.0;                                 \
     for (j = 0; j < m; j++) {                                                 \
         T *col = buf + j * CE_ROWS;                                           \
-        for (k = 0; k < CE_ROWS; k++) col[k] = EXP(col[k] - mx[k]);           \
+        for (k = 0; k < CE_ROWS; k++) col[k] = EXP##_nonpos(col[k] - mx[k]);  \
         for (k = 0; k < CE_ROWS; k++) s[k] += (double)col[k];                 \
     }                                                                         \
     for (k = 0; k < CE_ROWS; k++) lg[k] = ce_log_normal(s[k]);                \
@@ -329,23 +360,34 @@ CE_DISPATCH void ce_short_xent_##SFX(                                         \
         loss[k] = w * (((double)mx[k] - (double)zrows[k][t[k] * zc]) + lg[k]); \
     }                                                                         \
     if (grows == NULL) return;                                                \
+    /* Gradient: p = e / s scaled by gscale * w, then p_t - 1 at the target, \
+       formed in double from the unscaled exp (exact where p_t is near 1). */ \
+    double gt[CE_ROWS], f[CE_ROWS];                                           \
     for (k = 0; k < n; k++) {                                                 \
         double w = weight ? weight[k] : 1.0;                                  \
-        a[k] = (T)(gscale * w / s[k]);                                        \
+        f[k] = gscale * w / s[k];                                             \
+        a[k] = (T)f[k];                                                       \
+        gt[k] = t[k] < 0 ? 0.0                                                \
+              : gscale * w * ((double)buf[t[k] * CE_ROWS + k] / s[k] - 1.0);  \
+    }                                                                         \
+    for (; k < CE_ROWS; k++) a[k] = 0;                                        \
+    int overflow = 0;                                                         \
+    for (k = 0; k < n; k++) overflow |= isinf(a[k]) && !isinf(f[k]);          \
+    if (!overflow) {                                                          \
+        for (j = 0; j < m; j++) {                                             \
+            T *col = buf + j * CE_ROWS;                                       \
+            for (k = 0; k < CE_ROWS; k++) col[k] *= a[k];                     \
+        }                                                                     \
     }                                                                         \
     for (k = 0; k < n; k++) {                                                 \
         T *g = grows[k];                                                      \
-        double w = weight ? weight[k] : 1.0;                                  \
         if (t[k] < 0) { for (j = 0; j < m; j++) g[j * gc] = 0; continue; }   \
-        double e_t = buf[t[k] * CE_ROWS + k];                                 \
-        if (isinf(a[k])) {     /* the factor overflows T; the products may not */ \
-            double f = gscale * w / s[k];                                     \
-            for (j = 0; j < m; j++) g[j * gc] = (T)(buf[j * CE_ROWS + k] * f); \
+        if (overflow) {        /* a factor overflows T; the products may not */ \
+            for (j = 0; j < m; j++) g[j * gc] = (T)(buf[j * CE_ROWS + k] * f[k]); \
         } else {                                                              \
-            for (j = 0; j < m; j++) g[j * gc] = buf[j * CE_ROWS + k] * a[k];  \
+            for (j = 0; j < m; j++) g[j * gc] = buf[j * CE_ROWS + k];         \
         }                                                                     \
-        /* p_t - 1 in double: exact where p_t is near 1 */                    \
-        g[t[k] * gc] = (T)(gscale * w * (e_t / s[k] - 1.0));                  \
+        g[t[k] * gc] = (T)gt[k];                                              \
     }                                                                         \
 }
 

@@ -38,19 +38,27 @@ QUICK_SHAPES = [((16384, 10), "float32"), ((1024, 1000), "float32"), ((256, 3200
 ACCURACY_ROWS = 32
 
 
-def median_ms(fn, repeats, budget_s):
-    """Median wall time of fn() in ms, after one warm-up call; fewer repeats
-    for slow functions so that each stays within about budget_s."""
-    start = time.perf_counter()
-    fn()
-    first = time.perf_counter() - start
-    n = int(max(3, min(repeats, budget_s / max(first, 1e-9))))
-    times = []
-    for _ in range(n):
+def interleaved_median_ms(fns, repeats, budget_s):
+    """Median wall time in ms of each callable in `fns` (name -> fn).
+
+    The callables run in rounds, each once per round, so that a slow spell of
+    the machine (this is often a shared VM) slows all of them alike and the
+    ratios stay fair.  One warm-up round first; then as many rounds as fit in
+    about budget_s seconds, at least 3 and at most `repeats`.
+    """
+    first = {}
+    for name, fn in fns.items():
         start = time.perf_counter()
         fn()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
+        first[name] = time.perf_counter() - start
+    rounds = int(max(3, min(repeats, budget_s / max(sum(first.values()), 1e-9))))
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
 def numpy_loss_and_grad(logits, target):
@@ -161,19 +169,17 @@ def run(shapes, thread_counts, repeats, budget_s):
                  "grad_relative_error": accuracy(logits, target),
                  "allocated_bytes": allocations(logits, target, grad_out),
                  "logits_bytes": logits.nbytes}
-        for name, (make, threaded) in impls.items():
-            entry["ms"][name] = {}
-            single = None
-            for n in thread_counts:
-                if not threaded and single is not None:
-                    entry["ms"][name][str(n)] = single
-                    continue
-                ms = median_ms(make(n), repeats, budget_s)
+        entry["ms"] = {name: {} for name in impls}
+        for n in thread_counts:
+            fns = {name: make(n) for name, (make, threaded) in impls.items()
+                   if threaded or n == thread_counts[0]}
+            for name, ms in interleaved_median_ms(fns, repeats, budget_s).items():
                 entry["ms"][name][str(n)] = ms
+            for name, (make, threaded) in impls.items():      # single-threaded: measured once
                 if not threaded:
-                    single = ms
-            print(f"  {rows}x{classes} {dtype} {name}: "
-                  + ", ".join(f"{n} thr {entry['ms'][name][str(n)]:.3f} ms" for n in thread_counts),
+                    entry["ms"][name][str(n)] = entry["ms"][name][str(thread_counts[0])]
+            print(f"  {rows}x{classes} {dtype} {n} thread(s): "
+                  + ", ".join(f"{name} {entry['ms'][name][str(n)]:.3f} ms" for name in impls),
                   file=sys.stderr)
         results.append(entry)
         del logits, grad_out, impls
@@ -242,9 +248,9 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="smaller shapes, fewer repeats")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="thread counts to measure (default: 1 2)")
-    parser.add_argument("--repeats", type=int, default=15, help="repeats per measurement (max)")
-    parser.add_argument("--budget", type=float, default=3.0,
-                        help="seconds per measurement at most, roughly (default: 3)")
+    parser.add_argument("--repeats", type=int, default=21, help="rounds per measurement at most")
+    parser.add_argument("--budget", type=float, default=12.0,
+                        help="seconds per shape and thread count, roughly (default: 12)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results"),
                         help="directory for bench.json, bench.md and bench.png")
     args = parser.parse_args(argv)

@@ -1,0 +1,134 @@
+"""Both code paths of the runtime dispatch, against NumPy.
+
+The extension picks its x86-64-v3 (AVX2+FMA) clones on a machine that has
+AVX2, so its baseline clones never run here.  This test compiles a small
+harness over the same _simd.h twice, with dispatch (the clone this CPU picks)
+and with -DCE_NO_DISPATCH (baseline x86-64 code only), and checks the exp, the
+fused exp-sum and the across-rows short-row kernel of each against NumPy.
+Skipped where there is no C compiler or no source tree.
+"""
+
+import os
+import platform
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import reference as ref
+
+HEADER_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "src", "crossentropy")
+CC = shutil.which("gcc") or shutil.which("cc")
+
+pytestmark = pytest.mark.skipif(
+    CC is None or not os.path.exists(os.path.join(HEADER_DIR, "_simd.h"))
+    or platform.machine() != "x86_64",
+    reason="needs a C compiler, the source tree and x86-64",
+)
+
+HARNESS = r"""
+#include "_simd.h"
+#include <stdio.h>
+#include <stdlib.h>
+
+/* stdin: n_rows, m, then n_rows*m floats (logits), then n_rows int64 targets.
+   stdout: n_rows*m exps of the flat logits, the expsum of row 0, then the
+   short-row loss (n_rows doubles) and gradient (n_rows*m floats). */
+int main(void)
+{
+    long long n, m;
+    if (fread(&n, 8, 1, stdin) != 1 || fread(&m, 8, 1, stdin) != 1) return 1;
+    float *z = malloc(n * m * 4), *e = malloc(n * m * 4), *g = malloc(n * m * 4);
+    ptrdiff_t *t = malloc(n * sizeof(ptrdiff_t));
+    double *loss = malloc(n * 8);
+    long long *t64 = malloc(n * 8);
+    if (fread(z, 4, n * m, stdin) != (size_t)(n * m) || fread(t64, 8, n, stdin) != (size_t)n) return 1;
+    for (long long k = 0; k < n; k++) t[k] = (ptrdiff_t)t64[k];
+    ce_exp_f32(z, e, n * m);
+    float *row = malloc(m * 4);
+    float top = ce_max_f32(z, m);
+    double s = ce_expsum_f32(z, row, m, top);
+    for (long long b = 0; b < n; b += CE_ROWS) {
+        long long len = n - b < CE_ROWS ? n - b : CE_ROWS;
+        const float *zr[CE_ROWS];
+        float *gr[CE_ROWS];
+        for (long long k = 0; k < len; k++) { zr[k] = z + (b + k) * m; gr[k] = g + (b + k) * m; }
+        ce_short_xent_f32(zr, 1, t + b, NULL, len, m, gr, 1, 1.0, loss + b);
+    }
+    fwrite(e, 4, n * m, stdout);
+    fwrite(&s, 8, 1, stdout);
+    fwrite(loss, 8, n, stdout);
+    fwrite(g, 4, n * m, stdout);
+    printf("%d", CE_HAVE_DISPATCH && __builtin_cpu_supports("avx2"));
+    return 0;
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def harnesses(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dispatch")
+    src = tmp / "harness.c"
+    src.write_text(HARNESS)
+    built = {}
+    for name, defines in [("dispatched", []), ("baseline", ["-DCE_NO_DISPATCH"])]:
+        exe = tmp / name
+        subprocess.run([CC, "-O3", "-fno-trapping-math", "-fno-math-errno", "-fopenmp", *defines,
+                        "-I", HEADER_DIR, str(src), "-o", str(exe), "-lm"], check=True)
+        built[name] = exe
+    return built
+
+
+def run_harness(exe, z, t):
+    n, m = z.shape
+    payload = (np.array([n, m], dtype=np.int64).tobytes() + z.astype(np.float32).tobytes()
+               + t.astype(np.int64).tobytes())
+    out = subprocess.run([str(exe)], input=payload, capture_output=True, check=True).stdout
+    k = n * m * 4
+    exps = np.frombuffer(out[:k], dtype=np.float32).reshape(n, m)
+    expsum = np.frombuffer(out[k:k + 8], dtype=np.float64)[0]
+    loss = np.frombuffer(out[k + 8:k + 8 + 8 * n], dtype=np.float64)
+    grad = np.frombuffer(out[k + 8 + 8 * n:2 * k + 8 + 8 * n], dtype=np.float32).reshape(n, m)
+    avx2 = out[2 * k + 8 + 8 * n:] == b"1"
+    return exps, expsum, loss, grad, avx2
+
+
+@pytest.mark.parametrize("build", ["dispatched", "baseline"])
+def test_each_dispatch_target_matches_numpy(harnesses, build):
+    rng = np.random.default_rng(7)
+    z = (rng.standard_normal((150, 10)) * 5).astype(np.float32)
+    z[0, :4] = [-np.inf, np.nan, 88.0, -100.0]            # specials through exp
+    t = rng.integers(0, 10, 150)
+    t[3] = -1                                               # an ignored row
+    exps, expsum, loss, grad, _ = run_harness(harnesses[build], z, t)
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.testing.assert_allclose(exps, np.exp(z.astype(np.float64)), rtol=3e-7, equal_nan=True,
+                                   atol=np.finfo(np.float32).smallest_subnormal)
+    rows = slice(1, None)                                   # row 0 holds the specials
+    expected = ref.cross_entropy(z[rows], np.where(t[rows] < 0, 0, t[rows]), "none")
+    expected[t[rows] < 0] = 0.0
+    np.testing.assert_allclose(loss[rows], expected, rtol=2e-6, atol=2e-6)
+    expected_grad = ref.cross_entropy_grad(z[rows], np.where(t[rows] < 0, 0, t[rows]), "none")
+    expected_grad[t[rows] < 0] = 0.0
+    np.testing.assert_allclose(grad[rows], expected_grad, rtol=2e-6, atol=1e-7)
+    top = np.float64(np.nanmax(z[0]))
+    with np.errstate(invalid="ignore"):
+        assert np.isnan(expsum) == np.isnan(np.exp(z[0].astype(np.float64) - top).sum())
+
+
+def test_the_dispatched_build_runs_the_avx2_clone_where_the_cpu_has_it(harnesses):
+    with open("/proc/cpuinfo") as f:
+        has_avx2 = " avx2" in f.read()
+    z = np.zeros((1, 3), dtype=np.float32)
+    *_, avx2 = run_harness(harnesses["dispatched"], z, np.zeros(1, dtype=np.int64))
+    assert avx2 == has_avx2
+    *_, avx2 = run_harness(harnesses["baseline"], z, np.zeros(1, dtype=np.int64))
+    assert not avx2
+
+
+def test_the_installed_extension_was_built_with_dispatch():
+    from crossentropy import _kernels
+    if platform.system() == "Linux":
+        assert _kernels.has_dispatch()

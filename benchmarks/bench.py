@@ -32,9 +32,9 @@ import numpy as np
 import crossentropy as ce
 
 SHAPES = [((65536, 10), "float32"), ((4096, 1000), "float32"), ((2048, 32000), "float32"),
-          ((512, 128000), "float32"), ((4096, 1000), "float64")]
+          ((512, 128000), "float32"), ((4096, 1000), "float64"), ((2, 1000000), "float32")]
 QUICK_SHAPES = [((16384, 10), "float32"), ((1024, 1000), "float32"), ((256, 32000), "float32"),
-                ((64, 128000), "float32"), ((1024, 1000), "float64")]
+                ((64, 128000), "float32"), ((1024, 1000), "float64"), ((2, 300000), "float32")]
 ACCURACY_ROWS = 32
 
 

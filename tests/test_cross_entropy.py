@@ -396,3 +396,67 @@ def test_errors_leave_inplace_logits_untouched():
     with pytest.raises(ValueError):
         ce.cross_entropy_and_grad(logits, [0, 1], inplace=True, reduction="bogus")
     np.testing.assert_array_equal(logits, before)
+
+
+# --- few very long rows, shared by the threads ------------------------------------
+
+SPLIT = 131072      # rows this long, when there are few of them, are split into segments
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_few_very_long_rows(rng, dtype, reduction):
+    logits, target = make_problem(rng, (3, SPLIT + 1000), dtype=dtype)
+    target[1] = -100                                     # an ignored row
+    weight = rng.random(SPLIT + 1000) + 0.5
+    sample_weight = np.array([0.5, 1.0, 2.0])
+    expected_loss, expected_grad = ref.cross_entropy_full(logits, target, weight=weight,
+                                                          sample_weight=sample_weight,
+                                                          reduction=reduction)
+    results = []
+    for n_threads in (1, 2, 3):
+        loss, grad = ce.cross_entropy_and_grad(logits, target, weight=weight, reduction=reduction,
+                                               sample_weight=sample_weight, n_threads=n_threads)
+        np.testing.assert_allclose(loss, expected_loss, **tolerance(dtype))
+        np.testing.assert_allclose(grad, expected_grad, **tolerance(dtype))
+        results.append((loss, grad))
+    for loss, grad in results[1:]:
+        np.testing.assert_array_equal(loss, results[0][0])
+        np.testing.assert_array_equal(grad, results[0][1])
+    np.testing.assert_array_equal(
+        ce.cross_entropy(logits, target, weight=weight, sample_weight=sample_weight,
+                         reduction=reduction), results[0][0])
+    # strided classes (axis 0) give the same bits
+    loss_t, grad_t = ce.cross_entropy_and_grad(np.ascontiguousarray(logits.T), target, axis=0,
+                                               weight=weight, sample_weight=sample_weight,
+                                               reduction=reduction)
+    np.testing.assert_array_equal(loss_t, results[0][0])
+    np.testing.assert_array_equal(grad_t.T, results[0][1])
+
+
+def test_few_very_long_rows_normalisers(rng):
+    x = rng.standard_normal((2, SPLIT + 5)) * 4
+    x[1, 7] = np.inf
+    np.testing.assert_allclose(ce.softmax(x[:1]), ref.softmax(x[:1]), rtol=1e-12, atol=1e-300)
+    np.testing.assert_allclose(ce.log_softmax(x[:1]), ref.log_softmax(x[:1]), rtol=1e-12)
+    lse = ce.logsumexp(x, n_threads=2)
+    np.testing.assert_allclose(lse[0], ref.logsumexp(x[:1])[0], rtol=1e-14)
+    assert lse[1] == np.inf
+    x32 = x[:1].astype(np.float32)
+    inplace = x32.copy()
+    assert ce.softmax(inplace, out=inplace) is inplace
+    np.testing.assert_array_equal(inplace, ce.softmax(x32))
+
+
+def test_out_and_inplace_allocate_nothing_like_the_logits(rng):
+    import tracemalloc
+    logits, target = make_problem(rng, (2000, 1000), dtype=np.float32)
+    out = np.empty_like(logits)
+    ce.cross_entropy_and_grad(logits, target, out=out)       # warm up
+    for call in (lambda: ce.cross_entropy_and_grad(logits, target, out=out),
+                 lambda: ce.cross_entropy_and_grad(logits, target, inplace=True)):
+        tracemalloc.start()
+        call()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert peak < logits.nbytes / 20, peak

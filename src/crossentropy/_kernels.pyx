@@ -39,6 +39,8 @@ Rows are processed in fixed chunks; each chunk's loss is summed in float64 in
 row order, so results do not depend on the number of threads.
 """
 
+cimport cython
+cimport cython.view
 from cython cimport floating
 from cython.parallel cimport prange, parallel, threadid
 from libc.math cimport exp as libm_exp, isinf, isfinite, log, INFINITY
@@ -85,6 +87,10 @@ cdef enum:
     SMALL_ROW = 64
     # Rows per call of the across-rows SIMD block (== CE_ROWS).
     FAST_ROWS = 64
+    # Few rows this long are split into segments that threads share.
+    SPLIT_MIN_CLASSES = 131072
+    SPLIT_MAX_ROWS = 64
+    SEGMENT = 16384
     # Elements per row block (on the stack).
     BLOCK_ELEMENTS = 2048
     # Rows per block at most.
@@ -624,6 +630,102 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     return total
 
 
+cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
+                     floating *scratch, double *seg_max, double *seg_sum,
+                     int n_threads) noexcept nogil:
+    """Few very long rows, each shared by all threads: max, exp-sum and scaling
+    run in parallel over fixed segments of SEGMENT classes, and the segment
+    results are combined in order, so the result does not depend on the thread
+    count.  Hard targets without smoothing; loss, loss+grad, softmax or
+    log-sum-exp.  Rows with strided classes go through `scratch` (2 rows)."""
+    cdef Py_ssize_t m = P.m, n_seg = (m + SEGMENT - 1) // SEGMENT
+    cdef Py_ssize_t zc = P.z.sc // sizeof(floating)
+    cdef Py_ssize_t oc = P.out.sc // sizeof(floating)
+    cdef bint write = writes_out(P)
+    cdef bint strided = zc != 1 or (write and oc != 1)
+    cdef bint loss_mode = P.mode == LOSS or P.mode == LOSS_GRAD
+    cdef Py_ssize_t r, c, t, j, off, length
+    cdef const floating *z
+    cdef floating *g = NULL
+    cdef floating *g_dest = NULL
+    cdef floating zmax
+    cdef double s, value, wt, sw, e_t, factor, target_term
+    cdef Pos pos = row_pos(0, P.inner)
+    for r in range(n_rows):
+        if r > 0:
+            next_row(&pos, P.inner)
+        t = row_target(P, pos)
+        g_dest = <floating *>row_ptr(&P.out, pos) if write else NULL
+        if t < 0:
+            if write:
+                for j in range(m):
+                    g_dest[j * oc] = 0
+            row_loss[r] = 0.0
+            store_row_value(P, pos, 0.0)
+            continue
+        z = <const floating *>row_ptr(&P.z, pos)
+        g = g_dest
+        if strided:
+            gather(z, zc, scratch, m)
+            z = scratch
+            g = scratch + m
+        for c in prange(n_seg, num_threads=n_threads, schedule="static"):
+            off = c * SEGMENT
+            length = SEGMENT if off + SEGMENT <= m else m - off
+            seg_max[c] = vmax(z + off, length)
+        zmax = <floating>seg_max[0]
+        for c in range(1, n_seg):
+            if seg_max[c] > zmax:
+                zmax = <floating>seg_max[c]
+        for c in prange(n_seg, num_threads=n_threads, schedule="static"):
+            off = c * SEGMENT
+            length = SEGMENT if off + SEGMENT <= m else m - off
+            if write:
+                seg_sum[c] = vexpsum(z + off, g + off, length, zmax)
+            else:
+                seg_sum[c] = vsumexp(z + off, length, zmax)
+        s = 0.0
+        for c in range(n_seg):
+            s = s + seg_sum[c]
+        if P.mode == LOGSUMEXP:
+            if isinf(zmax):
+                s = 0.0
+                for j in range(m):
+                    s = s + libm_exp(z[j])
+                value = log(s)
+            else:
+                value = zmax + log(s)
+        elif P.mode == SOFTMAX:
+            factor = 1.0 / s
+            for c in prange(n_seg, num_threads=n_threads, schedule="static"):
+                off = c * SEGMENT
+                length = SEGMENT if off + SEGMENT <= m else m - off
+                scale(g + off, length, <floating>factor)
+            value = zmax + log(s)
+        else:
+            # as finish() for hard targets without smoothing
+            wt = P.weight[t] if P.weight != NULL else 1.0
+            sw = row_sample_weight(P, pos)
+            target_term = P.keep * wt
+            value = target_term * ((<double>zmax - <double>z[t]) + log(s)) if target_term != 0.0 else 0.0
+            value = value * sw
+            if P.mode == LOSS_GRAD:
+                e_t = g[t]
+                factor = P.grad_scale * sw * target_term / s
+                for c in prange(n_seg, num_threads=n_threads, schedule="static"):
+                    off = c * SEGMENT
+                    length = SEGMENT if off + SEGMENT <= m else m - off
+                    if isfinite(<floating>factor):
+                        scale(g + off, length, <floating>factor)
+                    else:
+                        scale_sub(g + off, NULL, length, factor, 0.0)
+                g[t] = <floating>(P.grad_scale * sw * (target_term * (e_t / s) - target_term))
+        if strided and write:
+            scatter(g, g_dest, oc, m)
+        row_loss[r] = value
+        store_row_value(P, pos, value)
+
+
 # --- the driver ----------------------------------------------------------------
 
 def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
@@ -651,6 +753,8 @@ def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
     cdef floating *scratch_base = NULL
     cdef Py_ssize_t scratch_stride = 0
     cdef bint hard_plain
+    cdef Py_ssize_t n_seg
+    cdef double[:, ::1] seg_view
 
     if n_rows == 0:
         return
@@ -692,8 +796,20 @@ def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
         for r0 in range(n_rows):
             store_row_value(&P, row_pos(r0, P.inner), -INFINITY if mode == LOGSUMEXP else 0.0)
         return
-    # Hard targets without smoothing: the across-rows SIMD block for short rows.
+    # Hard targets without smoothing: the across-rows SIMD block for short rows,
+    # and for few very long rows, rows shared by all threads.
     hard_plain = (mode == LOSS or mode == LOSS_GRAD) and not P.probabilities and not P.smoothing
+    if (m >= SPLIT_MIN_CLASSES and n_rows <= SPLIT_MAX_ROWS and mode != LOG_SOFTMAX
+            and not P.probabilities and not P.smoothing):
+        if scratch is None or scratch.shape[1] < 3 * m:
+            raise ValueError("internal error: split rows need a scratch row of 3 * classes")
+        n_seg = (m + SEGMENT - 1) // SEGMENT
+        segments = cython.view.array(shape=(2, n_seg), itemsize=sizeof(double), format="d")
+        seg_view = segments
+        with nogil:
+            split_rows(&P, n_rows, &chunk_sums[0], &scratch[0, 0], &seg_view[0, 0],
+                       &seg_view[1, 0], n_threads)
+        return
     if needs_scratch(z, out, y):
         if scratch is None or scratch.shape[0] < n_threads or scratch.shape[1] < 3 * m:
             raise ValueError("internal error: strided long rows need a scratch buffer "
@@ -762,7 +878,10 @@ def check_targets(const Py_ssize_t[:, :] target, Py_ssize_t n_classes,
 
 def needs_scratch(z, out, y):
     """Whether run() needs a scratch buffer for these (outer, classes, inner) arrays:
-    long rows whose classes are not contiguous in one of them."""
+    long rows whose classes are not contiguous in one of them, or few very long
+    rows (split between threads)."""
+    if z.shape[1] >= SPLIT_MIN_CLASSES and z.shape[0] * z.shape[2] <= SPLIT_MAX_ROWS:
+        return True
     if z.shape[1] <= SMALL_ROW:
         return False
     return any(a is not None and a.shape[1] > 1 and a.strides[1] != a.itemsize

@@ -801,14 +801,15 @@ def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
     hard_plain = (mode == LOSS or mode == LOSS_GRAD) and not P.probabilities and not P.smoothing
     if (m >= SPLIT_MIN_CLASSES and n_rows <= SPLIT_MAX_ROWS and mode != LOG_SOFTMAX
             and not P.probabilities and not P.smoothing):
-        if scratch is None or scratch.shape[1] < 3 * m:
-            raise ValueError("internal error: split rows need a scratch row of 3 * classes")
+        if needs_scratch(z, out, y) and (scratch is None or scratch.shape[1] < 2 * m):
+            raise ValueError("internal error: strided split rows need a scratch row of 2 * classes")
         n_seg = (m + SEGMENT - 1) // SEGMENT
         segments = cython.view.array(shape=(2, n_seg), itemsize=sizeof(double), format="d")
         seg_view = segments
         with nogil:
-            split_rows(&P, n_rows, &chunk_sums[0], &scratch[0, 0], &seg_view[0, 0],
-                       &seg_view[1, 0], n_threads)
+            split_rows(&P, n_rows, &chunk_sums[0],
+                       &scratch[0, 0] if scratch is not None else NULL,
+                       &seg_view[0, 0], &seg_view[1, 0], n_threads)
         return
     if needs_scratch(z, out, y):
         if scratch is None or scratch.shape[0] < n_threads or scratch.shape[1] < 3 * m:
@@ -878,10 +879,7 @@ def check_targets(const Py_ssize_t[:, :] target, Py_ssize_t n_classes,
 
 def needs_scratch(z, out, y):
     """Whether run() needs a scratch buffer for these (outer, classes, inner) arrays:
-    long rows whose classes are not contiguous in one of them, or few very long
-    rows (split between threads)."""
-    if z.shape[1] >= SPLIT_MIN_CLASSES and z.shape[0] * z.shape[2] <= SPLIT_MAX_ROWS:
-        return True
+    long rows whose classes are not contiguous in one of them."""
     if z.shape[1] <= SMALL_ROW:
         return False
     return any(a is not None and a.shape[1] > 1 and a.strides[1] != a.itemsize

@@ -1,0 +1,211 @@
+"""Bad input, edge shapes, non-finite values, concurrency and leaks: it never
+crashes, never lies, never leaks."""
+
+import concurrent.futures
+import gc
+import os
+
+import numpy as np
+import pytest
+
+import crossentropy as ce
+
+import reference as ref
+
+GOOD_LOGITS = np.arange(12.0).reshape(4, 3) / 7
+GOOD_TARGET = np.array([0, 1, 2, 1])
+
+# (keyword arguments that make the call invalid, the exception, part of its message)
+BAD_CALLS = [
+    ({"logits": GOOD_LOGITS.astype(np.complex128)}, TypeError, "logits must be a float32 or float64"),
+    ({"logits": GOOD_LOGITS.astype(object)}, TypeError, "logits must be a float32 or float64"),
+    ({"logits": GOOD_LOGITS > 1}, TypeError, "logits must be a float32 or float64"),
+    ({"logits": GOOD_LOGITS.astype(str)}, TypeError, "logits must be a float32 or float64"),
+    ({"logits": np.array(1.0), "target": 0}, ValueError, "at least one dimension"),
+    ({"target": np.array([0, 1, 2])}, ValueError, "target has shape"),
+    ({"target": np.array([[0, 1, 2, 1]])}, ValueError, "target has shape"),
+    ({"target": np.array([0, 1, 3, 1])}, IndexError, r"target\[2\] = 3"),
+    ({"target": np.array([0, -1, 2, 1])}, IndexError, r"target\[1\] = -1"),
+    ({"target": GOOD_TARGET.astype(complex)}, TypeError, "target must hold integer class indices"),
+    ({"target": np.full((4, 2), 0.5)}, ValueError, "class probabilities"),
+    ({"weight": [1.0, np.inf, 1.0]}, ValueError, "weight must be finite"),
+    ({"weight": [1.0, -1.0, 1.0]}, ValueError, "weight must be finite and non-negative"),
+    ({"weight": [1.0, 1.0]}, ValueError, r"weight must have shape \(3,\)"),
+    ({"sample_weight": [1.0, 1.0, np.nan, 1.0]}, ValueError, "sample_weight must be finite"),
+    ({"reduction": "avg"}, ValueError, "reduction must be one of"),
+    ({"axis": 2}, ValueError, "axis"),
+    ({"axis": "last"}, TypeError, "axis must be an integer"),
+    ({"n_threads": 0}, ValueError, "n_threads"),
+    ({"n_threads": 2.0}, TypeError, "n_threads"),
+    ({"label_smoothing": 2.0}, ValueError, "label_smoothing"),
+    ({"ignore_index": 0.5}, TypeError, "ignore_index"),
+    ({"grad_scale": None}, TypeError, "grad_scale"),
+    ({"target": np.full((4, 3), 1 / 3), "ignore_index": 1}, ValueError, "ignore_index"),
+]
+
+
+@pytest.mark.parametrize("bad, error, message", BAD_CALLS)
+@pytest.mark.parametrize("where", ["out", "inplace"])
+def test_bad_input_raises_before_anything_is_written(bad, error, message, where):
+    kwargs = {"logits": GOOD_LOGITS.copy(), "target": GOOD_TARGET}
+    kwargs.update({k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in bad.items()})
+    logits = kwargs.pop("logits")
+    target = kwargs.pop("target")
+    before = np.array(logits, copy=True)
+    if where == "out":
+        out = np.full(np.shape(logits), 7.0)
+        with pytest.raises(error, match=message):
+            ce.cross_entropy_and_grad(logits, target, out=out, **kwargs)
+        assert (out == 7.0).all()
+    else:
+        with pytest.raises(error, match=message):
+            ce.cross_entropy_and_grad(logits, target, inplace=True, **kwargs)
+    np.testing.assert_array_equal(logits, before)
+
+
+@pytest.mark.parametrize("bad, error, message", [c for c in BAD_CALLS if "grad_scale" not in c[0]])
+def test_bad_input_raises_from_the_loss_alone_too(bad, error, message):
+    kwargs = {"logits": GOOD_LOGITS, "target": GOOD_TARGET, **bad}
+    with pytest.raises(error, match=message):
+        ce.cross_entropy(kwargs.pop("logits"), kwargs.pop("target"), **kwargs)
+
+
+def test_out_overlapping_the_target_is_refused():
+    backing = np.zeros(16)
+    target = backing[:4].view(np.int64)
+    target[:] = [0, 1, 2, 1]
+    out = backing[2:14].reshape(4, 3)
+    with pytest.raises(ValueError, match="out overlaps target"):
+        ce.cross_entropy_and_grad(GOOD_LOGITS, target, out=out)
+
+
+def test_inplace_refuses_logits_that_share_memory_with_the_weights():
+    backing = np.ones(12)
+    logits = backing.reshape(4, 3)
+    with pytest.raises(ValueError, match="inplace=True would overwrite weight"):
+        ce.cross_entropy_and_grad(logits, GOOD_TARGET, weight=backing[9:], inplace=True)
+
+
+# --- edge shapes --------------------------------------------------------------------
+
+def test_a_million_classes():
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((1, 1_000_000), dtype=np.float32) * 3
+    loss, grad = ce.cross_entropy_and_grad(logits, [123_456])
+    np.testing.assert_allclose(loss, ref.cross_entropy(logits, [123_456]), rtol=2e-6)
+    np.testing.assert_allclose(grad, ref.cross_entropy_grad(logits, [123_456]), rtol=2e-6, atol=1e-12)
+    assert abs(float(grad.sum(dtype=np.float64))) < 1e-6
+
+
+def test_row_offsets_beyond_two_to_the_31_elements():
+    # Two rows 2**32 elements apart in a lazily zero-filled buffer: only the
+    # pages that are touched take memory, but every offset needs 64 bits.
+    backing = np.zeros(2**32 + 16, dtype=np.float32)
+    logits = np.lib.stride_tricks.as_strided(backing, shape=(2, 8), strides=(2**32 * 4, 4))
+    logits[1, 3] = 5.0
+    loss, grad = ce.cross_entropy_and_grad(logits, [0, 3], reduction="none")
+    np.testing.assert_allclose(loss, ref.cross_entropy(np.array(logits), [0, 3], "none"), rtol=1e-6)
+    np.testing.assert_allclose(grad, ref.cross_entropy_grad(np.array(logits), [0, 3], "none"),
+                               rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.skipif(os.environ.get("CROSSENTROPY_SKIP_HUGE") == "1", reason="asked to skip")
+def test_more_than_two_to_the_31_elements():
+    # 2**31 + 2000 float32 zeros, never written: reading them maps the shared
+    # zero page, so this costs time (about a second) but almost no memory.
+    n_rows, n_classes = 2**31 // 1000 + 2, 1000
+    logits = np.zeros((n_rows, n_classes), dtype=np.float32)
+    target = np.zeros(n_rows, dtype=np.int32)
+    target[-1] = n_classes - 1
+    losses = ce.cross_entropy(logits, target, reduction="none")
+    assert losses.shape == (n_rows,)
+    np.testing.assert_allclose(losses[[0, -1]], np.log(1000.0), rtol=1e-6)
+    assert ce.cross_entropy(logits, target) == pytest.approx(np.log(1000.0), rel=1e-6)
+
+
+# --- huge and non-finite values -------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_classes", [5, 100])
+@pytest.mark.parametrize("magnitude", [1e30, "max"])
+def test_huge_magnitudes_do_not_overflow(dtype, n_classes, magnitude):
+    big = np.finfo(dtype).max if magnitude == "max" else dtype(magnitude)
+    logits = np.zeros((3, n_classes), dtype=dtype)
+    logits[0, 1] = big                 # target 1: loss 0
+    logits[1, 2] = big                 # target 0: loss big
+    logits[2, 0] = -big                # target 0: loss big (and exp(-big) = 0)
+    loss, grad = ce.cross_entropy_and_grad(logits, [1, 0, 0], reduction="none")
+    assert np.isfinite(grad).all()
+    np.testing.assert_allclose(loss, [0.0, big, big], rtol=1e-6)
+    np.testing.assert_allclose(grad[0], np.eye(n_classes)[1] * 0, atol=1e-30)
+    assert grad[1, 0] == -1 and grad[1, 2] == 1
+
+
+# --- concurrency ----------------------------------------------------------------------
+
+def test_many_python_threads_at_once_give_identical_results():
+    rng = np.random.default_rng(1)
+    problems = [(rng.standard_normal((500, m)).astype(dt), rng.integers(0, m, 500))
+                for m in (7, 300) for dt in (np.float32, np.float64)]
+    expected = [ce.cross_entropy_and_grad(z, t, n_threads=1) for z, t in problems]
+
+    def work(i):
+        z, t = problems[i % len(problems)]
+        return i % len(problems), ce.cross_entropy_and_grad(z, t, n_threads=1 + i % 3)
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
+        for k, (loss, grad) in pool.map(work, range(200)):
+            assert loss == expected[k][0]
+            np.testing.assert_array_equal(grad, expected[k][1])
+
+
+def test_inplace_calls_in_parallel_on_separate_buffers():
+    rng = np.random.default_rng(2)
+    z = rng.standard_normal((2000, 50))
+    t = rng.integers(0, 50, 2000)
+    _, expected = ce.cross_entropy_and_grad(z, t)
+
+    def work(i):
+        buffer = z.copy()
+        ce.cross_entropy_and_grad(buffer, t, inplace=True, n_threads=1 + i % 2)
+        return buffer
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=6) as pool:
+        for buffer in pool.map(work, range(24)):
+            np.testing.assert_array_equal(buffer, expected)
+
+
+# --- leaks ----------------------------------------------------------------------------
+
+def _rss_bytes():
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="needs /proc")
+def test_memory_does_not_grow_over_a_hundred_thousand_calls():
+    z = np.random.default_rng(3).standard_normal((8, 5)).astype(np.float32)
+    t = np.arange(8) % 5
+    bad_t = t.copy()
+    bad_t[3] = 9
+    out = np.empty_like(z)
+    w = np.ones(5)
+
+    def batch(n):
+        for i in range(n):
+            ce.cross_entropy_and_grad(z, t, out=out, weight=w)
+            ce.cross_entropy(z, t, reduction="none", label_smoothing=0.1)
+            ce.logsumexp(z)
+            if i % 4 == 0:
+                try:
+                    ce.cross_entropy(z, bad_t)
+                except IndexError:
+                    pass
+
+    batch(5_000)                        # warm up allocator pools and caches
+    gc.collect()
+    before = _rss_bytes()
+    batch(25_000)                       # 100 000 calls in all, 6 250 of them raising
+    gc.collect()
+    grown = _rss_bytes() - before
+    assert grown < 4 * 2**20, f"resident memory grew by {grown / 2**20:.1f} MiB"

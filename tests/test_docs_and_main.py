@@ -40,3 +40,23 @@ def test_main_runs_as_a_module_and_has_help():
 def test_main_rejects_bad_options():
     with pytest.raises(SystemExit):
         main_module.parse_args(["--classes", "0"])
+
+
+def test_benchmark_runs_on_tiny_shapes(tmp_path):
+    from crossentropy import _benchmark
+    results = _benchmark.run([((64, 10), "float32"), ((8, 200), "float64")], [1, 2],
+                             repeats=3, budget_s=0.01)
+    assert [r["shape"] for r in results] == [[64, 10], [8, 200]]
+    for r in results:
+        assert set(r["ms"]["crossentropy"]) == {"1", "2"}
+        assert r["grad_relative_error"]["crossentropy"] < 1e-5
+        assert set(r["allocated_bytes"]) == {"new", "out=", "inplace"}
+    table = _benchmark.table(results, [1, 2])
+    assert table.count("\n") == 1 + 2 * 2
+    assert "crossentropy ms" in table
+
+
+def test_bench_options():
+    assert main_module.parse_args(["--bench", "--quick"]).bench
+    with pytest.raises(SystemExit):
+        main_module.parse_args(["--quick"])

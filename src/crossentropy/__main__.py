@@ -120,7 +120,14 @@ def parse_args(argv):
     parser.add_argument("--repeats", type=int, default=20,
                         help="timing repeats (default: 20)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--bench", action="store_true",
+                        help="run the full benchmark instead (against torch, scikit-learn, "
+                             "NumPy and a copy; needs those installed to include them)")
+    parser.add_argument("--quick", action="store_true",
+                        help="with --bench: smaller shapes, fewer repeats")
     args = parser.parse_args(argv)
+    if args.quick and not args.bench:
+        parser.error("--quick goes with --bench")
     for name in ("samples", "features", "classes", "steps", "repeats"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be at least 1")
@@ -131,6 +138,12 @@ def parse_args(argv):
 
 def main(argv=None, out=sys.stdout):
     args = parse_args(argv)
+    if args.bench:
+        from . import _benchmark
+        bench_argv = ["--quick"] if args.quick else []
+        if args.threads is not None:
+            bench_argv += ["--threads", str(args.threads)]
+        return _benchmark.main(bench_argv)
     train(args, out)
     compare_speed(args, out)
     return 0

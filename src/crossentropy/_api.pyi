@@ -1,0 +1,78 @@
+from typing import Any, Literal, overload
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["cross_entropy", "cross_entropy_and_grad", "log_softmax", "logsumexp", "softmax"]
+
+_Float = np.float32 | np.float64
+_FloatArray = npt.NDArray[np.floating[Any]]
+_Scalar = Literal["mean", "sum"]
+
+@overload
+def cross_entropy(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _Scalar = "mean",
+    label_smoothing: float = 0.0,
+    sample_weight: npt.ArrayLike | None = None,
+    axis: int = -1,
+    n_threads: int | None = None,
+) -> _Float: ...
+@overload
+def cross_entropy(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: Literal["none"],
+    label_smoothing: float = 0.0,
+    sample_weight: npt.ArrayLike | None = None,
+    axis: int = -1,
+    n_threads: int | None = None,
+) -> _FloatArray: ...
+@overload
+def cross_entropy_and_grad(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _Scalar = "mean",
+    label_smoothing: float = 0.0,
+    sample_weight: npt.ArrayLike | None = None,
+    grad_scale: float = 1.0,
+    axis: int = -1,
+    n_threads: int | None = None,
+    out: _FloatArray | None = None,
+    inplace: bool = False,
+) -> tuple[_Float, _FloatArray]: ...
+@overload
+def cross_entropy_and_grad(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: Literal["none"],
+    label_smoothing: float = 0.0,
+    sample_weight: npt.ArrayLike | None = None,
+    grad_scale: float = 1.0,
+    axis: int = -1,
+    n_threads: int | None = None,
+    out: _FloatArray | None = None,
+    inplace: bool = False,
+) -> tuple[_FloatArray, _FloatArray]: ...
+def softmax(
+    x: npt.ArrayLike, *, axis: int = -1, n_threads: int | None = None, out: _FloatArray | None = None
+) -> _FloatArray: ...
+def log_softmax(
+    x: npt.ArrayLike, *, axis: int = -1, n_threads: int | None = None, out: _FloatArray | None = None
+) -> _FloatArray: ...
+def logsumexp(
+    x: npt.ArrayLike, *, axis: int = -1, keepdims: bool = False, n_threads: int | None = None
+) -> _Float | _FloatArray: ...

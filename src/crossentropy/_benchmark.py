@@ -1,0 +1,297 @@
+"""Time crossentropy's loss + gradient against other implementations, in one run.
+
+    python -m crossentropy --bench              # the full benchmark
+    python benchmarks/bench.py                  # the same, results in benchmarks/results/
+    python benchmarks/bench.py --quick          # smaller shapes, fewer repeats
+
+Everything is measured in the same process, so the ratios hold on any machine;
+the absolute numbers are this machine's.  Implementations (each skipped when not
+installed):
+
+* crossentropy     cross_entropy_and_grad(..., out=preallocated)
+* torch            F.cross_entropy forward + backward (CPU)
+* sklearn          HalfMultinomialLoss.loss_gradient with preallocated outputs
+* numpy            the textbook NumPy version (single-threaded)
+* copy             np.copyto of the logits into a preallocated array: the floor
+                   for anything that reads the logits and writes a gradient
+
+Also reported: the gradient's accuracy against a float64 reference (largest
+relative error of any entry whose reference is a normal float32), for
+crossentropy and torch, and how much memory each crossentropy mode allocates.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+
+import crossentropy as ce
+
+SHAPES = [((65536, 10), "float32"), ((4096, 1000), "float32"), ((2048, 32000), "float32"),
+          ((512, 128000), "float32"), ((4096, 1000), "float64"), ((2, 1000000), "float32")]
+QUICK_SHAPES = [((16384, 10), "float32"), ((1024, 1000), "float32"), ((256, 32000), "float32"),
+                ((64, 128000), "float32"), ((1024, 1000), "float64"), ((2, 300000), "float32")]
+ACCURACY_ROWS = 32
+
+
+def interleaved_median_ms(fns, repeats, budget_s):
+    """Median wall time in ms of each callable in `fns` (name -> fn).
+
+    The callables run in rounds, each once per round, so that a slow spell of
+    the machine (this is often a shared VM) slows all of them alike and the
+    ratios stay fair.  One warm-up round first; then as many rounds as fit in
+    about budget_s seconds, at least 3 and at most `repeats`.
+    """
+    first = {}
+    for name, fn in fns.items():
+        start = time.perf_counter()
+        fn()
+        first[name] = time.perf_counter() - start
+    rounds = int(max(3, min(repeats, budget_s / max(sum(first.values()), 1e-9))))
+    times = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
+
+
+def numpy_loss_and_grad(logits, target):
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    sums = exp.sum(axis=1, keepdims=True)
+    rows = np.arange(len(target))
+    loss = np.mean(np.log(sums[:, 0]) - shifted[rows, target])
+    grad = exp / sums
+    grad[rows, target] -= 1.0
+    grad /= len(target)
+    return loss, grad
+
+
+def reference_grad(logits, target):
+    z = logits.astype(np.float64)
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(len(target)), target] -= 1.0
+    return p / len(target)
+
+
+def relative_error(grad, reference, dtype):
+    mask = np.abs(reference) >= np.finfo(dtype).tiny
+    return float(np.max(np.abs(grad[mask] - reference[mask]) / np.abs(reference[mask])))
+
+
+def implementations(logits, target, grad_out):
+    """name -> (make(n_threads) -> callable, threaded?)"""
+    impls = {}
+    impls["crossentropy"] = (lambda n: lambda: ce.cross_entropy_and_grad(
+        logits, target, out=grad_out, n_threads=n), True)
+    try:
+        import torch
+        import torch.nn.functional as F
+
+        z = torch.from_numpy(logits)
+        t = torch.from_numpy(target.astype(np.int64))
+
+        def make_torch(n):
+            def step():
+                torch.set_num_threads(n)
+                zz = z.detach().requires_grad_(True)
+                F.cross_entropy(zz, t).backward()
+                return zz.grad
+            return step
+        impls["torch"] = (make_torch, True)
+    except ImportError:
+        pass
+    try:
+        from sklearn._loss.loss import HalfMultinomialLoss
+
+        loss = HalfMultinomialLoss(n_classes=logits.shape[1])
+        y = target.astype(logits.dtype)
+        loss_out = np.empty(len(target), dtype=logits.dtype)
+        sk_grad = np.empty_like(logits)
+        impls["sklearn"] = (lambda n: lambda: loss.loss_gradient(
+            y, logits, loss_out=loss_out, gradient_out=sk_grad, n_threads=n), True)
+    except ImportError:
+        pass
+    impls["numpy"] = (lambda n: lambda: numpy_loss_and_grad(logits, target), False)
+    copy_out = np.empty_like(logits)
+    impls["copy"] = (lambda n: lambda: np.copyto(copy_out, logits), False)
+    return impls
+
+
+def accuracy(logits, target):
+    rows = slice(0, ACCURACY_ROWS)
+    z, t = logits[rows], target[rows]
+    reference = reference_grad(z, t)
+    errors = {}
+    _, grad = ce.cross_entropy_and_grad(z, t)
+    errors["crossentropy"] = relative_error(grad, reference, logits.dtype)
+    try:
+        import torch
+        import torch.nn.functional as F
+        zz = torch.from_numpy(z.copy()).requires_grad_(True)
+        F.cross_entropy(zz, torch.from_numpy(t.astype(np.int64))).backward()
+        errors["torch"] = relative_error(zz.grad.numpy(), reference, logits.dtype)
+    except ImportError:
+        pass
+    return errors
+
+
+def allocations(logits, target, grad_out):
+    """Peak bytes NumPy allocates during one call, per crossentropy mode."""
+    peaks = {}
+    buffer = logits.copy()
+    for mode, call in [("new", lambda: ce.cross_entropy_and_grad(logits, target)),
+                       ("out=", lambda: ce.cross_entropy_and_grad(logits, target, out=grad_out)),
+                       ("inplace", lambda: ce.cross_entropy_and_grad(buffer, target, inplace=True))]:
+        tracemalloc.start()
+        call()
+        peaks[mode] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peaks
+
+
+def run(shapes, thread_counts, repeats, budget_s):
+    rng = np.random.default_rng(0)
+    results = []
+    for (rows, classes), dtype in shapes:
+        logits = rng.standard_normal((rows, classes), dtype=np.float32).astype(dtype) * 2
+        target = rng.integers(0, classes, rows)
+        grad_out = np.empty_like(logits)
+        impls = implementations(logits, target, grad_out)
+        entry = {"shape": [rows, classes], "dtype": dtype, "ms": {},
+                 "grad_relative_error": accuracy(logits, target),
+                 "allocated_bytes": allocations(logits, target, grad_out),
+                 "logits_bytes": logits.nbytes}
+        entry["ms"] = {name: {} for name in impls}
+        for n in thread_counts:
+            fns = {name: make(n) for name, (make, threaded) in impls.items()
+                   if threaded or n == thread_counts[0]}
+            for name, ms in interleaved_median_ms(fns, repeats, budget_s).items():
+                entry["ms"][name][str(n)] = ms
+            for name, (make, threaded) in impls.items():      # single-threaded: measured once
+                if not threaded:
+                    entry["ms"][name][str(n)] = entry["ms"][name][str(thread_counts[0])]
+            print(f"  {rows}x{classes} {dtype} {n} thread(s): "
+                  + ", ".join(f"{name} {entry['ms'][name][str(n)]:.3f} ms" for name in impls),
+                  file=sys.stderr)
+        results.append(entry)
+        del logits, grad_out, impls
+    return results
+
+
+def table(results, thread_counts):
+    names = [n for n in ("crossentropy", "torch", "sklearn", "numpy", "copy")
+             if any(n in r["ms"] for r in results)]
+    head = (["shape", "dtype", "threads"] + [f"{n} ms" for n in names]
+            + ["vs torch", "vs numpy", "/ copy"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        for n in thread_counts:
+            ms = {name: r["ms"][name][str(n)] for name in names if name in r["ms"]}
+            ours = ms["crossentropy"]
+            cells = [f"{r['shape'][0]}×{r['shape'][1]}", r["dtype"], str(n)]
+            cells += [f"{ms[name]:.2f}" if name in ms else "–" for name in names]
+            cells.append(f"**{ms['torch'] / ours:.1f}×**" if "torch" in ms else "–")
+            cells.append(f"{ms['numpy'] / ours:.1f}×")
+            cells.append(f"{ours / ms['copy']:.1f}×")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def accuracy_table(results):
+    lines = ["| shape | dtype | crossentropy | torch |", "|---|---|---|---|"]
+    for r in results:
+        e = r["grad_relative_error"]
+        lines.append(f"| {r['shape'][0]}×{r['shape'][1]} | {r['dtype']} | "
+                     f"{e['crossentropy']:.1e} | {e['torch']:.1e} |" if "torch" in e else
+                     f"| {r['shape'][0]}×{r['shape'][1]} | {r['dtype']} | {e['crossentropy']:.1e} | – |")
+    return "\n".join(lines)
+
+
+def chart(results, thread_counts, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in ("crossentropy", "torch", "sklearn", "numpy", "copy")
+             if any(n in r["ms"] for r in results)]
+    colours = {"crossentropy": "#1b7837", "torch": "#ee4c2c", "sklearn": "#f89939",
+               "numpy": "#4d77cf", "copy": "#999999"}
+    labels = [f"{r['shape'][0]}×{r['shape'][1]}\n{r['dtype']}" for r in results]
+    fig, axes = plt.subplots(1, len(thread_counts), figsize=(6 * len(thread_counts), 4.5),
+                             sharey=True, squeeze=False)
+    width = 0.8 / len(names)
+    for ax, n in zip(axes[0], thread_counts):
+        for k, name in enumerate(names):
+            xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(results))]
+            ys = [r["ms"].get(name, {}).get(str(n), np.nan) for r in results]
+            ax.bar(xs, ys, width, label=name, color=colours[name])
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(results)), labels, fontsize=8)
+        ax.set_title(f"loss + gradient, {n} thread{'s' if n > 1 else ''}")
+        ax.grid(axis="y", which="both", alpha=0.3)
+    axes[0][0].set_ylabel("ms (median, log scale)")
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None, default_out="crossentropy-benchmark"):
+    parser = argparse.ArgumentParser(prog="python benchmarks/bench.py",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller shapes, fewer repeats")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="thread counts to measure (default: 1 2)")
+    parser.add_argument("--repeats", type=int, default=21, help="rounds per measurement at most")
+    parser.add_argument("--budget", type=float, default=12.0,
+                        help="seconds per shape and thread count, roughly (default: 12)")
+    parser.add_argument("--out", default=default_out,
+                        help=f"directory for bench.json, bench.md and bench.png (default: {default_out})")
+    args = parser.parse_args(argv)
+    shapes = QUICK_SHAPES if args.quick else SHAPES
+    repeats = 5 if args.quick else args.repeats
+    results = run(shapes, args.threads, repeats, args.budget)
+    versions = {"crossentropy": ce.__version__, "numpy": np.__version__,
+                "python": platform.python_version()}
+    for module in ("torch", "sklearn"):
+        try:
+            versions[module] = __import__(module).__version__
+        except ImportError:
+            pass
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    report = {"command": "python benchmarks/bench.py" + (" --quick" if args.quick else ""),
+              "argv": list(sys.argv[1:] if argv is None else argv),
+              "machine": {"cpu": cpu, "cpus": os.cpu_count(),
+                          "dispatch_x86_64_v3": ce._kernels.has_dispatch()},
+              "versions": versions, "results": results}
+    os.makedirs(args.out, exist_ok=True)
+    text = (f"{table(results, args.threads)}\n\nGradient accuracy (largest relative error of an "
+            f"entry, against float64):\n\n{accuracy_table(results)}\n")
+    with open(os.path.join(args.out, "bench.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    with open(os.path.join(args.out, "bench.md"), "w") as f:
+        f.write(text)
+    try:
+        chart(results, args.threads, os.path.join(args.out, "bench.png"))
+    except ImportError:
+        print("matplotlib not installed: no chart", file=sys.stderr)
+    print(f"{cpu}, {os.cpu_count()} CPUs; {', '.join(f'{k} {v}' for k, v in versions.items())}\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

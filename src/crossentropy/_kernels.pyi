@@ -1,0 +1,45 @@
+from enum import IntEnum
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+class Mode(IntEnum):
+    LOSS = 0
+    LOSS_GRAD = 1
+    LOGSUMEXP = 2
+    SOFTMAX = 3
+    LOG_SOFTMAX = 4
+
+SMALL_ROW_LEN: int
+__test__: dict[str, str]
+
+def max_threads() -> int: ...
+def has_dispatch() -> bool: ...
+def check_targets(
+    target: npt.NDArray[np.intp],
+    n_classes: int,
+    ignore_index: int,
+    weight: npt.NDArray[np.float64] | None,
+    sample_weight: npt.NDArray[np.float64] | None,
+) -> tuple[int, int, float]: ...
+def needs_scratch(z: Any, out: Any, y: Any) -> bool: ...
+def run(
+    mode: int,
+    z: npt.NDArray[np.floating[Any]],
+    out: npt.NDArray[np.floating[Any]] | None,
+    y: npt.NDArray[np.floating[Any]] | None,
+    target: npt.NDArray[np.intp] | None,
+    sample_weight: npt.NDArray[np.float64] | None,
+    row_value: npt.NDArray[np.float64] | None,
+    weight: npt.NDArray[np.float64] | None,
+    weight_total: float,
+    ignore_index: int,
+    label_smoothing: float,
+    grad_scale: float,
+    chunk_sums: npt.NDArray[np.float64],
+    rows_per_chunk: int,
+    scratch: npt.NDArray[np.floating[Any]] | None,
+    n_threads: int,
+) -> None: ...
+def exp(x: npt.NDArray[np.floating[Any]], out: npt.NDArray[np.floating[Any]]) -> None: ...

@@ -1,0 +1,18 @@
+"""Checked by mypy in CI (not run by pytest): the stubs type real usage."""
+
+import numpy as np
+import numpy.typing as npt
+
+import crossentropy as ce
+
+logits: npt.NDArray[np.float32] = np.zeros((4, 3), dtype=np.float32)
+target = np.array([0, 1, 2, 1])
+
+mean_loss: np.float32 | np.float64 = ce.cross_entropy(logits, target)
+per_row: npt.NDArray[np.floating] = ce.cross_entropy(logits, target, reduction="none")
+loss, grad = ce.cross_entropy_and_grad(logits, target, weight=[1.0, 2.0, 1.0], inplace=True)
+scaled: float = float(loss) * 2.0
+rows, grad2 = ce.cross_entropy_and_grad(logits, target, reduction="none", out=grad)
+probabilities = ce.softmax(logits, axis=-1)
+lse = ce.logsumexp(logits, keepdims=True)
+version: str = ce.__version__

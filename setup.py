@@ -15,7 +15,7 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-OPTIMISE = ["-O3", "-fno-trapping-math", "-fno-math-errno"]
+OPTIMISE = ["-O3", "-g0", "-fno-trapping-math", "-fno-math-errno"]
 
 
 def compiler_accepts(compiler, flags):

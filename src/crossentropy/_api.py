@@ -54,14 +54,25 @@ def _resolve_n_threads(n_threads):
     cpus = _cpu_count()
     if n_threads is None:
         return max(1, min(_kernels.max_threads(), cpus))
-    if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, numbers.Integral):
-        raise TypeError(f"n_threads must be an integer or None, got {type(n_threads).__name__}")
-    n = int(n_threads)
+    n = _check_integer(n_threads, "n_threads", "an integer or None")
     if n == 0:
         raise ValueError("n_threads must be a positive or negative integer or None, got 0")
     if n < 0:
         n = cpus + 1 + n
     return max(1, min(n, _MAX_OVERSUBSCRIPTION * cpus))
+
+
+def _check_integer(value, name, what="an integer"):
+    """`value` as an int; bools and non-integers are a TypeError naming `name`."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
+    return int(value)
+
+
+def _position(flat_index, shape):
+    """A flat index as an error message shows it: i in 1-D, (i, j, ...) otherwise."""
+    where = np.unravel_index(flat_index, shape)
+    return int(where[0]) if len(where) == 1 else tuple(int(i) for i in where)
 
 
 def _as_float_array(x, name):
@@ -81,11 +92,10 @@ def _check_reduction(reduction):
 
 
 def _check_axis(axis, ndim, name):
-    if isinstance(axis, (bool, np.bool_)) or not isinstance(axis, numbers.Integral):
-        raise TypeError(f"axis must be an integer, got {type(axis).__name__}")
+    axis = _check_integer(axis, "axis")
     if ndim == 0:
         raise ValueError(f"{name} must have at least one dimension (the class axis), got a 0-d array")
-    return normalize_axis_index(int(axis), ndim, msg_prefix=f"axis for {name}")
+    return normalize_axis_index(axis, ndim, msg_prefix=f"axis for {name}")
 
 
 def _check_writable_output(out, like, name, *, forbid_overlap):
@@ -134,10 +144,17 @@ def _input3(a, axis):
     return _kernel_ready(np.reshape(a, _split_shape(a.shape, axis)))
 
 
-def _check_integer(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    return int(value)
+def _output3(out, axis):
+    """(the array the kernel writes, as (outer, classes, inner); staging or None).
+
+    When `out`'s layout cannot be addressed as (outer, classes, inner), the
+    kernel writes a fresh staging array, which the caller copies into `out`.
+    """
+    out3 = _view3(np.asarray(out), axis)     # (an np.matrix is 2-D whatever its shape)
+    if out3 is not None and _kernel_ready(out3) is out3:
+        return out3, None
+    staging = np.empty(out.shape, dtype=out.dtype)
+    return _view3(staging, axis), staging
 
 
 def _check_real(value, name):
@@ -163,8 +180,7 @@ def _check_nonnegative_weights(w, name, expected_shape, what):
     a = np.ascontiguousarray(a, dtype=np.float64)
     bad = ~np.isfinite(a) | (a < 0)
     if bad.any():
-        where = np.unravel_index(int(np.argmax(bad)), a.shape)
-        where = where[0] if len(where) == 1 else tuple(int(i) for i in where)
+        where = _position(int(np.argmax(bad)), a.shape)
         raise ValueError(f"{name} must be finite and non-negative, but {name}[{where}] = {a[where]}")
     return a
 
@@ -208,11 +224,8 @@ def _target_indices(t, logits_shape, axis, ignore_index, weight, sample_weight2)
 
 
 def _raise_bad_target(t, flat_index, positions, n_classes, axis, ignore_index):
-    where = np.unravel_index(flat_index, positions)
-    value = t.reshape(-1)[flat_index]
-    where = where[0] if len(where) == 1 else tuple(int(w) for w in where)
     raise IndexError(
-        f"target[{where}] = {value} is not a class index: "
+        f"target[{_position(flat_index, positions)}] = {t.reshape(-1)[flat_index]} is not a class index: "
         f"logits have {n_classes} classes along axis {axis}, so targets must be "
         f"in [0, {n_classes}) or equal ignore_index ({ignore_index})"
     )
@@ -320,12 +333,7 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
     z3 = _input3(logits, axis)
     out3 = staging = None
     if grad_out is not None:
-        out3 = _view3(np.asarray(grad_out), axis)     # (an np.matrix is 2-D whatever its shape)
-        if out3 is None or _kernel_ready(out3) is not out3:
-            # The output's layout cannot be addressed as (outer, classes, inner):
-            # compute into a fresh array and copy it over at the end.
-            staging = np.empty(logits.shape, dtype=logits.dtype)
-            out3 = _view3(staging, axis)
+        out3, staging = _output3(grad_out, axis)
     chunk_sums = _run(Mode.LOSS_GRAD if grad_out is not None else Mode.LOSS, z3, threads,
                       out3=out3, y3=y3, target2=target2, sample_weight2=sample_weight2,
                       row_value=row_value, weight=weight, ignore_index=kernel_ignore,
@@ -507,11 +515,7 @@ def _normaliser(mode, x, axis, n_threads, out):
     if np.may_share_memory(out, x) and not _same_elements(out, x):
         raise ValueError("out overlaps x without being x itself; pass a separate array, or x")
     z3 = _input3(x, axis)
-    out3 = _view3(np.asarray(out), axis)
-    staging = None
-    if out3 is None or _kernel_ready(out3) is not out3:
-        staging = np.empty(x.shape, dtype=x.dtype)
-        out3 = _view3(staging, axis)
+    out3, staging = _output3(out, axis)
     _run(mode, z3, threads, out3=out3)
     if staging is not None:
         out[...] = staging

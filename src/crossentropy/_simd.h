@@ -362,13 +362,14 @@ CE_DISPATCH void ce_short_xent_##SFX(                                         \
     if (grows == NULL) return;                                                \
     /* Gradient: p = e / s scaled by gscale * w, then p_t - 1 at the target, \
        formed in double from the unscaled exp (exact where p_t is near 1). */ \
-    double gt[CE_ROWS], f[CE_ROWS];                                           \
+    double gt[CE_ROWS], f[CE_ROWS], inv[CE_ROWS];                             \
+    for (k = 0; k < CE_ROWS; k++) inv[k] = 1.0 / s[k];      /* vectorised */  \
     for (k = 0; k < n; k++) {                                                 \
-        double w = weight ? weight[k] : 1.0;                                  \
-        f[k] = gscale * w / s[k];                                             \
+        double gw = gscale * (weight ? weight[k] : 1.0);                      \
+        f[k] = gw * inv[k];                                                   \
         a[k] = (T)f[k];                                                       \
         gt[k] = t[k] < 0 ? 0.0                                                \
-              : gscale * w * ((double)buf[t[k] * CE_ROWS + k] / s[k] - 1.0);  \
+              : gw * ((double)buf[t[k] * CE_ROWS + k] * inv[k] - 1.0);        \
     }                                                                         \
     for (; k < CE_ROWS; k++) a[k] = 0;                                        \
     int overflow = 0;                                                         \

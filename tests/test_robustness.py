@@ -209,3 +209,16 @@ def test_memory_does_not_grow_over_a_hundred_thousand_calls():
     gc.collect()
     grown = _rss_bytes() - before
     assert grown < 4 * 2**20, f"resident memory grew by {grown / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("kwargs", [{}, {"weight": [1.0, 2.0, 3.0]}, {"sample_weight": np.ones((2, 4))}])
+def test_the_first_bad_target_is_reported_with_or_without_weights(kwargs):
+    # contiguous targets without weights take a flat pre-pass, the others a
+    # strided one: both report the same first position
+    target = np.zeros((2, 4), dtype=np.int64)
+    target[1, 2] = 3
+    target[1, 3] = -5
+    with pytest.raises(IndexError, match=r"target\[\(1, 2\)\] = 3"):
+        ce.cross_entropy(np.zeros((2, 3, 4)), target, axis=1, **kwargs)
+    with pytest.raises(IndexError, match=r"target\[\(1, 2\)\] = 3"):
+        ce.cross_entropy(np.zeros((2, 3, 4)), np.asfortranarray(target), axis=1, **kwargs)

@@ -858,6 +858,25 @@ def check_targets(const Py_ssize_t[:, :] target, Py_ssize_t n_classes,
     cdef double denominator = 0.0, w
     cdef bint has_weight = weight is not None
     cdef bint has_sample_weight = sample_weight is not None
+    cdef const Py_ssize_t *flat
+    cdef Py_ssize_t r, n = outer * inner
+    if n == 0:
+        return -1, 0, 0.0
+    if not has_weight and not has_sample_weight and (
+            target.strides[1] == sizeof(Py_ssize_t) or inner == 1) and (
+            target.strides[0] == inner * sizeof(Py_ssize_t) or outer == 1):
+        # The usual case, contiguous targets without weights: one flat loop.
+        flat = &target[0, 0]
+        with nogil:
+            for r in range(n):
+                t = flat[r]
+                if t == ignore_index:
+                    continue
+                if t < 0 or t >= n_classes:
+                    first_bad = r
+                    break
+                n_active += 1
+        return first_bad, n_active, <double>n_active
     with nogil:
         for o in range(outer):
             for i in range(inner):

@@ -9,31 +9,11 @@ import pytest
 import crossentropy as ce
 from crossentropy import _kernels
 
-from conftest import tolerance
+from conftest import random_case, tolerance
 import reference as ref
 
 SMALL = _kernels.SMALL_ROW_LEN
 LOG2 = np.log(2.0)
-
-
-def random_case(rng, shape, axis, *, dtype=np.float64, probabilities=False, ignore=False,
-                weighted=False, sample_weighted=False):
-    logits = (rng.standard_normal(shape) * 3).astype(dtype)
-    n_classes = shape[axis]
-    positions = shape[:axis % len(shape)] + shape[axis % len(shape) + 1:]
-    if probabilities:
-        target = rng.random(shape).astype(dtype)
-        target /= target.sum(axis=axis, keepdims=True)
-    else:
-        target = rng.integers(0, n_classes, positions)
-        if ignore:
-            target[rng.random(positions) < 0.3] = -100
-    kwargs = {}
-    if weighted:
-        kwargs["weight"] = rng.random(n_classes) + 0.1
-    if sample_weighted:
-        kwargs["sample_weight"] = rng.random(positions) * 2
-    return logits, target, kwargs
 
 
 # --- hand-computed cases ---------------------------------------------------------

@@ -10,6 +10,8 @@ import pytest
 import crossentropy as ce
 from crossentropy import _kernels
 
+from conftest import random_case
+
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 
@@ -40,31 +42,14 @@ def torch_loss_and_grad(logits, target, reduction, **kwargs):
     return loss.detach().numpy(), z.grad.numpy()
 
 
-def make_case(seed, dtype, weighted, ignore, probabilities, shape):
-    rng = np.random.default_rng(seed)
-    logits = (rng.standard_normal(shape) * 3).astype(dtype)
-    class_axis = 0 if len(shape) == 1 else 1
-    n_classes = shape[class_axis]
-    positions = shape[:class_axis] + shape[class_axis + 1:]
-    kwargs = {}
-    if probabilities:
-        target = rng.random(shape).astype(dtype)
-        target /= target.sum(axis=class_axis, keepdims=True)
-    else:
-        target = rng.integers(0, n_classes, positions)
-        if ignore:
-            target[rng.random(positions) < 0.3] = -100
-            target.flat[0] = 1                     # at least one position counts
-    if weighted:
-        kwargs["weight"] = (rng.random(n_classes) + 0.1).astype(dtype)
-    return logits, target, class_axis, kwargs
-
-
 @pytest.mark.parametrize("seed, case", list(enumerate(GRID)))
 def test_same_loss_and_gradient_as_pytorch(seed, case):
     dtype, reduction, weighted, ignore, eps, probabilities, shape_index = case
     shape, _ = SHAPES[shape_index]
-    logits, target, axis, kwargs = make_case(seed, dtype, weighted, ignore, probabilities, shape)
+    axis = 0 if len(shape) == 1 else 1
+    logits, target, kwargs = random_case(np.random.default_rng(seed), shape, axis, dtype=dtype,
+                                         probabilities=probabilities, ignore=ignore,
+                                         weighted=weighted)
     expected_loss, expected_grad = torch_loss_and_grad(logits, target, reduction,
                                                        label_smoothing=eps, **kwargs)
     loss, grad = ce.cross_entropy_and_grad(logits, target, reduction=reduction, label_smoothing=eps,

@@ -65,6 +65,7 @@ cdef extern from "_simd.h" nogil:
     void ce_scale_sub_f32(float *g, const double *w, Py_ssize_t n, double a, double b)
     void ce_scale_sub_f64(double *g, const double *w, Py_ssize_t n, double a, double b)
     int CE_ROWS
+    int CE_SHORT_MAX
     void ce_short_xent_f32(const float *const *zrows, Py_ssize_t zc, const Py_ssize_t *t,
                            const double *weight, Py_ssize_t n, Py_ssize_t m,
                            float *const *grows, Py_ssize_t gc, double gscale, double *loss)
@@ -95,6 +96,10 @@ cdef enum:
     BLOCK_ELEMENTS = 2048
     # Rows per block at most.
     BLOCK_ROWS = 256
+
+# The header sizes its across-rows block by the same numbers.
+if FAST_ROWS != CE_ROWS or SMALL_ROW != CE_SHORT_MAX:
+    raise ImportError("crossentropy._kernels and _simd.h disagree on the row-block sizes")
 
 # Exposed for the shim and the tests, which pick shapes on either side of them.
 SMALL_ROW_LEN = SMALL_ROW

@@ -326,3 +326,15 @@ def test_matrix_out_receives_the_gradient(rng):
     _, grad = ce.cross_entropy_and_grad(logits, [0, 1, 2], out=out)
     assert grad is out
     np.testing.assert_allclose(np.asarray(out), ref.cross_entropy_grad(logits, [0, 1, 2]), atol=1e-16)
+
+
+@pytest.mark.parametrize("n_classes", [3, SMALL + 3, 131072 + 3])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_a_position_of_sample_weight_zero_contributes_nothing_on_every_path(n_classes, eps):
+    logits = np.zeros((2, n_classes))
+    logits[0, 1] = -np.inf                       # an infinite loss at position 0 ...
+    loss = ce.cross_entropy(logits, [1, 0], sample_weight=[0.0, 1.0], label_smoothing=eps,
+                            reduction="none")
+    assert loss[0] == 0.0                        # ... weighted by 0
+    assert loss[1] == pytest.approx(ref.cross_entropy_full(logits[1:], [0], label_smoothing=eps,
+                                                           reduction="none")[0][0])

@@ -383,7 +383,8 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
         loss = c * ((row.zmax - row.zt) + log_s) if c != 0.0 else 0.0
         if P.smoothing:
             loss = loss + P.each * (P.weight_total * log_s + row.gap)
-    loss = loss * sample_weight
+    # a position of weight 0 contributes nothing, even an infinite loss
+    loss = loss * sample_weight if sample_weight != 0.0 else 0.0
     if P.mode == LOSS:
         return loss
 
@@ -713,7 +714,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
             sw = row_sample_weight(P, pos)
             target_term = P.keep * wt
             value = target_term * ((<double>zmax - <double>z[t]) + log(s)) if target_term != 0.0 else 0.0
-            value = value * sw
+            value = value * sw if sw != 0.0 else 0.0
             if P.mode == LOSS_GRAD:
                 e_t = g[t]
                 factor = P.grad_scale * sw * target_term / s

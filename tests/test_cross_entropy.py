@@ -461,3 +461,18 @@ def test_out_and_inplace_allocate_nothing_like_the_logits(rng, shape):
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert peak < logits.nbytes / 20, peak
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_few_very_long_rows_in_place_give_the_same_loss(rng, dtype):
+    logits, target = make_problem(rng, (2, SPLIT), dtype=dtype)
+    expected = ce.cross_entropy(logits, target)
+    loss, grad = ce.cross_entropy_and_grad(logits.copy(), target, inplace=True)
+    assert loss == expected
+    np.testing.assert_array_equal(grad, ce.cross_entropy_and_grad(logits, target)[1])
+
+
+def test_a_single_very_long_row_is_shared_by_the_threads():
+    from crossentropy._api import _chunking
+    assert _chunking(1, 2_000_000, 2)[2] == 2          # one row, both threads
+    assert _chunking(1, 1000, 2)[2] == 1               # a short row: one thread

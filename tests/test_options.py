@@ -338,3 +338,10 @@ def test_a_position_of_sample_weight_zero_contributes_nothing_on_every_path(n_cl
     assert loss[0] == 0.0                        # ... weighted by 0
     assert loss[1] == pytest.approx(ref.cross_entropy_full(logits[1:], [0], label_smoothing=eps,
                                                            reduction="none")[0][0])
+
+
+@pytest.mark.parametrize("ignore_index", [2**70, -2**70, 2**64 - 1])
+def test_an_ignore_index_beyond_int64_still_rejects_other_bad_targets(ignore_index):
+    message = rf"target\[1\] = -1 .* or equal ignore_index \({ignore_index}\)"
+    with pytest.raises(IndexError, match=message):
+        ce.cross_entropy(np.zeros((2, 3)), np.array([0, -1]), ignore_index=ignore_index)

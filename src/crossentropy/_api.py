@@ -207,20 +207,25 @@ def _target_indices(t, logits_shape, axis, ignore_index, weight, sample_weight2)
         bad = (t >= n_classes) & (t != ignore_index)
         if bad.any():
             _raise_bad_target(t, int(np.argmax(bad)), expected, n_classes, axis, ignore_index)
+    kernel_ignore = ignore_index
     if not intp.min <= ignore_index <= intp.max:
         # An ignore_index the kernel cannot hold (it can still equal a uint64
-        # target): mark those positions with -1 for the kernel to ignore.
-        marked = np.full(t.shape, -1, dtype=np.intp)
+        # target): check the rest here, then mark the ignored positions with
+        # -1 for the kernel (no other target can be -1 once checked).
         keep = t != ignore_index
-        marked[keep] = t[keep].astype(np.intp)
-        t2, ignore_index = marked, -1
+        bad = keep & ((t < 0) | (t >= n_classes))
+        if bad.any():
+            _raise_bad_target(t, int(np.argmax(bad)), expected, n_classes, axis, ignore_index)
+        t2 = np.full(t.shape, -1, dtype=np.intp)
+        t2[keep] = t[keep].astype(np.intp)
+        kernel_ignore = -1
     else:
         t2 = _kernel_ready(t.astype(np.intp, copy=False))
     first_bad, n_active, denominator = _kernels.check_targets(
-        t2, n_classes, ignore_index, weight, sample_weight2)
+        t2, n_classes, kernel_ignore, weight, sample_weight2)
     if first_bad >= 0:
         _raise_bad_target(t, first_bad, expected, n_classes, axis, ignore_index)
-    return t2, ignore_index, n_active, denominator
+    return t2, kernel_ignore, n_active, denominator
 
 
 def _raise_bad_target(t, flat_index, positions, n_classes, axis, ignore_index):
@@ -253,6 +258,8 @@ def _chunking(n_rows, n_classes, n_threads):
     """(rows per chunk, number of chunks, threads actually worth starting)."""
     rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(n_classes, 1))
     n_chunks = -(-n_rows // rows_per_chunk)
+    if n_classes >= _kernels.SPLIT_MIN_CLASSES_LEN and n_rows <= _kernels.SPLIT_MAX_ROWS_LEN:
+        return rows_per_chunk, n_chunks, n_threads     # rows the threads share, segment-wise
     return rows_per_chunk, n_chunks, max(1, min(n_threads, n_chunks))
 
 
@@ -280,7 +287,8 @@ def _reduce(chunk_sums, row_value, denominator, reduction, dtype, shape):
     total = float(np.sum(chunk_sums))
     if reduction == "mean":
         total = total / denominator if denominator else math.nan
-    return dtype.type(total)
+    with np.errstate(over="ignore"):        # a float32 sum past its range is inf
+        return dtype.type(total)
 
 
 def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,

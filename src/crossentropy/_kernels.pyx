@@ -103,6 +103,8 @@ if FAST_ROWS != CE_ROWS or SMALL_ROW != CE_SHORT_MAX:
 
 # Exposed for the shim and the tests, which pick shapes on either side of them.
 SMALL_ROW_LEN = SMALL_ROW
+SPLIT_MIN_CLASSES_LEN = SPLIT_MIN_CLASSES
+SPLIT_MAX_ROWS_LEN = SPLIT_MAX_ROWS
 
 
 def max_threads():
@@ -464,9 +466,9 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     `scratch` (3 rows of m) is used only for rows whose classes are strided.
     """
     cdef Py_ssize_t r, t, j, m = P.m
-    cdef Py_ssize_t zc = P.z.sc // sizeof(floating)
-    cdef Py_ssize_t oc = P.out.sc // sizeof(floating)
-    cdef Py_ssize_t yc = P.y.sc // sizeof(floating)
+    cdef Py_ssize_t zc = P.z.sc // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t oc = P.out.sc // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t yc = P.y.sc // <Py_ssize_t>sizeof(floating)
     cdef bint write = writes_out(P)
     cdef bint strided = zc != 1 or (write and oc != 1) or (P.probabilities and yc != 1)
     cdef const floating *z
@@ -522,9 +524,9 @@ cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     double version."""
     cdef Py_ssize_t m = P.m, r, b0, b1, k, j, t
     cdef Py_ssize_t per_block = BLOCK_ELEMENTS // m if m > 0 else BLOCK_ROWS
-    cdef Py_ssize_t zc = P.z.sc // sizeof(floating)
-    cdef Py_ssize_t oc = P.out.sc // sizeof(floating)
-    cdef Py_ssize_t yc = P.y.sc // sizeof(floating)
+    cdef Py_ssize_t zc = P.z.sc // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t oc = P.out.sc // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t yc = P.y.sc // <Py_ssize_t>sizeof(floating)
     cdef bint write = writes_out(P)
     cdef const floating *z
     cdef const floating *y
@@ -592,8 +594,8 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     """short_rows for the common case, hard targets without smoothing, in
     blocks of FAST_ROWS rows vectorised across rows by ce_short_xent."""
     cdef Py_ssize_t m = P.m, b0, b1, k, n, t
-    cdef Py_ssize_t zc = P.z.sc // sizeof(floating)
-    cdef Py_ssize_t oc = P.out.sc // sizeof(floating)
+    cdef Py_ssize_t zc = P.z.sc // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t oc = P.out.sc // <Py_ssize_t>sizeof(floating)
     cdef bint write = P.mode == LOSS_GRAD
     cdef bint weighted = P.weight != NULL or P.has_sample_weight
     cdef double total = 0.0
@@ -645,8 +647,8 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
     count.  Hard targets without smoothing; loss, loss+grad, softmax or
     log-sum-exp.  Rows with strided classes go through `scratch` (2 rows)."""
     cdef Py_ssize_t m = P.m, n_seg = (m + SEGMENT - 1) // SEGMENT
-    cdef Py_ssize_t zc = P.z.sc // sizeof(floating)
-    cdef Py_ssize_t oc = P.out.sc // sizeof(floating)
+    cdef Py_ssize_t zc = P.z.sc // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t oc = P.out.sc // <Py_ssize_t>sizeof(floating)
     cdef bint write = writes_out(P)
     cdef bint strided = zc != 1 or (write and oc != 1)
     cdef bint loss_mode = P.mode == LOSS or P.mode == LOSS_GRAD
@@ -655,7 +657,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
     cdef floating *g = NULL
     cdef floating *g_dest = NULL
     cdef floating zmax
-    cdef double s, value, wt, sw, e_t, factor, target_term
+    cdef double s, value, wt, sw, e_t, factor, target_term, zt = 0.0
     cdef Pos pos = row_pos(0, P.inner)
     for r in range(n_rows):
         if r > 0:
@@ -675,6 +677,8 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
             gather(z, zc, scratch, m)
             z = scratch
             g = scratch + m
+        if loss_mode:
+            zt = z[t]       # before the exp pass, which may write over z (in place)
         for c in prange(n_seg, num_threads=n_threads, schedule="static"):
             off = c * SEGMENT
             length = SEGMENT if off + SEGMENT <= m else m - off
@@ -713,7 +717,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
             wt = P.weight[t] if P.weight != NULL else 1.0
             sw = row_sample_weight(P, pos)
             target_term = P.keep * wt
-            value = target_term * ((<double>zmax - <double>z[t]) + log(s)) if target_term != 0.0 else 0.0
+            value = target_term * ((<double>zmax - zt) + log(s)) if target_term != 0.0 else 0.0
             value = value * sw if sw != 0.0 else 0.0
             if P.mode == LOSS_GRAD:
                 e_t = g[t]
@@ -822,7 +826,7 @@ def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
             raise ValueError("internal error: strided long rows need a scratch buffer "
                              "of (n_threads, 3 * classes)")
         scratch_base = &scratch[0, 0]
-        scratch_stride = scratch.strides[0] // sizeof(floating)
+        scratch_stride = scratch.strides[0] // <Py_ssize_t>sizeof(floating)
 
     with nogil, parallel(num_threads=n_threads):
         for c in prange(n_chunks, schedule="static"):

@@ -24,16 +24,17 @@ A row is computed in three steps that every path shares:
    gradient or softmax is wanted.
 3. ``finish``: loss (``lse = max + log s``) and the output array.
 
-Which loops run depends only on the row length, never on the layout:
+Which loops run depends on the shape and the options, never on the layout:
 
-* long rows (``m > SMALL_ROW``): SIMD primitives per row; a row whose classes
-  are strided in memory is first gathered into a per-thread scratch row.
-* short rows: ``z - max`` of a block of rows goes into one buffer, one SIMD exp
-  covers the whole block, and the rest is plain loops over the strided rows,
-  so a 10-class row costs no per-row call overhead.
-
-The path depends on the row length alone, so the memory layout never changes
-a result.
+* short rows (``m <= SMALL_ROW``) with class-index targets and no smoothing:
+  ``short_rows_hard``, vectorised across blocks of 64 rows (``ce_short_xent``
+  in ``_simd.h``: the block is transposed so that every step is SIMD over rows).
+* other short rows: ``short_rows``: ``z - max`` of a block of rows goes into one
+  buffer, one SIMD exp covers the whole block, the rest is plain loops.
+* long rows: ``long_rows``, SIMD primitives per row; a row whose classes are
+  strided in memory is first gathered into a per-thread scratch row.
+* few very long rows (``m >= SPLIT_MIN_CLASSES``, at most ``SPLIT_MAX_ROWS``):
+  ``split_rows``, each row split into fixed segments that the threads share.
 
 Rows are processed in fixed chunks; each chunk's loss is summed in float64 in
 row order, so results do not depend on the number of threads.

@@ -309,6 +309,47 @@ cdef inline double gap_sum(const floating *z, Py_ssize_t zc, const double *w, Py
     return acc
 
 
+cdef inline void clear_row(floating *g, Py_ssize_t stride, Py_ssize_t n) noexcept nogil:
+    """An ignored row's output: zeros."""
+    cdef Py_ssize_t j
+    for j in range(n):
+        g[j * stride] = 0
+
+
+cdef inline double unshifted_logsumexp(const floating *z, Py_ssize_t zc,
+                                       Py_ssize_t n) noexcept nogil:
+    """log-sum-exp of a row whose max is infinite, where shifting by the max
+    gives NaN; unshifted, the sum is exactly 0 (all -inf), +inf, or NaN (a NaN
+    in the row)."""
+    cdef Py_ssize_t j
+    cdef double s = 0.0
+    for j in range(n):
+        s = s + libm_exp(z[j * zc])
+    return log(s)
+
+
+cdef inline double class_mass(const Problem *P, const floating *y, Py_ssize_t yc,
+                              Py_ssize_t j) noexcept nogil:
+    """c_j = w_j ((1 - eps) y_j + eps / C) for probability targets."""
+    cdef double c = P.keep * y[j * yc] + P.each
+    return c * P.weight[j] if P.weight != NULL else c
+
+
+cdef inline double target_loss(const Problem *P, double wt, double zmax, double zt,
+                               double log_s) noexcept nogil:
+    """The target's own term of a hard-target loss, c_t (lse - z_t) with
+    c_t = (1 - eps) w_t; when c_t is 0 (a zero class weight, or eps = 1) it
+    contributes 0 even where z_t = -inf."""
+    cdef double c = P.keep * wt
+    return c * ((zmax - zt) + log_s) if c != 0.0 else 0.0
+
+
+cdef inline double weigh(double loss, double sample_weight) noexcept nogil:
+    """A position's loss times its weight; weight 0 contributes nothing, even an
+    infinite loss."""
+    return loss * sample_weight if sample_weight != 0.0 else 0.0
+
+
 # --- one row: prepare and finish -----------------------------------------------
 
 cdef inline void prepare(const Problem *P, const floating *z, Py_ssize_t zc,
@@ -330,9 +371,7 @@ cdef inline void prepare(const Problem *P, const floating *z, Py_ssize_t zc,
         # c_j = w_j ((1 - eps) y_j + eps / C); a class with c_j == 0 adds
         # nothing to the loss, even where z_j = -inf (PyTorch would give NaN).
         for j in range(m):
-            c = P.keep * y[j * yc] + P.each
-            if P.weight != NULL:
-                c = c * P.weight[j]
+            c = class_mass(P, y, yc, j)
             mass = mass + c
             if c != 0.0:
                 gap = gap + c * (<double>zmax - <double>z[j * zc])
@@ -357,17 +396,10 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
     zc, yc.
     """
     cdef Py_ssize_t j, t = row.t, m = P.m
-    cdef double log_s = log(s), loss, gs, a, c, e_t, factor
+    cdef double log_s = log(s), loss, gs, a, e_t, factor
     cdef floating zmax = <floating>row.zmax
     if P.mode == LOGSUMEXP:
-        if isinf(row.zmax):
-            # Shifting by an infinite max gives NaN; unshifted, the sum is
-            # exactly 0 (all -inf), +inf, or NaN (a NaN in the row).
-            s = 0.0
-            for j in range(m):
-                s = s + libm_exp(z[j * zc])
-            return log(s)
-        return row.zmax + log_s
+        return unshifted_logsumexp(z, zc, m) if isinf(row.zmax) else row.zmax + log_s
     if P.mode == SOFTMAX:
         scale(g, m, <floating>(1.0 / s))
         return row.zmax + log_s
@@ -380,14 +412,10 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
     if P.probabilities:
         loss = row.mass * log_s + row.gap
     else:
-        # The target's own term, c_t = (1 - eps) w_t; when that is 0 (a zero
-        # class weight, or eps = 1) it contributes 0 even where z_t = -inf.
-        c = P.keep * row.wt
-        loss = c * ((row.zmax - row.zt) + log_s) if c != 0.0 else 0.0
+        loss = target_loss(P, row.wt, row.zmax, row.zt, log_s)
         if P.smoothing:
             loss = loss + P.each * (P.weight_total * log_s + row.gap)
-    # a position of weight 0 contributes nothing, even an infinite loss
-    loss = loss * sample_weight if sample_weight != 0.0 else 0.0
+    loss = weigh(loss, sample_weight)
     if P.mode == LOSS:
         return loss
 
@@ -397,10 +425,7 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
     if P.probabilities:
         a = gs * row.mass / s
         for j in range(m):
-            c = P.keep * y[j * yc] + P.each
-            if P.weight != NULL:
-                c = c * P.weight[j]
-            g[j] = <floating>(g[j] * a - gs * c)
+            g[j] = <floating>(g[j] * a - gs * class_mass(P, y, yc, j))
         return loss
     e_t = g[t]
     a = P.keep * row.wt + (P.each * P.weight_total if P.smoothing else 0.0)
@@ -466,7 +491,7 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
 
     `scratch` (3 rows of m) is used only for rows whose classes are strided.
     """
-    cdef Py_ssize_t r, t, j, m = P.m
+    cdef Py_ssize_t r, t, m = P.m
     cdef Py_ssize_t zc = P.z.sc // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t oc = P.out.sc // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t yc = P.y.sc // <Py_ssize_t>sizeof(floating)
@@ -486,9 +511,7 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
         t = row_target(P, pos)
         if t < 0:
             if write:
-                g_dest = <floating *>row_ptr(&P.out, pos)
-                for j in range(m):
-                    g_dest[j * oc] = 0
+                clear_row(<floating *>row_ptr(&P.out, pos), oc, m)
             store_row_value(P, pos, 0.0)
             continue
         z = <const floating *>row_ptr(&P.z, pos)
@@ -531,7 +554,6 @@ cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     cdef bint write = writes_out(P)
     cdef const floating *z
     cdef const floating *y
-    cdef floating *g
     cdef floating zmax
     cdef double s, v, total = 0.0
     cdef floating exps[BLOCK_ELEMENTS]
@@ -573,9 +595,7 @@ cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
             k = r - b0
             if prep[k].t < 0:
                 if write:
-                    g = <floating *>row_ptr(&P.out, positions[k])
-                    for j in range(m):
-                        g[j * oc] = 0
+                    clear_row(<floating *>row_ptr(&P.out, positions[k]), oc, m)
                 store_row_value(P, positions[k], 0.0)
                 continue
             s = short_sum(exps + k * m, m)
@@ -639,6 +659,10 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     return total
 
 
+cdef inline Py_ssize_t segment_length(Py_ssize_t off, Py_ssize_t m) noexcept nogil:
+    return SEGMENT if off + SEGMENT <= m else m - off
+
+
 cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
                      floating *scratch, double *seg_max, double *seg_sum,
                      int n_threads) noexcept nogil:
@@ -653,7 +677,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
     cdef bint write = writes_out(P)
     cdef bint strided = zc != 1 or (write and oc != 1)
     cdef bint loss_mode = P.mode == LOSS or P.mode == LOSS_GRAD
-    cdef Py_ssize_t r, c, t, j, off, length
+    cdef Py_ssize_t r, c, t, off, length
     cdef const floating *z
     cdef floating *g = NULL
     cdef floating *g_dest = NULL
@@ -667,8 +691,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
         g_dest = <floating *>row_ptr(&P.out, pos) if write else NULL
         if t < 0:
             if write:
-                for j in range(m):
-                    g_dest[j * oc] = 0
+                clear_row(g_dest, oc, m)
             row_loss[r] = 0.0
             store_row_value(P, pos, 0.0)
             continue
@@ -682,7 +705,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
             zt = z[t]       # before the exp pass, which may write over z (in place)
         for c in prange(n_seg, num_threads=n_threads, schedule="static"):
             off = c * SEGMENT
-            length = SEGMENT if off + SEGMENT <= m else m - off
+            length = segment_length(off, m)
             seg_max[c] = vmax(z + off, length)
         zmax = <floating>seg_max[0]
         for c in range(1, n_seg):
@@ -690,7 +713,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
                 zmax = <floating>seg_max[c]
         for c in prange(n_seg, num_threads=n_threads, schedule="static"):
             off = c * SEGMENT
-            length = SEGMENT if off + SEGMENT <= m else m - off
+            length = segment_length(off, m)
             if write:
                 seg_sum[c] = vexpsum(z + off, g + off, length, zmax)
             else:
@@ -699,18 +722,12 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
         for c in range(n_seg):
             s = s + seg_sum[c]
         if P.mode == LOGSUMEXP:
-            if isinf(zmax):
-                s = 0.0
-                for j in range(m):
-                    s = s + libm_exp(z[j])
-                value = log(s)
-            else:
-                value = zmax + log(s)
+            value = unshifted_logsumexp(z, 1, m) if isinf(zmax) else zmax + log(s)
         elif P.mode == SOFTMAX:
             factor = 1.0 / s
             for c in prange(n_seg, num_threads=n_threads, schedule="static"):
                 off = c * SEGMENT
-                length = SEGMENT if off + SEGMENT <= m else m - off
+                length = segment_length(off, m)
                 scale(g + off, length, <floating>factor)
             value = zmax + log(s)
         else:
@@ -718,14 +735,13 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
             wt = P.weight[t] if P.weight != NULL else 1.0
             sw = row_sample_weight(P, pos)
             target_term = P.keep * wt
-            value = target_term * ((<double>zmax - zt) + log(s)) if target_term != 0.0 else 0.0
-            value = value * sw if sw != 0.0 else 0.0
+            value = weigh(target_loss(P, wt, zmax, zt, log(s)), sw)
             if P.mode == LOSS_GRAD:
                 e_t = g[t]
                 factor = P.grad_scale * sw * target_term / s
                 for c in prange(n_seg, num_threads=n_threads, schedule="static"):
                     off = c * SEGMENT
-                    length = SEGMENT if off + SEGMENT <= m else m - off
+                    length = segment_length(off, m)
                     if isfinite(<floating>factor):
                         scale(g + off, length, <floating>factor)
                     else:

@@ -193,6 +193,34 @@ def test_any_memory_layout_gives_the_contiguous_result(rng, layout, n_classes):
     np.testing.assert_array_equal(grad, expected_grad)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_classes", [3, 4, 5, 7, 8, 9, 10, 15, 16, 17, 31, 33, SMALL - 1, SMALL])
+def test_row_block_tiles_match_reference_and_strided_rows(rng, dtype, n_classes):
+    """Rows with contiguous classes enter and leave the across-rows block by
+    register tiles (a vector of rows by a vector of classes, the last tile of a
+    row overlapping the one before); strided rows move one element at a time.
+    Both must give the reference and each other's exact bits: for row counts
+    around the tile size and the block size, and with ignored rows, whose
+    gradient rows are cleared after the tiles are written."""
+    n_rows = 150                                     # 2 full blocks of 64 and a partial one
+    logits, target = make_problem(rng, (n_rows, n_classes), dtype=dtype)
+    target[[0, 9, 64, 149]] = -100
+    for rows in [slice(0, 1), slice(0, 7), slice(0, 9), slice(0, 64), slice(0, 67), slice(None)]:
+        z, t = logits[rows], target[rows]
+        loss, grad = ce.cross_entropy_and_grad(z, t, reduction="none")
+        expected_loss = ref.cross_entropy(z, np.where(t < 0, 0, t), "none")
+        expected_grad = ref.cross_entropy_grad(z, np.where(t < 0, 0, t), "none")
+        expected_loss[t < 0] = 0.0
+        expected_grad[t < 0] = 0.0
+        np.testing.assert_allclose(loss, expected_loss, **tolerance(dtype))
+        np.testing.assert_allclose(grad, expected_grad, **tolerance(dtype))
+        strided_out = np.empty((z.shape[0], 2 * n_classes), dtype=dtype)[:, ::2]
+        strided_loss, strided_grad = ce.cross_entropy_and_grad(
+            np.asfortranarray(z), t, reduction="none", out=strided_out)
+        np.testing.assert_array_equal(strided_loss, loss)
+        np.testing.assert_array_equal(strided_grad, grad)
+
+
 def test_zero_rows(rng):
     logits = np.empty((0, 5))
     target = np.empty(0, dtype=np.int64)

@@ -311,10 +311,65 @@ CE_INLINE double ce_log_normal(double x)
 }
 
 /*
+ * Square tiles for moving a block of rows between row-major memory and the
+ * [class][row] layout of the short-row path: one 32-byte vector per row (8
+ * floats or 4 doubles), transposed in registers.  Written with GCC vector
+ * extensions so that every clone gets its own instructions (two SSE halves
+ * in the baseline clone, AVX shuffles in the x86-64-v3 one).  Rows need no
+ * alignment: the ce_uvec types load and store a vector at any element address
+ * (memcpy would do the same, but GCC 12 copies it in 16-byte pieces, and a
+ * 32-byte load of what two 16-byte stores just wrote stalls).
+ */
+typedef float ce_vec_f32 __attribute__((vector_size(32)));
+typedef double ce_vec_f64 __attribute__((vector_size(32)));
+typedef float ce_uvec_f32 __attribute__((vector_size(32), aligned(4), may_alias));
+typedef double ce_uvec_f64 __attribute__((vector_size(32), aligned(8), may_alias));
+typedef int32_t ce_idx_f32 __attribute__((vector_size(32)));
+typedef int64_t ce_idx_f64 __attribute__((vector_size(32)));
+#define CE_VL_f32 8
+#define CE_VL_f64 4
+
+CE_INLINE void ce_transpose_f32(ce_vec_f32 r[8])
+{
+    const ce_idx_f32 lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
+    const ce_idx_f32 lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
+    const ce_idx_f32 lo4 = {0, 1, 2, 3, 8, 9, 10, 11}, hi4 = {4, 5, 6, 7, 12, 13, 14, 15};
+    ce_vec_f32 t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = __builtin_shuffle(r[2 * i], r[2 * i + 1], lo);
+        t[2 * i + 1] = __builtin_shuffle(r[2 * i], r[2 * i + 1], hi);
+    }
+    for (int i = 0; i < 2; i++)
+        for (int h = 0; h < 2; h++) {
+            u[4 * i + 2 * h] = __builtin_shuffle(t[4 * i + h], t[4 * i + h + 2], lo2);
+            u[4 * i + 2 * h + 1] = __builtin_shuffle(t[4 * i + h], t[4 * i + h + 2], hi2);
+        }
+    for (int i = 0; i < 4; i++) {
+        r[i] = __builtin_shuffle(u[i], u[i + 4], lo4);
+        r[i + 4] = __builtin_shuffle(u[i], u[i + 4], hi4);
+    }
+}
+
+CE_INLINE void ce_transpose_f64(ce_vec_f64 r[4])
+{
+    const ce_idx_f64 lo = {0, 4, 2, 6}, hi = {1, 5, 3, 7};
+    const ce_idx_f64 lo2 = {0, 1, 4, 5}, hi2 = {2, 3, 6, 7};
+    ce_vec_f64 t0 = __builtin_shuffle(r[0], r[1], lo), t1 = __builtin_shuffle(r[0], r[1], hi);
+    ce_vec_f64 t2 = __builtin_shuffle(r[2], r[3], lo), t3 = __builtin_shuffle(r[2], r[3], hi);
+    r[0] = __builtin_shuffle(t0, t2, lo2);
+    r[1] = __builtin_shuffle(t1, t3, lo2);
+    r[2] = __builtin_shuffle(t0, t2, hi2);
+    r[3] = __builtin_shuffle(t1, t3, hi2);
+}
+
+/*
  * Short rows, many at a time: softmax cross-entropy with hard targets for up
  * to CE_ROWS rows of m <= CE_SHORT_MAX classes.  The rows are transposed into
  * a [class][row] buffer so that max, exp, sum, log and scaling all run as SIMD
- * over rows; a 10-class row then costs no per-row scalar chains.
+ * over rows; a 10-class row then costs no per-row scalar chains.  Rows with
+ * contiguous classes (and at least a vector's worth of them) move in and out
+ * of the buffer by register tiles; a last partial tile of classes overlaps the
+ * one before it, so no masked access is needed.
  *
  *   zrows[k]    row k's first logit; classes at stride zc
  *   t[k]        row k's target class, or -1 when the row is ignored
@@ -334,11 +389,30 @@ CE_DISPATCH void ce_short_xent_##SFX(                                         \
     const double *weight, ptrdiff_t n, ptrdiff_t m, T *const *grows,           \
     ptrdiff_t gc, double gscale, double *loss)                                \
 {                                                                             \
-    T buf[CE_SHORT_MAX * CE_ROWS];                                            \
+    enum { VL = CE_VL_##SFX };                                                \
+    T buf[CE_SHORT_MAX * CE_ROWS] __attribute__((aligned(32)));               \
     T mx[CE_ROWS], a[CE_ROWS];                                                \
     double s[CE_ROWS], lg[CE_ROWS];                                           \
-    ptrdiff_t j, k;                                                           \
-    for (k = 0; k < n; k++) {                                                 \
+    ce_vec_##SFX r[VL];                                                       \
+    ptrdiff_t j, jt, k, kk;                                                   \
+    /* The gradient rows are written last: start fetching their lines now. */ \
+    if (grows != NULL && m > 0)                                               \
+        for (k = 0; k < n; k++) {                                             \
+            __builtin_prefetch(grows[k], 1, 3);                               \
+            __builtin_prefetch(grows[k] + (m - 1) * gc, 1, 3);                \
+        }                                                                     \
+    k = 0;                                                                    \
+    if (zc == 1 && m >= VL)                                                   \
+        for (; k + VL <= n; k += VL)                                          \
+            for (j = 0; j < m; j += VL) {                                     \
+                jt = j + VL <= m ? j : m - VL;                                \
+                for (kk = 0; kk < VL; kk++)                                   \
+                    r[kk] = *(const ce_uvec_##SFX *)(zrows[k + kk] + jt);     \
+                ce_transpose_##SFX(r);                                        \
+                for (kk = 0; kk < VL; kk++)                                   \
+                    *(ce_uvec_##SFX *)(buf + (jt + kk) * CE_ROWS + k) = r[kk]; \
+            }                                                                 \
+    for (; k < n; k++) {                                                      \
         const T *zr = zrows[k];                                               \
         for (j = 0; j < m; j++) buf[j * CE_ROWS + k] = zr[j * zc];            \
     }                                                                         \
@@ -375,23 +449,31 @@ CE_DISPATCH void ce_short_xent_##SFX(                                         \
         gt[k] = t[k] < 0 ? 0.0                                                \
               : gw * ((double)buf[t[k] * CE_ROWS + k] * inv[k] - 1.0);        \
     }                                                                         \
-    for (; k < CE_ROWS; k++) a[k] = 0;                                        \
     int overflow = 0;                                                         \
     for (k = 0; k < n; k++) overflow |= isinf(a[k]) && !isinf(f[k]);          \
-    if (!overflow) {                                                          \
-        for (j = 0; j < m; j++) {                                             \
-            T *col = buf + j * CE_ROWS;                                       \
-            for (k = 0; k < CE_ROWS; k++) col[k] *= a[k];                     \
-        }                                                                     \
+    k = 0;                                                                    \
+    if (overflow) {            /* a factor overflows T; the products may not */ \
+        for (; k < n; k++)                                                    \
+            for (j = 0; j < m; j++)                                           \
+                grows[k][j * gc] = (T)(buf[j * CE_ROWS + k] * f[k]);          \
+    } else if (gc == 1 && m >= VL) {                                          \
+        for (; k + VL <= n; k += VL)                                          \
+            for (j = 0; j < m; j += VL) {                                     \
+                jt = j + VL <= m ? j : m - VL;                                \
+                for (kk = 0; kk < VL; kk++)                                   \
+                    r[kk] = *(const ce_uvec_##SFX *)(buf + (jt + kk) * CE_ROWS + k); \
+                ce_transpose_##SFX(r);                                        \
+                for (kk = 0; kk < VL; kk++) {                                 \
+                    r[kk] *= a[k + kk];                                       \
+                    *(ce_uvec_##SFX *)(grows[k + kk] + jt) = r[kk];           \
+                }                                                             \
+            }                                                                 \
     }                                                                         \
+    for (; k < n; k++)                                                        \
+        for (j = 0; j < m; j++) grows[k][j * gc] = buf[j * CE_ROWS + k] * a[k]; \
     for (k = 0; k < n; k++) {                                                 \
         T *g = grows[k];                                                      \
         if (t[k] < 0) { for (j = 0; j < m; j++) g[j * gc] = 0; continue; }   \
-        if (overflow) {        /* a factor overflows T; the products may not */ \
-            for (j = 0; j < m; j++) g[j * gc] = (T)(buf[j * CE_ROWS + k] * f[k]); \
-        } else {                                                              \
-            for (j = 0; j < m; j++) g[j * gc] = buf[j * CE_ROWS + k];         \
-        }                                                                     \
         g[t[k] * gc] = (T)gt[k];                                              \
     }                                                                         \
 }

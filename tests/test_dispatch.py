@@ -47,8 +47,8 @@ int main(void)
     for (long long k = 0; k < n; k++) t[k] = (ptrdiff_t)t64[k];
     ce_exp_f32(z, e, n * m);
     float *row = malloc(m * 4);
-    float top = ce_max_f32(z, m);
-    double s = ce_expsum_f32(z, row, m, top);
+    float lo, top = ce_max_f32(z, m, &lo);
+    double s = ce_expsum_f32(z, row, m, top, lo);
     for (long long b = 0; b < n; b += CE_ROWS) {
         long long len = n - b < CE_ROWS ? n - b : CE_ROWS;
         const float *zr[CE_ROWS];

@@ -49,12 +49,13 @@ from libc.math cimport exp as libm_exp, isinf, isfinite, log, INFINITY
 cdef extern from "_simd.h" nogil:
     int ce_omp_max_threads()
     int CE_HAVE_DISPATCH
-    float ce_max_f32(const float *x, Py_ssize_t n)
-    double ce_max_f64(const double *x, Py_ssize_t n)
-    double ce_expsum_f32(const float *x, float *out, Py_ssize_t n, float shift)
-    double ce_expsum_f64(const double *x, double *out, Py_ssize_t n, double shift)
-    double ce_sumexp_f32(const float *x, Py_ssize_t n, float shift)
-    double ce_sumexp_f64(const double *x, Py_ssize_t n, double shift)
+    float ce_max_f32(const float *x, Py_ssize_t n, float *lo)
+    double ce_max_f64(const double *x, Py_ssize_t n, double *lo)
+    double ce_expsum_f32(const float *x, float *out, Py_ssize_t n, float shift, float lo)
+    double ce_expsum_f64(const double *x, double *out, Py_ssize_t n, double shift,
+                         double lo)
+    double ce_sumexp_f32(const float *x, Py_ssize_t n, float shift, float lo)
+    double ce_sumexp_f64(const double *x, Py_ssize_t n, double shift, double lo)
     void ce_exp_f32(const float *x, float *out, Py_ssize_t n)
     void ce_exp_f64(const double *x, double *out, Py_ssize_t n)
     void ce_scale_f32(float *x, Py_ssize_t n, float a)
@@ -147,6 +148,7 @@ cdef struct Problem:
 
 cdef struct RowPrep:
     double zmax
+    double zmin                 # long rows: the least logit (picks the exp); short: -inf
     double zt                   # target logit (hard targets)
     double wt                   # target class weight
     double gap                  # smoothing: sum w_j (max - z_j); probabilities: D
@@ -180,26 +182,28 @@ cdef inline char *row_ptr(const Strided *a, Pos p) noexcept nogil:
 
 # --- fused-type wrappers around the C primitives -----------------------------
 
-cdef inline floating vmax(const floating *x, Py_ssize_t n) noexcept nogil:
+cdef inline floating vmax(const floating *x, Py_ssize_t n, floating *lo) noexcept nogil:
+    """max of x[0:n]; its min goes to lo."""
     if floating is float:
-        return ce_max_f32(x, n)
+        return ce_max_f32(x, n, lo)
     else:
-        return ce_max_f64(x, n)
+        return ce_max_f64(x, n, lo)
 
 
 cdef inline double vexpsum(const floating *x, floating *out, Py_ssize_t n,
-                           floating shift) noexcept nogil:
+                           floating shift, floating lo) noexcept nogil:
     if floating is float:
-        return ce_expsum_f32(x, out, n, shift)
+        return ce_expsum_f32(x, out, n, shift, lo)
     else:
-        return ce_expsum_f64(x, out, n, shift)
+        return ce_expsum_f64(x, out, n, shift, lo)
 
 
-cdef inline double vsumexp(const floating *x, Py_ssize_t n, floating shift) noexcept nogil:
+cdef inline double vsumexp(const floating *x, Py_ssize_t n, floating shift,
+                           floating lo) noexcept nogil:
     if floating is float:
-        return ce_sumexp_f32(x, n, shift)
+        return ce_sumexp_f32(x, n, shift, lo)
     else:
-        return ce_sumexp_f64(x, n, shift)
+        return ce_sumexp_f64(x, n, shift, lo)
 
 
 cdef inline void vexp(const floating *x, floating *out, Py_ssize_t n) noexcept nogil:
@@ -262,11 +266,15 @@ cdef inline void shift(const floating *z, Py_ssize_t zc, floating *out, Py_ssize
             out[j] = (z[j * zc] - a) - b
 
 
-cdef inline floating row_max(const floating *z, Py_ssize_t zc, Py_ssize_t n) noexcept nogil:
+cdef inline floating row_max(const floating *z, Py_ssize_t zc, Py_ssize_t n,
+                             floating *lo) noexcept nogil:
+    """The row's max; its min goes to lo for long rows (-inf for short ones:
+    their exps do not use it)."""
     cdef Py_ssize_t j
     cdef floating best
     if n > SMALL_ROW:
-        return vmax(z, n)
+        return vmax(z, n, lo)
+    lo[0] = -INFINITY
     best = -INFINITY
     for j in range(n):
         # a select, not a branch: on random logits the branch mispredicts
@@ -362,8 +370,10 @@ cdef inline void prepare(const Problem *P, const floating *z, Py_ssize_t zc,
     """
     cdef Py_ssize_t j, m = P.m
     cdef double c, mass = 0.0, gap = 0.0
-    cdef floating zmax = row_max(z, zc, m)
+    cdef floating zmin
+    cdef floating zmax = row_max(z, zc, m, &zmin)
     row.zmax = zmax
+    row.zmin = zmin
     row.t = t
     if P.mode != LOSS and P.mode != LOSS_GRAD:
         return
@@ -530,9 +540,9 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
         sw = row_sample_weight(P, pos)
         prepare(P, z, 1, y, 1, t, &row)
         if write and P.mode != LOG_SOFTMAX:
-            s = vexpsum(z, g, m, <floating>row.zmax)
+            s = vexpsum(z, g, m, <floating>row.zmax, <floating>row.zmin)
         else:
-            s = vsumexp(z, m, <floating>row.zmax)
+            s = vsumexp(z, m, <floating>row.zmax, <floating>row.zmin)
         v = finish(P, z, 1, g, y, 1, s, &row, sw)
         if strided and write:
             scatter(g, g_dest, oc, m)
@@ -681,7 +691,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
     cdef const floating *z
     cdef floating *g = NULL
     cdef floating *g_dest = NULL
-    cdef floating zmax
+    cdef floating zmax, zmin, low
     cdef double s, value, wt, sw, e_t, factor, target_term, zt = 0.0
     cdef Pos pos = row_pos(0, P.inner)
     for r in range(n_rows):
@@ -706,18 +716,22 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
         for c in prange(n_seg, num_threads=n_threads, schedule="static"):
             off = c * SEGMENT
             length = segment_length(off, m)
-            seg_max[c] = vmax(z + off, length)
+            seg_max[c] = vmax(z + off, length, &low)
+            seg_sum[c] = low                # (until the exp pass)
         zmax = <floating>seg_max[0]
+        zmin = <floating>seg_sum[0]
         for c in range(1, n_seg):
             if seg_max[c] > zmax:
                 zmax = <floating>seg_max[c]
+            if seg_sum[c] < zmin:
+                zmin = <floating>seg_sum[c]
         for c in prange(n_seg, num_threads=n_threads, schedule="static"):
             off = c * SEGMENT
             length = segment_length(off, m)
             if write:
-                seg_sum[c] = vexpsum(z + off, g + off, length, zmax)
+                seg_sum[c] = vexpsum(z + off, g + off, length, zmax, zmin)
             else:
-                seg_sum[c] = vsumexp(z + off, length, zmax)
+                seg_sum[c] = vsumexp(z + off, length, zmax, zmin)
         s = 0.0
         for c in range(n_seg):
             s = s + seg_sum[c]

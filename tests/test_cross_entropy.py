@@ -231,6 +231,30 @@ def test_zero_rows(rng):
     assert np.isnan(loss) and grad.shape == (0, 5)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_classes", [10, 3000, 200000])
+def test_rows_spanning_the_subnormal_range_keep_gradual_underflow(dtype, n_classes):
+    """Rows whose exps are all normal numbers take a cheaper exp (chosen per
+    long row, per block of short rows); a wider spread takes the exact one.
+    Row 0 spans just less than the cheap exp's range, row 1 reaches into
+    subnormal (and zero) probabilities, which must not be flushed."""
+    low = -80.0 if dtype == np.float32 else -700.0
+    deep = [-95.0, -100.0, -103.0, -120.0] if dtype == np.float32 else [-730.0, -740.0, -744.0, -800.0]
+    logits = np.full((2, n_classes), low, dtype=dtype)
+    logits[:, 0] = 0.0
+    logits[1, 1:1 + len(deep)] = deep
+    target = np.array([1, 0])
+    loss, grad = ce.cross_entropy_and_grad(logits, target, reduction="none")
+    np.testing.assert_allclose(loss, ref.cross_entropy(logits, target, "none"), **tolerance(dtype))
+    expected = ref.cross_entropy_grad(logits, target, "none")
+    tiny = np.finfo(dtype).smallest_subnormal
+    np.testing.assert_allclose(grad, expected, rtol=tolerance(dtype)["rtol"], atol=tiny)
+    assert (grad[0] != 0).all()
+    subnormal = grad[1, 1:len(deep)]
+    assert ((0 < subnormal) & (subnormal < np.finfo(dtype).tiny)).all()     # not flushed
+    assert grad[1, len(deep)] == 0.0
+
+
 def test_one_class_has_zero_loss_and_gradient():
     logits = np.array([[3.0], [-2.0]])
     loss, grad = ce.cross_entropy_and_grad(logits, [0, 0], reduction="none")

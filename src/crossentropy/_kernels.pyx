@@ -624,18 +624,22 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
                             const floating *element_type) noexcept nogil:
     """short_rows for the common case, hard targets without smoothing, in
     blocks of FAST_ROWS rows vectorised across rows by ce_short_xent."""
-    cdef Py_ssize_t m = P.m, b0, b1, k, n, t
+    cdef Py_ssize_t m = P.m, inner = P.inner, ignore = P.ignore_index, b0, b1, k, n, t
     cdef Py_ssize_t zc = P.z.sc // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t oc = P.out.sc // <Py_ssize_t>sizeof(floating)
     cdef bint write = P.mode == LOSS_GRAD
     cdef bint weighted = P.weight != NULL or P.has_sample_weight
+    cdef bint keep_rows = P.has_row_value
+    # Local copies: the compiler then knows the stores below do not change them
+    # (read through P, they were reloaded for every row).
+    cdef Strided z = P.z, out = P.out, target = P.target, row_value = P.row_value
     cdef double total = 0.0
     cdef const floating *zrows[FAST_ROWS]
     cdef floating *grows[FAST_ROWS]
     cdef Py_ssize_t targets[FAST_ROWS]
     cdef double weights[FAST_ROWS]
     cdef double losses[FAST_ROWS]
-    cdef Pos pos = row_pos(r0, P.inner)
+    cdef Pos pos = row_pos(r0, inner)
     cdef Pos positions[FAST_ROWS]
 
     b0 = r0
@@ -646,12 +650,14 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
         n = b1 - b0
         for k in range(n):
             if b0 + k > r0:
-                next_row(&pos, P.inner)
+                next_row(&pos, inner)
             positions[k] = pos
-            zrows[k] = <const floating *>row_ptr(&P.z, pos)
+            zrows[k] = <const floating *>row_ptr(&z, pos)
             if write:
-                grows[k] = <floating *>row_ptr(&P.out, pos)
-            t = row_target(P, pos)
+                grows[k] = <floating *>row_ptr(&out, pos)
+            t = (<Py_ssize_t *>row_ptr(&target, pos))[0]
+            if t == ignore or t < 0 or t >= m:      # (as row_target)
+                t = -1
             targets[k] = t
             if weighted:
                 weights[k] = row_sample_weight(P, pos) * (
@@ -664,7 +670,9 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
                               grows if write else NULL, oc, P.grad_scale, losses)
         for k in range(n):
             total = total + losses[k]
-            store_row_value(P, positions[k], losses[k])
+        if keep_rows:
+            for k in range(n):
+                (<double *>row_ptr(&row_value, positions[k]))[0] = losses[k]
         b0 = b1
     return total
 

@@ -38,10 +38,13 @@ static inline int ce_omp_max_threads(void) { return 1; }
 
 #if defined(_OPENMP) || defined(CE_OPENMP_SIMD)
 #define CE_SIMD_MAXMIN _Pragma("omp simd reduction(max:acc) reduction(min:low)")
+#define CE_PRAGMA(x) _Pragma(#x)
+#define CE_SIMD_MIN(v) CE_PRAGMA(omp simd reduction(min:v))
 #define CE_SIMD_SUM _Pragma("omp simd reduction(+:acc)")
 #define CE_SIMD _Pragma("omp simd")
 #else
 #define CE_SIMD_MAXMIN
+#define CE_SIMD_MIN(v)
 #define CE_SIMD_SUM
 #define CE_SIMD
 #endif
@@ -488,20 +491,22 @@ CE_DISPATCH void ce_short_xent_##SFX(                                         \
             mn[k] = col[k] < mn[k] ? col[k] : mn[k];                          \
         }                                                                     \
     }                                                                         \
-    T lo = -(NEG_INF);                  /* the least exp argument, or NaN */ \
+    T lo = -(NEG_INF);                  /* the least exp argument */          \
+    CE_SIMD_MIN(lo)                                                           \
     for (k = 0; k < CE_ROWS; k++) {                                           \
         T d = mn[k] - mx[k];                                                  \
         lo = d < lo ? d : lo;                                                 \
     }                                                                         \
-    for (k = 0; k < CE_ROWS; k++) s[k] = 0.0;                                 \
     for (j = 0; j < m; j++) {                                                 \
         T *col = buf + j * CE_ROWS;                                           \
         if (lo >= CE_NORMAL_##SFX)                                            \
             for (k = 0; k < CE_ROWS; k++) col[k] = EXP##_normal(col[k] - mx[k]); \
         else                                                                  \
             for (k = 0; k < CE_ROWS; k++) col[k] = EXP##_nonpos(col[k] - mx[k]); \
-        for (k = 0; k < CE_ROWS; k++) s[k] += (double)col[k];                 \
     }                                                                         \
+    for (k = 0; k < CE_ROWS; k++) s[k] = (double)buf[k];                      \
+    for (j = 1; j < m; j++)                                                   \
+        for (k = 0; k < CE_ROWS; k++) s[k] += (double)buf[j * CE_ROWS + k];   \
     for (k = 0; k < CE_ROWS; k++) lg[k] = ce_log_normal(s[k]);                \
     for (k = 0; k < n; k++) {                                                 \
         double w = weight ? weight[k] : 1.0;                                  \

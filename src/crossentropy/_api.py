@@ -31,6 +31,10 @@ _CHUNK_ELEMENTS = 1 << 15
 # An explicit n_threads above this multiple of the CPU count is capped: beyond
 # it threads only add overhead, and a huge count could exhaust the system.
 _MAX_OVERSUBSCRIPTION = 4
+_INTP_MIN = int(np.iinfo(np.intp).min)
+_INTP_MAX = int(np.iinfo(np.intp).max)
+# float32(x) is inf from here on (FLT_MAX plus half an ulp rounds up).
+_FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
 
 
 # --- argument checks -----------------------------------------------------------
@@ -51,12 +55,14 @@ def _resolve_n_threads(n_threads):
     the CPUs available.  A negative count counts back from the CPU count
     (-1: all of them).  0 is an error.
     """
-    cpus = _cpu_count()
     if n_threads is None:
-        return max(1, min(_kernels.max_threads(), cpus))
+        return max(1, min(_kernels.max_threads(), _cpu_count()))
     n = _check_integer(n_threads, "n_threads", "an integer or None")
     if n == 0:
         raise ValueError("n_threads must be a positive or negative integer or None, got 0")
+    if 0 < n <= _MAX_OVERSUBSCRIPTION:
+        return n                # within the cap on any machine: no need to count CPUs
+    cpus = _cpu_count()
     if n < 0:
         n = cpus + 1 + n
     return max(1, min(n, _MAX_OVERSUBSCRIPTION * cpus))
@@ -64,6 +70,8 @@ def _resolve_n_threads(n_threads):
 
 def _check_integer(value, name, what="an integer"):
     """`value` as an int; bools and non-integers are a TypeError naming `name`."""
+    if type(value) is int:
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be {what}, got {type(value).__name__}")
     return int(value)
@@ -121,7 +129,10 @@ def _same_elements(a, b):
 
 def _kernel_ready(a):
     """`a`, or a copy of it if the kernels cannot address it element-wise."""
-    if not a.flags.aligned or any(s % a.itemsize for s in a.strides):
+    flags = a.flags
+    if flags.aligned and flags.c_contiguous:
+        return a
+    if not flags.aligned or any(s % a.itemsize for s in a.strides):
         return np.array(a)
     return a
 
@@ -134,14 +145,14 @@ def _split_shape(shape, axis):
 def _view3(a, axis):
     """`a` as (outer, classes, inner) without copying, or None if that needs a copy."""
     try:
-        return np.reshape(a, _split_shape(a.shape, axis), copy=False)
+        return a.reshape(_split_shape(a.shape, axis), copy=False)
     except ValueError:
         return None
 
 
 def _input3(a, axis):
     """`a` as (outer, classes, inner), copying only when the layout forces it."""
-    return _kernel_ready(np.reshape(a, _split_shape(a.shape, axis)))
+    return _kernel_ready(a.reshape(_split_shape(a.shape, axis)))
 
 
 def _output3(out, axis):
@@ -199,16 +210,15 @@ def _target_indices(t, logits_shape, axis, ignore_index, weight, sample_weight2)
         )
     n_classes = logits_shape[axis]
     outer, _, inner = _split_shape(logits_shape, axis)
-    t = np.reshape(t, (outer, inner))
-    intp = np.iinfo(np.intp)
-    if t.dtype.kind == "u" and t.size and t.max() > intp.max:
+    t = t.reshape((outer, inner))
+    if t.dtype.kind == "u" and t.size and t.max() > _INTP_MAX:
         # Values that would wrap in the cast to intp: unless they are all
         # ignore_index, one of them (or an earlier target) is out of range.
         bad = (t >= n_classes) & (t != ignore_index)
         if bad.any():
             _raise_bad_target(t, int(np.argmax(bad)), expected, n_classes, axis, ignore_index)
     kernel_ignore = ignore_index
-    if not intp.min <= ignore_index <= intp.max:
+    if not _INTP_MIN <= ignore_index <= _INTP_MAX:
         # An ignore_index the kernel cannot hold (it can still equal a uint64
         # target): check the rest here, then mark the ignored positions with
         # -1 for the kernel (no other target can be -1 once checked).
@@ -284,11 +294,12 @@ def _run(mode, z3, threads, *, out3=None, y3=None, target2=None, sample_weight2=
 def _reduce(chunk_sums, row_value, denominator, reduction, dtype, shape):
     if reduction == "none":
         return row_value.reshape(shape).astype(dtype)[()]
-    total = float(np.sum(chunk_sums))
+    total = float(chunk_sums.sum())
     if reduction == "mean":
         total = total / denominator if denominator else math.nan
-    with np.errstate(over="ignore"):        # a float32 sum past its range is inf
-        return dtype.type(total)
+    if dtype == np.float32 and abs(total) >= _FLOAT32_OVERFLOW:
+        total = math.copysign(math.inf, total)      # (without NumPy's overflow warning)
+    return dtype.type(total)
 
 
 def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
@@ -312,7 +323,7 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
 
     sample_weight2 = None
     if sample_weight is not None:
-        sample_weight2 = _kernel_ready(np.reshape(sample_weight, (outer, inner)))
+        sample_weight2 = _kernel_ready(sample_weight.reshape((outer, inner)))
     t = np.asarray(target)
     y3 = target2 = None
     if t.dtype.kind in "iu":

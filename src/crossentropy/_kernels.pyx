@@ -721,7 +721,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
             g = scratch + m
         if loss_mode:
             zt = z[t]       # before the exp pass, which may write over z (in place)
-        for c in prange(n_seg, num_threads=n_threads, schedule="static"):
+        for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
             off = c * SEGMENT
             length = segment_length(off, m)
             seg_max[c] = vmax(z + off, length, &low)
@@ -733,7 +733,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
                 zmax = <floating>seg_max[c]
             if seg_sum[c] < zmin:
                 zmin = <floating>seg_sum[c]
-        for c in prange(n_seg, num_threads=n_threads, schedule="static"):
+        for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
             off = c * SEGMENT
             length = segment_length(off, m)
             if write:
@@ -747,7 +747,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
             value = unshifted_logsumexp(z, 1, m) if isinf(zmax) else zmax + log(s)
         elif P.mode == SOFTMAX:
             factor = 1.0 / s
-            for c in prange(n_seg, num_threads=n_threads, schedule="static"):
+            for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
                 off = c * SEGMENT
                 length = segment_length(off, m)
                 scale(g + off, length, <floating>factor)
@@ -761,7 +761,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
             if P.mode == LOSS_GRAD:
                 e_t = g[t]
                 factor = P.grad_scale * sw * target_term / s
-                for c in prange(n_seg, num_threads=n_threads, schedule="static"):
+                for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
                     off = c * SEGMENT
                     length = segment_length(off, m)
                     if isfinite(<floating>factor):
@@ -868,7 +868,7 @@ def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
         scratch_stride = scratch.strides[0] // <Py_ssize_t>sizeof(floating)
 
     with nogil, parallel(num_threads=n_threads):
-        for c in prange(n_chunks, schedule="static"):
+        for c in prange(n_chunks, schedule="dynamic"):
             r0 = c * rows_per_chunk
             r1 = r0 + rows_per_chunk
             if r1 > n_rows:

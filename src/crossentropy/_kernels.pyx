@@ -68,10 +68,10 @@ cdef extern from "_simd.h" nogil:
     void ce_scale_sub_f64(double *g, const double *w, Py_ssize_t n, double a, double b)
     int CE_ROWS
     int CE_SHORT_MAX
-    void ce_short_xent_f32(const float *const *zrows, Py_ssize_t zc, const Py_ssize_t *t,
+    double ce_short_xent_f32(const float *const *zrows, Py_ssize_t zc, const Py_ssize_t *t,
                            const double *weight, Py_ssize_t n, Py_ssize_t m,
                            float *const *grows, Py_ssize_t gc, double gscale, double *loss)
-    void ce_short_xent_f64(const double *const *zrows, Py_ssize_t zc, const Py_ssize_t *t,
+    double ce_short_xent_f64(const double *const *zrows, Py_ssize_t zc, const Py_ssize_t *t,
                            const double *weight, Py_ssize_t n, Py_ssize_t m,
                            double *const *grows, Py_ssize_t gc, double gscale, double *loss)
 
@@ -640,7 +640,6 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     cdef double weights[FAST_ROWS]
     cdef double losses[FAST_ROWS]
     cdef Pos pos = row_pos(r0, inner)
-    cdef Pos positions[FAST_ROWS]
 
     b0 = r0
     while b0 < r1:
@@ -648,31 +647,39 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
         if b1 > r1:
             b1 = r1
         n = b1 - b0
-        for k in range(n):
-            if b0 + k > r0:
-                next_row(&pos, inner)
-            positions[k] = pos
-            zrows[k] = <const floating *>row_ptr(&z, pos)
-            if write:
-                grows[k] = <floating *>row_ptr(&out, pos)
-            t = (<Py_ssize_t *>row_ptr(&target, pos))[0]
-            if t == ignore or t < 0 or t >= m:      # (as row_target)
-                t = -1
-            targets[k] = t
-            if weighted:
-                weights[k] = row_sample_weight(P, pos) * (
-                    P.weight[t] if P.weight != NULL and t >= 0 else 1.0)
-        if floating is float:
-            ce_short_xent_f32(zrows, zc, targets, weights if weighted else NULL, n, m,
-                              grows if write else NULL, oc, P.grad_scale, losses)
+        if inner == 1:
+            # class axis last: row r is at r * (row stride); no positions needed
+            for k in range(n):
+                zrows[k] = <const floating *>(z.data + (b0 + k) * z.so)
+                if write:
+                    grows[k] = <floating *>(out.data + (b0 + k) * out.so)
+                targets[k] = (<Py_ssize_t *>(target.data + (b0 + k) * target.so))[0]
         else:
-            ce_short_xent_f64(zrows, zc, targets, weights if weighted else NULL, n, m,
-                              grows if write else NULL, oc, P.grad_scale, losses)
+            for k in range(n):
+                if b0 + k > r0:
+                    next_row(&pos, inner)
+                zrows[k] = <const floating *>row_ptr(&z, pos)
+                if write:
+                    grows[k] = <floating *>row_ptr(&out, pos)
+                targets[k] = (<Py_ssize_t *>row_ptr(&target, pos))[0]
         for k in range(n):
-            total = total + losses[k]
+            t = targets[k]
+            if t == ignore or t < 0 or t >= m:      # (as row_target)
+                targets[k] = -1
+            if weighted:
+                weights[k] = row_sample_weight(P, row_pos(b0 + k, inner)) * (
+                    P.weight[targets[k]] if P.weight != NULL and targets[k] >= 0 else 1.0)
+        if floating is float:
+            total = total + ce_short_xent_f32(
+                zrows, zc, targets, weights if weighted else NULL, n, m,
+                grows if write else NULL, oc, P.grad_scale, losses if keep_rows else NULL)
+        else:
+            total = total + ce_short_xent_f64(
+                zrows, zc, targets, weights if weighted else NULL, n, m,
+                grows if write else NULL, oc, P.grad_scale, losses if keep_rows else NULL)
         if keep_rows:
             for k in range(n):
-                (<double *>row_ptr(&row_value, positions[k]))[0] = losses[k]
+                (<double *>row_ptr(&row_value, row_pos(b0 + k, inner)))[0] = losses[k]
         b0 = b1
     return total
 

@@ -441,15 +441,27 @@ CE_INLINE void ce_transpose_f64(ce_vec_f64 r[4])
  *   weight[k]   row k's weight (class weight x sample weight), or NULL for 1
  *   grows[k]    where row k's gradient goes (stride gc), or grows == NULL
  *   gscale      multiplies every gradient (upstream gradient / denominator)
- *   loss[k]     receives row k's weighted loss (0 for ignored rows)
+ *   loss[k]     receives row k's weighted loss (0 for ignored rows), or
+ *               loss == NULL
  *
+ * Returns the sum of the n losses (in a fixed order: ce_sum64).
  * A row of weight 0 contributes 0 even where its target logit is -inf.
  */
 #define CE_ROWS 64
 #define CE_SHORT_MAX 64
 
+/* x[0] + ... + x[63] in a fixed order that vectorises: four lanes, then
+   (lane 0 + lane 1) + (lane 2 + lane 3). */
+CE_INLINE double ce_sum64(const double *x)
+{
+    double lane[4] = {0.0, 0.0, 0.0, 0.0};
+    for (int k = 0; k < CE_ROWS; k += 4)
+        for (int l = 0; l < 4; l++) lane[l] += x[k + l];
+    return (lane[0] + lane[1]) + (lane[2] + lane[3]);
+}
+
 #define CE_DEFINE_SHORT_ROWS(T, SFX, EXP, NEG_INF)                              \
-CE_DISPATCH void ce_short_xent_##SFX(                                         \
+CE_DISPATCH double ce_short_xent_##SFX(                                       \
     const T *const *zrows, ptrdiff_t zc, const ptrdiff_t *t,                  \
     const double *weight, ptrdiff_t n, ptrdiff_t m, T *const *grows,           \
     ptrdiff_t gc, double gscale, double *loss)                                \
@@ -507,28 +519,44 @@ CE_DISPATCH void ce_short_xent_##SFX(                                         \
     for (k = 0; k < CE_ROWS; k++) s[k] = (double)buf[k];                      \
     for (j = 1; j < m; j++)                                                   \
         for (k = 0; k < CE_ROWS; k++) s[k] += (double)buf[j * CE_ROWS + k];   \
-    for (k = 0; k < CE_ROWS; k++) lg[k] = ce_log_normal(s[k]);                \
+    /* Per-row terms as arrays over all CE_ROWS rows (the padding rows past \
+       n have weight 0 and are never written), so that the loss and the     \
+       gradient factors are SIMD over rows too. */                          \
+    double w[CE_ROWS], wl[CE_ROWS], zt[CE_ROWS], et[CE_ROWS], lossv[CE_ROWS]; \
     for (k = 0; k < n; k++) {                                                 \
-        double w = weight ? weight[k] : 1.0;                                  \
-        if (!(s[k] >= 0x1p-1022 && s[k] <= 0x1.fffffffffffffp1023))           \
-            lg[k] = log(s[k]);            /* NaN, inf: libm's answer */       \
-        if (t[k] < 0 || w == 0.0) { loss[k] = 0.0; continue; }                 \
-        loss[k] = w * (((double)mx[k] - (double)zrows[k][t[k] * zc]) + lg[k]); \
+        w[k] = weight ? weight[k] : 1.0;                                      \
+        wl[k] = t[k] < 0 ? 0.0 : w[k];                                        \
+        zt[k] = t[k] < 0 ? 0.0 : (double)zrows[k][t[k] * zc];                \
+        et[k] = t[k] < 0 ? 0.0 : (double)buf[t[k] * CE_ROWS + k];             \
     }                                                                         \
-    if (grows == NULL) return;                                                \
+    for (; k < CE_ROWS; k++) { w[k] = wl[k] = zt[k] = et[k] = 0.0; }         \
+    int odd = 0;                          /* a sum that is not a normal number */ \
+    for (k = 0; k < CE_ROWS; k++) {                                           \
+        lg[k] = ce_log_normal(s[k]);                                          \
+        odd |= !(s[k] >= 0x1p-1022 && s[k] <= 0x1.fffffffffffffp1023);        \
+    }                                                                         \
+    if (odd)                                                                  \
+        for (k = 0; k < CE_ROWS; k++)                                         \
+            if (!(s[k] >= 0x1p-1022 && s[k] <= 0x1.fffffffffffffp1023))       \
+                lg[k] = log(s[k]);            /* NaN, inf: libm's answer */   \
+    for (k = 0; k < CE_ROWS; k++)                                             \
+        lossv[k] = wl[k] == 0.0 ? 0.0 : wl[k] * (((double)mx[k] - zt[k]) + lg[k]); \
+    double total = ce_sum64(lossv);                                           \
+    if (loss != NULL)                                                         \
+        for (k = 0; k < n; k++) loss[k] = lossv[k];                           \
+    if (grows == NULL) return total;                                          \
     /* Gradient: p = e / s scaled by gscale * w, then p_t - 1 at the target, \
        formed in double from the unscaled exp (exact where p_t is near 1). */ \
-    double gt[CE_ROWS], f[CE_ROWS], inv[CE_ROWS];                             \
-    for (k = 0; k < CE_ROWS; k++) inv[k] = 1.0 / s[k];      /* vectorised */  \
-    for (k = 0; k < n; k++) {                                                 \
-        double gw = gscale * (weight ? weight[k] : 1.0);                      \
-        f[k] = gw * inv[k];                                                   \
-        a[k] = (T)f[k];                                                       \
-        gt[k] = t[k] < 0 ? 0.0                                                \
-              : gw * ((double)buf[t[k] * CE_ROWS + k] * inv[k] - 1.0);        \
-    }                                                                         \
+    double gt[CE_ROWS], f[CE_ROWS];                                           \
     int overflow = 0;                                                         \
-    for (k = 0; k < n; k++) overflow |= isinf(a[k]) && !isinf(f[k]);          \
+    for (k = 0; k < CE_ROWS; k++) {                                           \
+        double gw = gscale * w[k], inv = 1.0 / s[k];                          \
+        f[k] = gw * inv;                                                      \
+        a[k] = (T)f[k];                                                       \
+        gt[k] = gw * (et[k] * inv - 1.0);                                     \
+        overflow |= (a[k] == -(NEG_INF) || a[k] == NEG_INF)                   \
+                    && !(f[k] == INFINITY || f[k] == -INFINITY);              \
+    }                                                                         \
     k = 0;                                                                    \
     if (overflow) {            /* a factor overflows T; the products may not */ \
         for (; k < n; k++)                                                    \
@@ -554,6 +582,7 @@ CE_DISPATCH void ce_short_xent_##SFX(                                         \
         if (t[k] < 0) { for (j = 0; j < m; j++) g[j * gc] = 0; continue; }   \
         g[t[k] * gc] = (T)gt[k];                                              \
     }                                                                         \
+    return total;                                                             \
 }
 
 CE_DEFINE_PRIMITIVES(float, f32, ce_expf, -__builtin_inff())

@@ -267,6 +267,10 @@ def _target_probabilities(y, logits, axis, ignore_index):
 def _chunking(n_rows, n_classes, n_threads):
     """(rows per chunk, number of chunks, threads actually worth starting)."""
     rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(n_classes, 1))
+    if n_classes <= _kernels.SMALL_ROW_LEN:
+        # whole blocks of the across-rows path (64 rows) in every chunk
+        block = _kernels.FAST_ROWS_LEN
+        rows_per_chunk = max(block, rows_per_chunk - rows_per_chunk % block)
     n_chunks = -(-n_rows // rows_per_chunk)
     if n_classes >= _kernels.SPLIT_MIN_CLASSES_LEN and n_rows <= _kernels.SPLIT_MAX_ROWS_LEN:
         return rows_per_chunk, n_chunks, n_threads     # rows the threads share, segment-wise

@@ -12,6 +12,7 @@ class Mode(IntEnum):
     LOG_SOFTMAX = 4
 
 SMALL_ROW_LEN: int
+FAST_ROWS_LEN: int
 SPLIT_MIN_CLASSES_LEN: int
 SPLIT_MAX_ROWS_LEN: int
 __test__: dict[str, str]

@@ -105,6 +105,7 @@ if FAST_ROWS != CE_ROWS or SMALL_ROW != CE_SHORT_MAX:
 
 # Exposed for the shim and the tests, which pick shapes on either side of them.
 SMALL_ROW_LEN = SMALL_ROW
+FAST_ROWS_LEN = FAST_ROWS
 SPLIT_MIN_CLASSES_LEN = SPLIT_MIN_CLASSES
 SPLIT_MAX_ROWS_LEN = SPLIT_MAX_ROWS
 

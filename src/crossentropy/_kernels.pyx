@@ -36,8 +36,10 @@ Which loops run depends on the shape and the options, never on the layout:
 * few very long rows (``m >= SPLIT_MIN_CLASSES``, at most ``SPLIT_MAX_ROWS``):
   ``split_rows``, each row split into fixed segments that the threads share.
 
-Rows are processed in fixed chunks; each chunk's loss is summed in float64 in
-row order, so results do not depend on the number of threads.
+Rows are processed in fixed chunks, handed to threads dynamically; each chunk's
+loss is summed in float64 in an order fixed by the shape (row by row, or four
+lanes per block of 64 short rows), so results do not depend on the number of
+threads or on which thread ran which chunk.
 """
 
 cimport cython

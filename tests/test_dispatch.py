@@ -5,7 +5,8 @@ AVX2, so its baseline clones never run here.  This test compiles a small
 harness over the same _simd.h twice, with dispatch (the clone this CPU picks)
 and with -DCE_NO_DISPATCH (baseline x86-64 code only), and checks the exp, the
 fused exp-sum and the across-rows short-row kernel of each against NumPy, and
-that the one-scale exp agrees bit for bit with the two-scale one.
+that the one-scale exp agrees bit for bit with the two-scale one and the
+register-tile moves with the element-by-element ones.
 Skipped where there is no C compiler or no source tree.
 """
 
@@ -33,9 +34,6 @@ HARNESS = r"""
 #include <stdio.h>
 #include <stdlib.h>
 
-/* stdin: n_rows, m, then n_rows*m floats (logits), then n_rows int64 targets.
-   stdout: n_rows*m exps of the flat logits, the expsum of row 0, then the
-   short-row loss (n_rows doubles) and gradient (n_rows*m floats). */
 /* The one-scale exp must give the same bits as the two-scale one wherever
    the kernels use it: every 17th float in [-87, 0] (every residue of the low
    mantissa bits comes up), every float in its lowest 2^20 and a sample of
@@ -64,10 +62,65 @@ CE_DISPATCH long long exp_disagreements(void)
     return bad;
 }
 
+/* The short-row block moves rows with contiguous classes by register tiles
+   and strided rows element by element: both must give the same bits (loss,
+   block sum and gradient), for row lengths around the tile width and the
+   block size.  Returns the number of disagreements. */
+#define TILE_CHECK(T, SFX)                                                    \
+static long long tile_disagreements_##SFX(void)                               \
+{                                                                             \
+    enum { N = 70 };                                                          \
+    static const int ms[] = {1, 3, 4, 5, 7, 8, 9, 10, 13, 16, 17, 31, 63, 64}; \
+    static T z[N * 64], zt[N * 64], g1[N * 64], g2[N * 64];                   \
+    ptrdiff_t t[N];                                                           \
+    double l1[N], l2[N];                                                      \
+    long long bad = 0;                                                        \
+    uint64_t st = 99;                                                         \
+    for (size_t im = 0; im < sizeof ms / sizeof ms[0]; im++) {                \
+        int m = ms[im];                                                       \
+        for (int i = 0; i < N * m; i++) {                                     \
+            st = st * 6364136223846793005u + 1442695040888963407u;           \
+            z[i] = (T)(((double)(st >> 11) * 0x1p-53 - 0.5) * 20.0);          \
+        }                                                                     \
+        for (int k = 0; k < N; k++) {                                         \
+            st = st * 6364136223846793005u + 1442695040888963407u;           \
+            t[k] = k == 5 ? -1 : (ptrdiff_t)((st >> 33) % (uint64_t)m);       \
+            for (int j = 0; j < m; j++) zt[j * N + k] = z[k * m + j];         \
+        }                                                                     \
+        for (int b = 0; b < N; b += CE_ROWS) {                                \
+            int len = N - b < CE_ROWS ? N - b : CE_ROWS;                      \
+            const T *zr1[CE_ROWS], *zr2[CE_ROWS];                             \
+            T *gr1[CE_ROWS], *gr2[CE_ROWS];                                   \
+            for (int k = 0; k < len; k++) {                                   \
+                zr1[k] = z + (b + k) * m;  gr1[k] = g1 + (b + k) * m;         \
+                zr2[k] = zt + (b + k);     gr2[k] = g2 + (b + k);             \
+            }                                                                 \
+            double s1 = ce_short_xent_##SFX(zr1, 1, t + b, NULL, len, m, gr1, 1, 0.5, l1 + b); \
+            double s2 = ce_short_xent_##SFX(zr2, N, t + b, NULL, len, m, gr2, N, 0.5, l2 + b); \
+            bad += memcmp(&s1, &s2, 8) != 0;                                  \
+        }                                                                     \
+        for (int k = 0; k < N; k++) {                                         \
+            bad += memcmp(&l1[k], &l2[k], 8) != 0;                            \
+            for (int j = 0; j < m; j++)                                       \
+                bad += memcmp(&g1[k * m + j], &g2[j * N + k], sizeof(T)) != 0; \
+        }                                                                     \
+    }                                                                         \
+    return bad;                                                               \
+}
+TILE_CHECK(float, f32)
+TILE_CHECK(double, f64)
+
+/* With an argument: "exp" or "tiles", the checks above.  Otherwise
+   stdin: n_rows, m, then n_rows*m floats (logits), then n_rows int64 targets.
+   stdout: n_rows*m exps of the flat logits, the expsum of row 0, then the
+   short-row loss (n_rows doubles) and gradient (n_rows*m floats). */
 int main(int argc, char **argv)
 {
-    if (argc > 1) {            /* "exp": the exp agreement check */
-        printf("%lld", exp_disagreements());
+    if (argc > 1) {
+        if (strcmp(argv[1], "exp") == 0)
+            printf("%lld", exp_disagreements());
+        else
+            printf("%lld", tile_disagreements_f32() + tile_disagreements_f64());
         return 0;
     }
     long long n, m;
@@ -156,6 +209,14 @@ def test_one_scale_exp_gives_the_two_scale_bits_in_its_range(harnesses, build):
     # Rows whose exps are all normal numbers take the cheaper exp; results
     # must not depend on which one ran.
     out = subprocess.run([str(harnesses[build]), "exp"], capture_output=True, check=True)
+    assert out.stdout == b"0"
+
+
+@pytest.mark.parametrize("build", ["dispatched", "baseline"])
+def test_register_tiles_give_the_strided_bits(harnesses, build):
+    # float and double, row lengths 1..64 around the tile widths (8, 4), and
+    # a block of 64 rows followed by a partial one, with an ignored row.
+    out = subprocess.run([str(harnesses[build]), "tiles"], capture_output=True, check=True)
     assert out.stdout == b"0"
 
 

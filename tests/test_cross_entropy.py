@@ -312,6 +312,27 @@ def test_inplace_on_a_strided_view_writes_only_that_view(rng):
 
 # --- threads --------------------------------------------------------------------
 
+def test_split_rows_reaching_deep_below_the_max_under_threads(rng):
+    """Few very long rows are split into segments that the threads share; the
+    least logit over all segments picks the row's exp.  Each thread must see
+    every segment's min: once, a temporary shared between threads let another
+    segment's min through (about 1 call in 2000), and the one-scale exp then
+    ran outside its range.  Repeated calls make such a race likely to show."""
+    m = _kernels.SPLIT_MIN_CLASSES_LEN * 2
+    logits = rng.standard_normal((2, m)).astype(np.float32)
+    logits[0, 5] = -1000.0
+    logits[1, m - 3] = -1000.0
+    target = np.array([3, 7])
+    expected = ref.cross_entropy(logits, target, "none")
+    loss_1, grad_1 = ce.cross_entropy_and_grad(logits, target, reduction="none", n_threads=1)
+    np.testing.assert_allclose(loss_1, expected, **tolerance(np.float32))
+    for _ in range(3000):
+        loss = ce.cross_entropy(logits, target, reduction="none", n_threads=2)
+        assert np.array_equal(loss, loss_1)
+    _, grad = ce.cross_entropy_and_grad(logits, target, reduction="none", n_threads=2)
+    np.testing.assert_array_equal(grad, grad_1)
+
+
 @pytest.mark.parametrize("shape", [(5000, 10), (300, 2000), (3, 40000)])
 def test_results_do_not_depend_on_the_thread_count(rng, shape):
     logits, target = make_problem(rng, shape, dtype=np.float32)

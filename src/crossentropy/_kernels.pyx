@@ -193,6 +193,14 @@ cdef inline floating vmax(const floating *x, Py_ssize_t n, floating *lo) noexcep
         return ce_max_f64(x, n, lo)
 
 
+cdef inline void vrange(const floating *x, Py_ssize_t n, double *hi, double *lo) noexcept nogil:
+    """max and min of x[0:n], into hi and lo (each call its own temporary: safe
+    in a prange body, where a variable written through a pointer is shared)."""
+    cdef floating low
+    hi[0] = vmax(x, n, &low)
+    lo[0] = low
+
+
 cdef inline double vexpsum(const floating *x, floating *out, Py_ssize_t n,
                            floating shift, floating lo) noexcept nogil:
     if floating is float:
@@ -631,11 +639,14 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     cdef Py_ssize_t zc = P.z.sc // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t oc = P.out.sc // <Py_ssize_t>sizeof(floating)
     cdef bint write = P.mode == LOSS_GRAD
-    cdef bint weighted = P.weight != NULL or P.has_sample_weight
+    cdef const double *class_weight = P.weight
+    cdef bint has_sw = P.has_sample_weight
+    cdef bint weighted = class_weight != NULL or has_sw
     cdef bint keep_rows = P.has_row_value
     # Local copies: the compiler then knows the stores below do not change them
     # (read through P, they were reloaded for every row).
     cdef Strided z = P.z, out = P.out, target = P.target, row_value = P.row_value
+    cdef Strided sample_weight = P.sample_weight
     cdef double total = 0.0
     cdef const floating *zrows[FAST_ROWS]
     cdef floating *grows[FAST_ROWS]
@@ -657,6 +668,8 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
                 if write:
                     grows[k] = <floating *>(out.data + (b0 + k) * out.so)
                 targets[k] = (<Py_ssize_t *>(target.data + (b0 + k) * target.so))[0]
+                if has_sw:
+                    weights[k] = (<double *>(sample_weight.data + (b0 + k) * sample_weight.so))[0]
         else:
             for k in range(n):
                 if b0 + k > r0:
@@ -665,13 +678,16 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
                 if write:
                     grows[k] = <floating *>row_ptr(&out, pos)
                 targets[k] = (<Py_ssize_t *>row_ptr(&target, pos))[0]
+                if has_sw:
+                    weights[k] = (<double *>row_ptr(&sample_weight, pos))[0]
         for k in range(n):
             t = targets[k]
             if t == ignore or t < 0 or t >= m:      # (as row_target)
-                targets[k] = -1
+                t = targets[k] = -1
             if weighted:
-                weights[k] = row_sample_weight(P, row_pos(b0 + k, inner)) * (
-                    P.weight[targets[k]] if P.weight != NULL and targets[k] >= 0 else 1.0)
+                # the row's weight: sample weight x class weight of its target
+                weights[k] = ((weights[k] if has_sw else 1.0)
+                              * (class_weight[t] if class_weight != NULL and t >= 0 else 1.0))
         if floating is float:
             total = total + ce_short_xent_f32(
                 zrows, zc, targets, weights if weighted else NULL, n, m,
@@ -692,8 +708,8 @@ cdef inline Py_ssize_t segment_length(Py_ssize_t off, Py_ssize_t m) noexcept nog
 
 
 cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
-                     floating *scratch, double *seg_max, double *seg_sum,
-                     int n_threads) noexcept nogil:
+                     floating *scratch, double *seg_max, double *seg_min,
+                     double *seg_sum, int n_threads) noexcept nogil:
     """Few very long rows, each shared by all threads: max, exp-sum and scaling
     run in parallel over fixed segments of SEGMENT classes, and the segment
     results are combined in order, so the result does not depend on the thread
@@ -709,7 +725,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
     cdef const floating *z
     cdef floating *g = NULL
     cdef floating *g_dest = NULL
-    cdef floating zmax, zmin, low
+    cdef floating zmax, zmin
     cdef double s, value, wt, sw, e_t, factor, target_term, zt = 0.0
     cdef Pos pos = row_pos(0, P.inner)
     for r in range(n_rows):
@@ -734,15 +750,14 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
         for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
             off = c * SEGMENT
             length = segment_length(off, m)
-            seg_max[c] = vmax(z + off, length, &low)
-            seg_sum[c] = low                # (until the exp pass)
+            vrange(z + off, length, &seg_max[c], &seg_min[c])
         zmax = <floating>seg_max[0]
-        zmin = <floating>seg_sum[0]
+        zmin = <floating>seg_min[0]
         for c in range(1, n_seg):
             if seg_max[c] > zmax:
                 zmax = <floating>seg_max[c]
-            if seg_sum[c] < zmin:
-                zmin = <floating>seg_sum[c]
+            if seg_min[c] < zmin:
+                zmin = <floating>seg_min[c]
         for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
             off = c * SEGMENT
             length = segment_length(off, m)
@@ -863,12 +878,12 @@ def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
         if needs_scratch(z, out, y) and (scratch is None or scratch.shape[1] < 2 * m):
             raise ValueError("internal error: strided split rows need a scratch row of 2 * classes")
         n_seg = (m + SEGMENT - 1) // SEGMENT
-        segments = cython.view.array(shape=(2, n_seg), itemsize=sizeof(double), format="d")
+        segments = cython.view.array(shape=(3, n_seg), itemsize=sizeof(double), format="d")
         seg_view = segments
         with nogil:
             split_rows(&P, n_rows, &chunk_sums[0],
                        &scratch[0, 0] if scratch is not None else NULL,
-                       &seg_view[0, 0], &seg_view[1, 0], n_threads)
+                       &seg_view[0, 0], &seg_view[1, 0], &seg_view[2, 0], n_threads)
         return
     if needs_scratch(z, out, y):
         if scratch is None or scratch.shape[0] < n_threads or scratch.shape[1] < 3 * m:

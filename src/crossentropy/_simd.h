@@ -394,37 +394,44 @@ typedef int64_t ce_idx_f64 __attribute__((vector_size(32)));
 #define CE_VL_f32 8
 #define CE_VL_f64 4
 
+/* Two-vector shuffles with constant indices: GCC >= 12 and clang spell it
+   __builtin_shufflevector, older GCC only __builtin_shuffle with a mask. */
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define CE_SHUF8(a, b, i0, i1, i2, i3, i4, i5, i6, i7) \
+    __builtin_shufflevector(a, b, i0, i1, i2, i3, i4, i5, i6, i7)
+#define CE_SHUF4(a, b, i0, i1, i2, i3) __builtin_shufflevector(a, b, i0, i1, i2, i3)
+#else
+#define CE_SHUF8(a, b, i0, i1, i2, i3, i4, i5, i6, i7) \
+    __builtin_shuffle(a, b, (ce_idx_f32){i0, i1, i2, i3, i4, i5, i6, i7})
+#define CE_SHUF4(a, b, i0, i1, i2, i3) __builtin_shuffle(a, b, (ce_idx_f64){i0, i1, i2, i3})
+#endif
+
 CE_INLINE void ce_transpose_f32(ce_vec_f32 r[8])
 {
-    const ce_idx_f32 lo = {0, 8, 1, 9, 4, 12, 5, 13}, hi = {2, 10, 3, 11, 6, 14, 7, 15};
-    const ce_idx_f32 lo2 = {0, 1, 8, 9, 4, 5, 12, 13}, hi2 = {2, 3, 10, 11, 6, 7, 14, 15};
-    const ce_idx_f32 lo4 = {0, 1, 2, 3, 8, 9, 10, 11}, hi4 = {4, 5, 6, 7, 12, 13, 14, 15};
     ce_vec_f32 t[8], u[8];
-    for (int i = 0; i < 4; i++) {
-        t[2 * i] = __builtin_shuffle(r[2 * i], r[2 * i + 1], lo);
-        t[2 * i + 1] = __builtin_shuffle(r[2 * i], r[2 * i + 1], hi);
+    for (int i = 0; i < 4; i++) {           /* interleave row pairs */
+        t[2 * i] = CE_SHUF8(r[2 * i], r[2 * i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        t[2 * i + 1] = CE_SHUF8(r[2 * i], r[2 * i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
     }
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < 2; i++)             /* then pairs of pairs */
         for (int h = 0; h < 2; h++) {
-            u[4 * i + 2 * h] = __builtin_shuffle(t[4 * i + h], t[4 * i + h + 2], lo2);
-            u[4 * i + 2 * h + 1] = __builtin_shuffle(t[4 * i + h], t[4 * i + h + 2], hi2);
+            u[4 * i + 2 * h] = CE_SHUF8(t[4 * i + h], t[4 * i + h + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+            u[4 * i + 2 * h + 1] = CE_SHUF8(t[4 * i + h], t[4 * i + h + 2], 2, 3, 10, 11, 6, 7, 14, 15);
         }
-    for (int i = 0; i < 4; i++) {
-        r[i] = __builtin_shuffle(u[i], u[i + 4], lo4);
-        r[i + 4] = __builtin_shuffle(u[i], u[i + 4], hi4);
+    for (int i = 0; i < 4; i++) {           /* then 128-bit halves */
+        r[i] = CE_SHUF8(u[i], u[i + 4], 0, 1, 2, 3, 8, 9, 10, 11);
+        r[i + 4] = CE_SHUF8(u[i], u[i + 4], 4, 5, 6, 7, 12, 13, 14, 15);
     }
 }
 
 CE_INLINE void ce_transpose_f64(ce_vec_f64 r[4])
 {
-    const ce_idx_f64 lo = {0, 4, 2, 6}, hi = {1, 5, 3, 7};
-    const ce_idx_f64 lo2 = {0, 1, 4, 5}, hi2 = {2, 3, 6, 7};
-    ce_vec_f64 t0 = __builtin_shuffle(r[0], r[1], lo), t1 = __builtin_shuffle(r[0], r[1], hi);
-    ce_vec_f64 t2 = __builtin_shuffle(r[2], r[3], lo), t3 = __builtin_shuffle(r[2], r[3], hi);
-    r[0] = __builtin_shuffle(t0, t2, lo2);
-    r[1] = __builtin_shuffle(t1, t3, lo2);
-    r[2] = __builtin_shuffle(t0, t2, hi2);
-    r[3] = __builtin_shuffle(t1, t3, hi2);
+    ce_vec_f64 t0 = CE_SHUF4(r[0], r[1], 0, 4, 2, 6), t1 = CE_SHUF4(r[0], r[1], 1, 5, 3, 7);
+    ce_vec_f64 t2 = CE_SHUF4(r[2], r[3], 0, 4, 2, 6), t3 = CE_SHUF4(r[2], r[3], 1, 5, 3, 7);
+    r[0] = CE_SHUF4(t0, t2, 0, 1, 4, 5);
+    r[1] = CE_SHUF4(t1, t3, 0, 1, 4, 5);
+    r[2] = CE_SHUF4(t0, t2, 2, 3, 6, 7);
+    r[3] = CE_SHUF4(t1, t3, 2, 3, 6, 7);
 }
 
 /*
@@ -516,7 +523,7 @@ CE_DISPATCH double ce_short_xent_##SFX(                                       \
         else                                                                  \
             for (k = 0; k < CE_ROWS; k++) col[k] = EXP##_nonpos(col[k] - mx[k]); \
     }                                                                         \
-    for (k = 0; k < CE_ROWS; k++) s[k] = (double)buf[k];                      \
+    for (k = 0; k < CE_ROWS; k++) s[k] = m > 0 ? (double)buf[k] : 0.0;       \
     for (j = 1; j < m; j++)                                                   \
         for (k = 0; k < CE_ROWS; k++) s[k] += (double)buf[j * CE_ROWS + k];   \
     /* Per-row terms as arrays over all CE_ROWS rows (the padding rows past \

@@ -169,6 +169,8 @@ def _output3(out, axis):
 
 
 def _check_real(value, name):
+    if type(value) is float:
+        return value
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
     return float(value)

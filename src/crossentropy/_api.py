@@ -323,13 +323,12 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
     outer, _, inner = _split_shape(logits.shape, axis)
     if weight is not None:
         weight = _check_nonnegative_weights(weight, "weight", (n_classes,), "one per class")
+    sample_weight2 = None
     if sample_weight is not None:
         sample_weight = _check_nonnegative_weights(
             sample_weight, "sample_weight", positions, "one per position: the target's shape")
-
-    sample_weight2 = None
-    if sample_weight is not None:
         sample_weight2 = _kernel_ready(sample_weight.reshape((outer, inner)))
+
     t = np.asarray(target)
     y3 = target2 = None
     if t.dtype.kind in "iu":

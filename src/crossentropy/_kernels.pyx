@@ -466,15 +466,18 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
 
 # --- rows of a chunk -------------------------------------------------------------
 
+cdef inline Py_ssize_t class_or_ignored(Py_ssize_t t, Py_ssize_t ignore_index,
+                                        Py_ssize_t m) noexcept nogil:
+    """A target as the kernels use it: its class, or -1 when it is ignored (or,
+    defensively, invalid)."""
+    return -1 if t == ignore_index or t < 0 or t >= m else t
+
+
 cdef inline Py_ssize_t row_target(const Problem *P, Pos r) noexcept nogil:
     """The row's class, or -1 when it is ignored (or, defensively, invalid)."""
-    cdef Py_ssize_t t
     if not P.has_target or P.probabilities:
         return 0
-    t = (<Py_ssize_t *>row_ptr(&P.target, r))[0]
-    if t == P.ignore_index or t < 0 or t >= P.m:
-        return -1
-    return t
+    return class_or_ignored((<Py_ssize_t *>row_ptr(&P.target, r))[0], P.ignore_index, P.m)
 
 
 cdef inline double row_sample_weight(const Problem *P, Pos r) noexcept nogil:
@@ -681,9 +684,7 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
                 if has_sw:
                     weights[k] = (<double *>row_ptr(&sample_weight, pos))[0]
         for k in range(n):
-            t = targets[k]
-            if t == ignore or t < 0 or t >= m:      # (as row_target)
-                t = targets[k] = -1
+            t = targets[k] = class_or_ignored(targets[k], ignore, m)
             if weighted:
                 # the row's weight: sample weight x class weight of its target
                 weights[k] = ((weights[k] if has_sw else 1.0)

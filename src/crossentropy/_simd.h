@@ -344,7 +344,7 @@ CE_DISPATCH void ce_scale_sub_##SFX(T *g, const double *w, ptrdiff_t n,      \
  * x = 2^e * f with f in [sqrt(1/2), sqrt(2)); log f = 2 atanh(u), u = (f-1)/(f+1),
  * |u| < 0.172, summed to u^23 (truncation < 1e-19).  Other inputs (0,
  * subnormals, inf, NaN, negatives) give garbage: callers fix those lanes up
- * with libm's log (ce_log_fixup).
+ * with libm's log (as ce_short_xent does).
  */
 CE_INLINE double ce_log_normal(double x)
 {

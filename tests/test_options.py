@@ -215,6 +215,28 @@ def test_nan_or_plus_infinity_in_a_row_gives_nan_for_that_row(n_classes, bad):
     assert np.isfinite(loss[1]) and np.isfinite(grad[1]).all()
 
 
+NAN_BITS = {np.float32: [0x7FC00001, 0x7FC001FF, 0xFFC00123, 0x7F800001],
+            np.float64: [0x7FF8000000000001, 0x7FF8000000000FFF, 0xFFF8000000000123,
+                         0x7FF0000000000001]}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_classes", [4, SMALL + 4, 1000, _kernels.SPLIT_MIN_CLASSES_LEN + 5])
+def test_a_nan_with_any_payload_gives_nan_for_its_row(dtype, n_classes):
+    # The exp has a cheaper form for rows whose arguments are all in the normal
+    # range; a NaN, whatever its bits, must keep a row off it and come out NaN.
+    ints = np.uint32 if dtype == np.float32 else np.uint64
+    for bits in NAN_BITS[dtype]:
+        logits = np.zeros((2, n_classes), dtype=dtype)
+        logits[0, n_classes // 2] = np.array(bits, dtype=ints).view(dtype)
+        for call in (lambda: ce.cross_entropy_and_grad(logits, [0, 1], reduction="none"),
+                     lambda: (ce.cross_entropy(logits, [0, 1], reduction="none"),
+                              ce.softmax(logits))):
+            loss, grad = call()
+            assert np.isnan(loss[0]) and np.isnan(grad[0]).all(), hex(bits)
+            assert np.isfinite(loss[1]) and np.isfinite(grad[1]).all(), hex(bits)
+
+
 # --- bad options ----------------------------------------------------------------------
 
 def test_ignore_index_with_probability_targets_is_a_value_error():

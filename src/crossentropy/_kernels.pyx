@@ -186,7 +186,7 @@ cdef inline char *row_ptr(const Strided *a, Pos p) noexcept nogil:
 # --- fused-type wrappers around the C primitives -----------------------------
 
 cdef inline floating vmax(const floating *x, Py_ssize_t n, floating *lo) noexcept nogil:
-    """max of x[0:n]; its min goes to lo."""
+    """max of x[0:n]; its min goes to lo (NaN if an x[i] is)."""
     if floating is float:
         return ce_max_f32(x, n, lo)
     else:
@@ -757,7 +757,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
         for c in range(1, n_seg):
             if seg_max[c] > zmax:
                 zmax = <floating>seg_max[c]
-            if seg_min[c] < zmin:
+            if seg_min[c] < zmin or seg_min[c] != seg_min[c]:    # NaN sticks
                 zmin = <floating>seg_min[c]
         for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
             off = c * SEGMENT

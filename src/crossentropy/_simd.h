@@ -37,7 +37,7 @@ static inline int ce_omp_max_threads(void) { return 1; }
 #define CE_INLINE static inline __attribute__((always_inline))
 
 #if defined(_OPENMP) || defined(CE_OPENMP_SIMD)
-#define CE_SIMD_MAXMIN _Pragma("omp simd reduction(max:acc) reduction(min:low)")
+#define CE_SIMD_MAXMIN _Pragma("omp simd reduction(max:acc) reduction(min:low) reduction(|:nan)")
 #define CE_PRAGMA(x) _Pragma(#x)
 #define CE_SIMD_MIN(v) CE_PRAGMA(omp simd reduction(min:v))
 #define CE_SIMD_SUM _Pragma("omp simd reduction(+:acc)")
@@ -131,6 +131,25 @@ CE_INLINE float ce_expf_normal(float x)
     return p * ce_pow2f(b);
 }
 
+/*
+ * The same for CE_NORMAL_f32 <= x <= 0 when x is not NaN, one multiply
+ * cheaper: the result's exponent field is p's plus n and at least 1 (p >=
+ * exp(-ln2/2) has field >= 126 and n >= -125; n = -126 only where r > 0.33
+ * and p > 1), so an integer add of n to p's exponent field is the product
+ * p * 2^n, exactly.  A NaN x could come out as a number (n is taken from b's
+ * low bits, which for a NaN are its payload's): callers rule NaN out.
+ */
+CE_INLINE float ce_expf_normal_nonan(float x)
+{
+    float b, p = ce_expf_poly(x, &b);
+    uint32_t u, n;
+    memcpy(&u, &p, 4);
+    memcpy(&n, &b, 4);
+    u += n << 23;
+    memcpy(&p, &u, 4);
+    return p;
+}
+
 /* exp(x) for every double x; same scheme, 1 + r + r^2 q(r) with q of degree 9
    from Chebyshev economisation on |r| <= ln2/2 (relative error 1.7e-17 before
    rounding, 2 multiply-adds fewer than the degree-13 Taylor series it
@@ -201,15 +220,28 @@ CE_INLINE double ce_exp_normal(double x)
     return p * ce_pow2(b);
 }
 
+/* As ce_expf_normal_nonan (p's exponent field >= 1022, n >= -1021). */
+CE_INLINE double ce_exp_normal_nonan(double x)
+{
+    double b, p = ce_exp_poly(x, &b);
+    uint64_t u, n;
+    memcpy(&u, &p, 8);
+    memcpy(&n, &b, 8);
+    u += n << 52;
+    memcpy(&p, &u, 8);
+    return p;
+}
+
 /*
  * The primitives, instantiated for float (suffix f32) and double (f64).
  *
- *   ce_max      max over x[0:n], and the min into *lo; NaN may or may not
- *               win (callers do not care: a NaN in the row makes the exp sum
- *               NaN anyway); -inf (and +inf) for n == 0
+ *   ce_max      max over x[0:n], and the min into *lo, which is NaN when an
+ *               x[i] is; the max may or may not be NaN then (callers do not
+ *               care: a NaN in the row makes the exp sum NaN anyway); -inf
+ *               (and +inf) for n == 0
  *   ce_expsum   out[i] = exp(x[i] - shift), returns the sum of out; lo is a
- *               lower bound of x (ce_max's, or -inf), which picks the exp;
- *               out may equal x (in place)
+ *               lower bound of x (ce_max's, or -inf) and NaN if an x[i] is,
+ *               which picks the exp; out may equal x (in place)
  *   ce_sumexp   the same sum without storing anything
  *   ce_exp      out[i] = exp(x[i]) (the row-block path and the tests)
  *   ce_scale    x[i] *= a
@@ -240,23 +272,28 @@ CE_INLINE double ce_lanetotal(const double *lane)
 CE_DISPATCH T ce_max_##SFX(const T *x, ptrdiff_t n, T *lo)                   \
 {                                                                             \
     T acc = NEG_INF, low = -(NEG_INF);                                        \
+    int nan = 0;                                                              \
     CE_SIMD_MAXMIN                                                            \
     for (ptrdiff_t i = 0; i < n; i++) {                                       \
         acc = x[i] > acc ? x[i] : acc;                                        \
         low = x[i] < low ? x[i] : low;                                        \
+        nan |= x[i] != x[i];                                                  \
     }                                                                         \
-    *lo = low;                                                                \
+    *lo = nan ? (T)NAN : low;                                                 \
     return acc;                                                               \
 }                                                                             \
 /* out[i] = exp(x[i] - shift) for x[i] <= shift, where lo <= every x[i] (or   \
-   lo = -inf).  When lo - shift >= CE_NORMAL, every result is a normal number \
-   and the exp needs one scaling, not two (the same bits, fewer operations). */ \
+   lo = -inf), and lo is NaN if an x[i] is.  When lo - shift >= CE_NORMAL,    \
+   every result is a normal number and no x[i] is NaN: the exp needs one      \
+   scaling, not two, and that by an integer add (the same bits, fewer         \
+   operations). */                                                           \
 CE_INLINE void ce_expshift_##SFX(const T *x, T *out, ptrdiff_t n, T shift,    \
                                  T lo)                                        \
 {                                                                             \
     if (lo - shift >= CE_NORMAL_##SFX) {                                      \
         CE_SIMD                                                               \
-        for (ptrdiff_t i = 0; i < n; i++) out[i] = EXP##_normal(x[i] - shift); \
+        for (ptrdiff_t i = 0; i < n; i++)                                     \
+            out[i] = EXP##_normal_nonan(x[i] - shift);                        \
     } else {                                                                  \
         CE_SIMD                                                               \
         for (ptrdiff_t i = 0; i < n; i++) out[i] = EXP##_nonpos(x[i] - shift); \

@@ -516,8 +516,10 @@ CE_DISPATCH double ce_short_xent_##SFX(                                       \
     double s[CE_ROWS], lg[CE_ROWS];                                           \
     ce_vec_##SFX r[VL];                                                       \
     ptrdiff_t j, jt, k, kk;                                                   \
-    /* The gradient rows are written last: start fetching their lines now. */ \
-    if (grows != NULL && m > 0)                                               \
+    /* The gradient rows are written last: start fetching their lines now    \
+       (rows shorter than a line share lines, and fetching each costs more    \
+       than it saves). */                                                     \
+    if (grows != NULL && m * (ptrdiff_t)sizeof(T) >= 64)                      \
         for (k = 0; k < n; k++) {                                             \
             __builtin_prefetch(grows[k], 1, 3);                               \
             __builtin_prefetch(grows[k] + (m - 1) * gc, 1, 3);                \

@@ -77,7 +77,7 @@ CE_DISPATCH long long exp_disagreements(void)
 static long long tile_disagreements_##SFX(void)                               \
 {                                                                             \
     enum { N = 70 };                                                          \
-    static const int ms[] = {1, 3, 4, 5, 7, 8, 9, 10, 13, 16, 17, 31, 63, 64}; \
+    static const int ms[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 16, 17, 20, 31, 63, 64}; \
     static T z[N * 64], zt[N * 64], g1[N * 64], g2[N * 64];                   \
     ptrdiff_t t[N];                                                           \
     double l1[N], l2[N];                                                      \

@@ -476,9 +476,10 @@ CE_INLINE void ce_transpose_f64(ce_vec_f64 r[4])
  * to CE_ROWS rows of m <= CE_SHORT_MAX classes.  The rows are transposed into
  * a [class][row] buffer so that max, exp, sum, log and scaling all run as SIMD
  * over rows; a 10-class row then costs no per-row scalar chains.  Rows with
- * contiguous classes (and at least a vector's worth of them) move in and out
- * of the buffer by register tiles; a last partial tile of classes overlaps the
- * one before it, so no masked access is needed.
+ * contiguous classes (at least half a vector's worth of them) move in and out
+ * of the buffer by register tiles, whole or half (ce_tiles); a last tile
+ * overlaps the one before it rather than reading past the row, so no masked
+ * access is needed.
  *
  *   zrows[k]    row k's first logit; classes at stride zc
  *   t[k]        row k's target class, or -1 when the row is ignored
@@ -504,6 +505,124 @@ CE_INLINE double ce_sum64(const double *x)
     return (lane[0] + lane[1]) + (lane[2] + lane[3]);
 }
 
+/*
+ * Half tiles, for the classes a whole tile would overshoot: VL rows of VL/2
+ * elements, loaded as VL/2 vectors [row kk | row kk + VL/2].  A transpose
+ * within each 128-bit half (the first stages of the whole-tile transpose)
+ * turns them into VL/2 columns of VL rows, and the same transpose turns
+ * columns back into such row pairs.
+ */
+typedef float ce_half_f32 __attribute__((vector_size(16)));
+typedef double ce_half_f64 __attribute__((vector_size(16)));
+typedef float ce_uhalf_f32 __attribute__((vector_size(16), aligned(4), may_alias));
+typedef double ce_uhalf_f64 __attribute__((vector_size(16), aligned(8), may_alias));
+
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#define CE_JOIN_f32(a, b) __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7)
+#define CE_JOIN_f64(a, b) __builtin_shufflevector(a, b, 0, 1, 2, 3)
+#define CE_LOW_f32(v) __builtin_shufflevector(v, v, 0, 1, 2, 3)
+#define CE_HIGH_f32(v) __builtin_shufflevector(v, v, 4, 5, 6, 7)
+#define CE_LOW_f64(v) __builtin_shufflevector(v, v, 0, 1)
+#define CE_HIGH_f64(v) __builtin_shufflevector(v, v, 2, 3)
+#else
+#define CE_JOIN_f32(a, b) ((ce_vec_f32){a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]})
+#define CE_JOIN_f64(a, b) ((ce_vec_f64){a[0], a[1], b[0], b[1]})
+#define CE_LOW_f32(v) ((ce_half_f32){v[0], v[1], v[2], v[3]})
+#define CE_HIGH_f32(v) ((ce_half_f32){v[4], v[5], v[6], v[7]})
+#define CE_LOW_f64(v) ((ce_half_f64){v[0], v[1]})
+#define CE_HIGH_f64(v) ((ce_half_f64){v[2], v[3]})
+#endif
+
+CE_INLINE void ce_transpose_half_f32(ce_vec_f32 r[4])
+{
+    ce_vec_f32 t0 = CE_SHUF8(r[0], r[1], 0, 8, 1, 9, 4, 12, 5, 13);
+    ce_vec_f32 t1 = CE_SHUF8(r[0], r[1], 2, 10, 3, 11, 6, 14, 7, 15);
+    ce_vec_f32 t2 = CE_SHUF8(r[2], r[3], 0, 8, 1, 9, 4, 12, 5, 13);
+    ce_vec_f32 t3 = CE_SHUF8(r[2], r[3], 2, 10, 3, 11, 6, 14, 7, 15);
+    r[0] = CE_SHUF8(t0, t2, 0, 1, 8, 9, 4, 5, 12, 13);
+    r[1] = CE_SHUF8(t0, t2, 2, 3, 10, 11, 6, 7, 14, 15);
+    r[2] = CE_SHUF8(t1, t3, 0, 1, 8, 9, 4, 5, 12, 13);
+    r[3] = CE_SHUF8(t1, t3, 2, 3, 10, 11, 6, 7, 14, 15);
+}
+
+CE_INLINE void ce_transpose_half_f64(ce_vec_f64 r[2])
+{
+    ce_vec_f64 t0 = CE_SHUF4(r[0], r[1], 0, 4, 2, 6), t1 = CE_SHUF4(r[0], r[1], 1, 5, 3, 7);
+    r[0] = t0;
+    r[1] = t1;
+}
+
+/*
+ * Moving VL rows (rows[0..VL-1], classes contiguous) into and out of the
+ * [class][row] buffer, VL columns from class jt on (tile) or VL/2 (half).
+ * col points at the buffer's (class jt, row 0 of these rows); each class's
+ * VL rows are contiguous there, classes CE_ROWS apart.  On the way out every
+ * row kk is multiplied by a[kk] (the same products, per column of rows).
+ */
+#define CE_DEFINE_TILES(T, SFX)                                                 \
+CE_INLINE void ce_tile_in_##SFX(const T *const *rows, ptrdiff_t jt, T *col)   \
+{                                                                             \
+    enum { VL = CE_VL_##SFX };                                                \
+    ce_vec_##SFX r[VL];                                                       \
+    for (int kk = 0; kk < VL; kk++) r[kk] = *(const ce_uvec_##SFX *)(rows[kk] + jt); \
+    ce_transpose_##SFX(r);                                                    \
+    for (int kk = 0; kk < VL; kk++) *(ce_vec_##SFX *)(col + kk * CE_ROWS) = r[kk]; \
+}                                                                             \
+CE_INLINE void ce_half_in_##SFX(const T *const *rows, ptrdiff_t jt, T *col)   \
+{                                                                             \
+    enum { H = CE_VL_##SFX / 2 };                                             \
+    ce_vec_##SFX r[H];                                                        \
+    for (int kk = 0; kk < H; kk++)                                            \
+        r[kk] = CE_JOIN_##SFX(*(const ce_uhalf_##SFX *)(rows[kk] + jt),       \
+                              *(const ce_uhalf_##SFX *)(rows[kk + H] + jt));  \
+    ce_transpose_half_##SFX(r);                                               \
+    for (int kk = 0; kk < H; kk++) *(ce_vec_##SFX *)(col + kk * CE_ROWS) = r[kk]; \
+}                                                                             \
+CE_INLINE void ce_tile_out_##SFX(const T *col, const T *a, T *const *rows,    \
+                                 ptrdiff_t jt)                                \
+{                                                                             \
+    enum { VL = CE_VL_##SFX };                                                \
+    ce_vec_##SFX r[VL], av = *(const ce_vec_##SFX *)a;                        \
+    for (int kk = 0; kk < VL; kk++) r[kk] = *(const ce_vec_##SFX *)(col + kk * CE_ROWS) * av; \
+    ce_transpose_##SFX(r);                                                    \
+    for (int kk = 0; kk < VL; kk++) *(ce_uvec_##SFX *)(rows[kk] + jt) = r[kk]; \
+}                                                                             \
+CE_INLINE void ce_half_out_##SFX(const T *col, const T *a, T *const *rows,    \
+                                 ptrdiff_t jt)                                \
+{                                                                             \
+    enum { H = CE_VL_##SFX / 2 };                                             \
+    ce_vec_##SFX r[H], av = *(const ce_vec_##SFX *)a;                         \
+    for (int kk = 0; kk < H; kk++) r[kk] = *(const ce_vec_##SFX *)(col + kk * CE_ROWS) * av; \
+    ce_transpose_half_##SFX(r);                                               \
+    for (int kk = 0; kk < H; kk++) {                                          \
+        *(ce_uhalf_##SFX *)(rows[kk] + jt) = CE_LOW_##SFX(r[kk]);             \
+        *(ce_uhalf_##SFX *)(rows[kk + H] + jt) = CE_HIGH_##SFX(r[kk]);        \
+    }                                                                         \
+}
+CE_DEFINE_TILES(float, f32)
+CE_DEFINE_TILES(double, f64)
+
+/* The tiles that cover classes 0..m-1 for vectors of vl elements (m >=
+   vl/2): whole tiles, then for the rest a whole tile ending at m when more
+   than half a tile is left, else half tiles (two when m < vl, which may
+   overlap).  Overlapping tiles move the same values twice.  Returns the
+   number of tiles; tile i starts at class start[i], half[i] says which kind. */
+CE_INLINE int ce_tiles(ptrdiff_t m, ptrdiff_t vl, ptrdiff_t *start, int *half)
+{
+    int n = 0;
+    ptrdiff_t j = 0;
+    for (; j + vl <= m; j += vl) { start[n] = j; half[n++] = 0; }
+    if (j < m) {
+        if (m - j > vl / 2 && m >= vl) {
+            start[n] = m - vl; half[n++] = 0;
+        } else {
+            if (m - j > vl / 2) { start[n] = j; half[n++] = 1; }
+            start[n] = m - vl / 2; half[n++] = 1;
+        }
+    }
+    return n;
+}
+
 #define CE_DEFINE_SHORT_ROWS(T, SFX, EXP, NEG_INF)                              \
 CE_DISPATCH double ce_short_xent_##SFX(                                       \
     const T *const *zrows, ptrdiff_t zc, const ptrdiff_t *t,                  \
@@ -512,10 +631,9 @@ CE_DISPATCH double ce_short_xent_##SFX(                                       \
 {                                                                             \
     enum { VL = CE_VL_##SFX };                                                \
     T buf[CE_SHORT_MAX * CE_ROWS] __attribute__((aligned(32)));               \
-    T mx[CE_ROWS], mn[CE_ROWS], a[CE_ROWS];                                   \
+    T mx[CE_ROWS], mn[CE_ROWS], a[CE_ROWS] __attribute__((aligned(32)));      \
     double s[CE_ROWS], lg[CE_ROWS];                                           \
-    ce_vec_##SFX r[VL];                                                       \
-    ptrdiff_t j, jt, k, kk;                                                   \
+    ptrdiff_t j, k;                                                           \
     /* The gradient rows are written last: start fetching their lines now    \
        (rows shorter than a line share lines, and fetching each costs more    \
        than it saves). */                                                     \
@@ -524,16 +642,17 @@ CE_DISPATCH double ce_short_xent_##SFX(                                       \
             __builtin_prefetch(grows[k], 1, 3);                               \
             __builtin_prefetch(grows[k] + (m - 1) * gc, 1, 3);                \
         }                                                                     \
+    ptrdiff_t start[CE_SHORT_MAX / 2 + 2];                                    \
+    int half[CE_SHORT_MAX / 2 + 2], n_tiles = 0, i;                           \
+    if (m >= VL / 2) n_tiles = ce_tiles(m, VL, start, half);                  \
     k = 0;                                                                    \
-    if (zc == 1 && m >= VL)                                                   \
+    if (zc == 1 && n_tiles > 0)                                               \
         for (; k + VL <= n; k += VL)                                          \
-            for (j = 0; j < m; j += VL) {                                     \
-                jt = j + VL <= m ? j : m - VL;                                \
-                for (kk = 0; kk < VL; kk++)                                   \
-                    r[kk] = *(const ce_uvec_##SFX *)(zrows[k + kk] + jt);     \
-                ce_transpose_##SFX(r);                                        \
-                for (kk = 0; kk < VL; kk++)                                   \
-                    *(ce_uvec_##SFX *)(buf + (jt + kk) * CE_ROWS + k) = r[kk]; \
+            for (i = 0; i < n_tiles; i++) {                                   \
+                if (half[i])                                                  \
+                    ce_half_in_##SFX(zrows + k, start[i], buf + start[i] * CE_ROWS + k); \
+                else                                                          \
+                    ce_tile_in_##SFX(zrows + k, start[i], buf + start[i] * CE_ROWS + k); \
             }                                                                 \
     for (; k < n; k++) {                                                      \
         const T *zr = zrows[k];                                               \
@@ -608,17 +727,13 @@ CE_DISPATCH double ce_short_xent_##SFX(                                       \
         for (; k < n; k++)                                                    \
             for (j = 0; j < m; j++)                                           \
                 grows[k][j * gc] = (T)(buf[j * CE_ROWS + k] * f[k]);          \
-    } else if (gc == 1 && m >= VL) {                                          \
+    } else if (gc == 1 && n_tiles > 0) {                                      \
         for (; k + VL <= n; k += VL)                                          \
-            for (j = 0; j < m; j += VL) {                                     \
-                jt = j + VL <= m ? j : m - VL;                                \
-                for (kk = 0; kk < VL; kk++)                                   \
-                    r[kk] = *(const ce_uvec_##SFX *)(buf + (jt + kk) * CE_ROWS + k); \
-                ce_transpose_##SFX(r);                                        \
-                for (kk = 0; kk < VL; kk++) {                                 \
-                    r[kk] *= a[k + kk];                                       \
-                    *(ce_uvec_##SFX *)(grows[k + kk] + jt) = r[kk];           \
-                }                                                             \
+            for (i = 0; i < n_tiles; i++) {                                   \
+                if (half[i])                                                  \
+                    ce_half_out_##SFX(buf + start[i] * CE_ROWS + k, a + k, grows + k, start[i]); \
+                else                                                          \
+                    ce_tile_out_##SFX(buf + start[i] * CE_ROWS + k, a + k, grows + k, start[i]); \
             }                                                                 \
     }                                                                         \
     for (; k < n; k++)                                                        \

@@ -50,6 +50,8 @@ from libc.math cimport exp as libm_exp, isinf, isfinite, log, INFINITY
 
 cdef extern from "_simd.h" nogil:
     int ce_omp_max_threads()
+    Py_ssize_t ce_check_targets(const Py_ssize_t *t, Py_ssize_t n, Py_ssize_t m,
+                                Py_ssize_t ignore, Py_ssize_t *active)
     int CE_HAVE_DISPATCH
     float ce_max_f32(const float *x, Py_ssize_t n, float *lo)
     double ce_max_f64(const double *x, Py_ssize_t n, double *lo)
@@ -943,14 +945,7 @@ def check_targets(const Py_ssize_t[:, :] target, Py_ssize_t n_classes,
         # The usual case, contiguous targets without weights: one flat loop.
         flat = &target[0, 0]
         with nogil:
-            for r in range(n):
-                t = flat[r]
-                if t == ignore_index:
-                    continue
-                if t < 0 or t >= n_classes:
-                    first_bad = r
-                    break
-                n_active += 1
+            first_bad = ce_check_targets(flat, n, n_classes, ignore_index, &n_active)
         return first_bad, n_active, <double>n_active
     with nogil:
         for o in range(outer):

@@ -377,6 +377,29 @@ CE_DISPATCH void ce_scale_sub_##SFX(T *g, const double *w, ptrdiff_t n,      \
 }
 
 /*
+ * One pass over n contiguous class-index targets, before anything is written:
+ * returns the index of the first that is neither `ignore` nor in [0, m), or
+ * -1, and sets *active to the number that are not `ignore`.  No early exit, so
+ * that it vectorises (a bad target is an error: the second loop finds it).
+ */
+CE_DISPATCH ptrdiff_t ce_check_targets(const ptrdiff_t *t, ptrdiff_t n, ptrdiff_t m,
+                                       ptrdiff_t ignore, ptrdiff_t *active)
+{
+    ptrdiff_t count = 0;
+    int bad = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        int kept = t[i] != ignore;
+        count += kept;
+        bad |= kept & ((size_t)t[i] >= (size_t)m);        /* t < 0 or t >= m */
+    }
+    *active = count;
+    if (bad)
+        for (ptrdiff_t i = 0; i < n; i++)
+            if (t[i] != ignore && (size_t)t[i] >= (size_t)m) return i;
+    return -1;
+}
+
+/*
  * log(x) for double x > 0 (normal, finite), branch-free so that it vectorises.
  * x = 2^e * f with f in [sqrt(1/2), sqrt(2)); log f = 2 atanh(u), u = (f-1)/(f+1),
  * |u| < 0.172, summed to u^23 (truncation < 1e-19).  Other inputs (0,

@@ -39,26 +39,44 @@ QUICK_SHAPES = [((16384, 10), "float32"), ((1024, 1000), "float32"), ((256, 3200
 ACCURACY_ROWS = 32
 
 
-def interleaved_median_ms(fns, repeats, budget_s):
+WARM_UP_S = 0.025    # longer than an OpenMP runtime's idle threads spin (~10 ms)
+BURST_S = 0.05
+
+
+def burst_median_ms(fns, repeats, budget_s):
     """Median wall time in ms of each callable in `fns` (name -> fn).
 
-    The callables run in rounds, each once per round, so that a slow spell of
-    the machine (this is often a shared VM) slows all of them alike and the
-    ratios stay fair.  One warm-up round first; then as many rounds as fit in
-    about budget_s seconds, at least 3 and at most `repeats`.
+    Each callable runs in bursts: untimed calls for WARM_UP_S, then calls back
+    to back for about BURST_S (2 to 10 of them), each timed.  The bursts take
+    turns, round after round, so that a slow spell of the machine (this is
+    often a shared VM) slows all of them alike and the ratios stay fair.  The
+    warm-up is there because torch, scikit-learn and this package each bring
+    their own OpenMP runtime, whose idle threads spin for some milliseconds
+    after a parallel region: timed right after another library, a call would
+    compete with that library's spinning threads, and its own threads would
+    still be asleep.  (A call of 50 ms or more gets no warm-up: that is noise
+    to it.)  As many rounds as fit in about budget_s seconds, at least 3 and
+    at most `repeats`.
     """
     first = {}
     for name, fn in fns.items():
         start = time.perf_counter()
         fn()
         first[name] = time.perf_counter() - start
-    rounds = int(max(3, min(repeats, budget_s / max(sum(first.values()), 1e-9))))
+    per_burst = {name: int(max(2, min(10, BURST_S / max(t, 1e-9)))) for name, t in first.items()}
+    warm_up = {name: WARM_UP_S if t < 0.05 else 0.0 for name, t in first.items()}
+    round_s = sum(per_burst[name] * first[name] + warm_up[name] for name in fns)
+    rounds = int(max(3, min(repeats, budget_s / round_s)))
     times = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            until = time.perf_counter() + warm_up[name]
+            while time.perf_counter() < until:
+                fn()
+            for _ in range(per_burst[name]):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
     return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
 
 
@@ -175,7 +193,7 @@ def run(shapes, thread_counts, repeats, budget_s):
         for n in thread_counts:
             fns = {name: make(n) for name, (make, threaded) in impls.items()
                    if threaded or n == thread_counts[0]}
-            for name, ms in interleaved_median_ms(fns, repeats, budget_s).items():
+            for name, ms in burst_median_ms(fns, repeats, budget_s).items():
                 entry["ms"][name][str(n)] = ms
             for name, (make, threaded) in impls.items():      # single-threaded: measured once
                 if not threaded:

@@ -51,6 +51,8 @@ def test_benchmark_runs_on_tiny_shapes(tmp_path):
         assert set(r["ms"]["crossentropy"]) == {"1", "2"}
         assert r["grad_relative_error"]["crossentropy"] < 1e-5
         assert set(r["allocated_bytes"]) == {"new", "out=", "inplace"}
+        assert set(r["ratios"]["per_copy"]) == {"1", "2"}
+        assert r["ratios"]["speedup_from_threads"]["1"] == 1.0
     table = _benchmark.table(results, [1, 2])
     assert table.count("\n") == 1 + 2 * 2
     assert "crossentropy ms" in table

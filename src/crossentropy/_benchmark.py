@@ -4,7 +4,9 @@
     python benchmarks/bench.py                  # the same, results in benchmarks/results/
     python benchmarks/bench.py --quick          # smaller shapes, fewer repeats
 
-Everything is measured in the same process, so the ratios hold on any machine;
+Everything is measured in the same process, every implementation and thread
+count in the same rounds, and each ratio is the median of its per-round ratios,
+so the ratios hold on any machine (and through a shared machine's slow spells);
 the absolute numbers are this machine's.  Implementations (each skipped when not
 installed):
 
@@ -43,13 +45,14 @@ WARM_UP_S = 0.025    # longer than an OpenMP runtime's idle threads spin (~10 ms
 BURST_S = 0.05
 
 
-def burst_median_ms(fns, repeats, budget_s):
-    """Median wall time in ms of each callable in `fns` (name -> fn).
+def burst_rounds_ms(fns, repeats, budget_s):
+    """Per-round median wall times in ms of each callable in `fns` (key -> fn).
 
     Each callable runs in bursts: untimed calls for WARM_UP_S, then calls back
-    to back for about BURST_S (2 to 10 of them), each timed.  The bursts take
-    turns, round after round, so that a slow spell of the machine (this is
-    often a shared VM) slows all of them alike and the ratios stay fair.  The
+    to back for about BURST_S (2 to 10 of them), each timed; the burst's median
+    is its round's time.  The bursts take turns, round after round, so that a
+    slow spell of the machine (this is often a shared VM) falls on all of them
+    alike, and times from the same round can be compared pairwise.  The
     warm-up is there because torch, scikit-learn and this package each bring
     their own OpenMP runtime, whose idle threads spin for some milliseconds
     after a parallel region: timed right after another library, a call would
@@ -59,25 +62,32 @@ def burst_median_ms(fns, repeats, budget_s):
     at most `repeats`.
     """
     first = {}
-    for name, fn in fns.items():
+    for key, fn in fns.items():
         start = time.perf_counter()
         fn()
-        first[name] = time.perf_counter() - start
-    per_burst = {name: int(max(2, min(10, BURST_S / max(t, 1e-9)))) for name, t in first.items()}
-    warm_up = {name: WARM_UP_S if t < 0.05 else 0.0 for name, t in first.items()}
-    round_s = sum(per_burst[name] * first[name] + warm_up[name] for name in fns)
+        first[key] = time.perf_counter() - start
+    per_burst = {key: int(max(2, min(10, BURST_S / max(t, 1e-9)))) for key, t in first.items()}
+    warm_up = {key: WARM_UP_S if t < 0.05 else 0.0 for key, t in first.items()}
+    round_s = sum(per_burst[key] * first[key] + warm_up[key] for key in fns)
     rounds = int(max(3, min(repeats, budget_s / round_s)))
-    times = {name: [] for name in fns}
+    per_round = {key: [] for key in fns}
     for _ in range(rounds):
-        for name, fn in fns.items():
-            until = time.perf_counter() + warm_up[name]
+        for key, fn in fns.items():
+            until = time.perf_counter() + warm_up[key]
             while time.perf_counter() < until:
                 fn()
-            for _ in range(per_burst[name]):
+            burst = []
+            for _ in range(per_burst[key]):
                 start = time.perf_counter()
                 fn()
-                times[name].append(time.perf_counter() - start)
-    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
+                burst.append(time.perf_counter() - start)
+            per_round[key].append(1e3 * float(np.median(burst)))
+    return per_round
+
+
+def paired_ratio(numerator, denominator):
+    """Median over rounds of numerator / denominator (per-round times)."""
+    return float(np.median(np.asarray(numerator) / np.asarray(denominator)))
 
 
 def numpy_loss_and_grad(logits, target):
@@ -178,6 +188,10 @@ def allocations(logits, target, grad_out):
 
 
 def run(shapes, thread_counts, repeats, budget_s):
+    """Each shape: every implementation at every thread count, in the same
+    rounds (single-threaded ones once).  Records median times, and ratios as
+    medians of the per-round ratios (paired, so that the machine's slow
+    spells cancel): against torch and NumPy, to the copy, and 1 thread to n."""
     rng = np.random.default_rng(0)
     results = []
     for (rows, classes), dtype in shapes:
@@ -185,24 +199,34 @@ def run(shapes, thread_counts, repeats, budget_s):
         target = rng.integers(0, classes, rows)
         grad_out = np.empty_like(logits)
         impls = implementations(logits, target, grad_out)
-        entry = {"shape": [rows, classes], "dtype": dtype, "ms": {},
+        entry = {"shape": [rows, classes], "dtype": dtype,
                  "grad_relative_error": accuracy(logits, target),
                  "allocated_bytes": allocations(logits, target, grad_out),
                  "logits_bytes": logits.nbytes}
-        entry["ms"] = {name: {} for name in impls}
+        fns = {(name, n): make(n) for name, (make, threaded) in impls.items()
+               for n in (thread_counts if threaded else thread_counts[:1])}
+        per_round = burst_rounds_ms(fns, repeats, budget_s * len(thread_counts))
+
+        def times(name, n):
+            threaded = impls[name][1]
+            return per_round[(name, n if threaded else thread_counts[0])]
+
+        entry["ms"] = {name: {str(n): float(np.median(times(name, n))) for n in thread_counts}
+                       for name in impls}
+        ours = {n: times("crossentropy", n) for n in thread_counts}
+        entry["ratios"] = {
+            f"vs_{other}": {str(n): paired_ratio(times(other, n), ours[n]) for n in thread_counts}
+            for other in impls if other not in ("crossentropy", "copy")}
+        entry["ratios"]["per_copy"] = {str(n): paired_ratio(ours[n], times("copy", n))
+                                       for n in thread_counts}
+        entry["ratios"]["speedup_from_threads"] = {
+            str(n): paired_ratio(ours[thread_counts[0]], ours[n]) for n in thread_counts}
         for n in thread_counts:
-            fns = {name: make(n) for name, (make, threaded) in impls.items()
-                   if threaded or n == thread_counts[0]}
-            for name, ms in burst_median_ms(fns, repeats, budget_s).items():
-                entry["ms"][name][str(n)] = ms
-            for name, (make, threaded) in impls.items():      # single-threaded: measured once
-                if not threaded:
-                    entry["ms"][name][str(n)] = entry["ms"][name][str(thread_counts[0])]
             print(f"  {rows}x{classes} {dtype} {n} thread(s): "
                   + ", ".join(f"{name} {entry['ms'][name][str(n)]:.3f} ms" for name in impls),
                   file=sys.stderr)
         results.append(entry)
-        del logits, grad_out, impls
+        del logits, grad_out, impls, fns
     return results
 
 
@@ -210,17 +234,18 @@ def table(results, thread_counts):
     names = [n for n in ("crossentropy", "torch", "sklearn", "numpy", "copy")
              if any(n in r["ms"] for r in results)]
     head = (["shape", "dtype", "threads"] + [f"{n} ms" for n in names]
-            + ["vs torch", "vs numpy", "/ copy"])
+            + ["vs torch", "vs numpy", "/ copy", f"{thread_counts[0]} thread / n"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         for n in thread_counts:
             ms = {name: r["ms"][name][str(n)] for name in names if name in r["ms"]}
-            ours = ms["crossentropy"]
+            ratio = {key: value[str(n)] for key, value in r["ratios"].items()}
             cells = [f"{r['shape'][0]}×{r['shape'][1]}", r["dtype"], str(n)]
             cells += [f"{ms[name]:.2f}" if name in ms else "–" for name in names]
-            cells.append(f"**{ms['torch'] / ours:.1f}×**" if "torch" in ms else "–")
-            cells.append(f"{ms['numpy'] / ours:.1f}×")
-            cells.append(f"{ours / ms['copy']:.1f}×")
+            cells.append(f"**{ratio['vs_torch']:.1f}×**" if "vs_torch" in ratio else "–")
+            cells.append(f"{ratio['vs_numpy']:.1f}×")
+            cells.append(f"{ratio['per_copy']:.1f}×")
+            cells.append(f"{ratio['speedup_from_threads']:.2f}×" if n != thread_counts[0] else "")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -144,7 +144,7 @@ int main(int argc, char **argv)
     ce_exp_f32(z, e, n * m);
     float *row = malloc(m * 4);
     float lo, top = ce_max_f32(z, m, &lo);
-    double s = ce_expsum_f32(z, row, m, top, lo);
+    double s = ce_expsum_f32(z, row, m, top, lo, NULL);
     for (long long b = 0; b < n; b += CE_ROWS) {
         long long len = n - b < CE_ROWS ? n - b : CE_ROWS;
         const float *zr[CE_ROWS];

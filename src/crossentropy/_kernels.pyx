@@ -55,11 +55,14 @@ cdef extern from "_simd.h" nogil:
     int CE_HAVE_DISPATCH
     float ce_max_f32(const float *x, Py_ssize_t n, float *lo)
     double ce_max_f64(const double *x, Py_ssize_t n, double *lo)
-    double ce_expsum_f32(const float *x, float *out, Py_ssize_t n, float shift, float lo)
+    double ce_expsum_f32(const float *x, float *out, Py_ssize_t n, float shift, float lo,
+                         const float *ahead)
     double ce_expsum_f64(const double *x, double *out, Py_ssize_t n, double shift,
-                         double lo)
-    double ce_sumexp_f32(const float *x, Py_ssize_t n, float shift, float lo)
-    double ce_sumexp_f64(const double *x, Py_ssize_t n, double shift, double lo)
+                         double lo, const double *ahead)
+    double ce_sumexp_f32(const float *x, Py_ssize_t n, float shift, float lo,
+                         const float *ahead)
+    double ce_sumexp_f64(const double *x, Py_ssize_t n, double shift, double lo,
+                         const double *ahead)
     void ce_exp_f32(const float *x, float *out, Py_ssize_t n)
     void ce_exp_f64(const double *x, double *out, Py_ssize_t n)
     void ce_scale_f32(float *x, Py_ssize_t n, float a)
@@ -98,6 +101,9 @@ cdef enum:
     SPLIT_MIN_CLASSES = 131072
     SPLIT_MAX_ROWS = 64
     SEGMENT = 16384
+    # Rows this long fetch the next row's logits during their exp pass.
+    PREFETCH_MIN = 512
+    PREFETCH_MAX = 16384
     # Elements per row block (on the stack).
     BLOCK_ELEMENTS = 2048
     # Rows per block at most.
@@ -204,19 +210,20 @@ cdef inline void vrange(const floating *x, Py_ssize_t n, double *hi, double *lo)
 
 
 cdef inline double vexpsum(const floating *x, floating *out, Py_ssize_t n,
-                           floating shift, floating lo) noexcept nogil:
+                           floating shift, floating lo,
+                           const floating *ahead=NULL) noexcept nogil:
     if floating is float:
-        return ce_expsum_f32(x, out, n, shift, lo)
+        return ce_expsum_f32(x, out, n, shift, lo, ahead)
     else:
-        return ce_expsum_f64(x, out, n, shift, lo)
+        return ce_expsum_f64(x, out, n, shift, lo, ahead)
 
 
 cdef inline double vsumexp(const floating *x, Py_ssize_t n, floating shift,
-                           floating lo) noexcept nogil:
+                           floating lo, const floating *ahead=NULL) noexcept nogil:
     if floating is float:
-        return ce_sumexp_f32(x, n, shift, lo)
+        return ce_sumexp_f32(x, n, shift, lo, ahead)
     else:
-        return ce_sumexp_f64(x, n, shift, lo)
+        return ce_sumexp_f64(x, n, shift, lo, ahead)
 
 
 cdef inline void vexp(const floating *x, floating *out, Py_ssize_t n) noexcept nogil:
@@ -523,7 +530,9 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     cdef Py_ssize_t yc = P.y.sc // <Py_ssize_t>sizeof(floating)
     cdef bint write = writes_out(P)
     cdef bint strided = zc != 1 or (write and oc != 1) or (P.probabilities and yc != 1)
+    cdef bint prefetch = not strided and P.inner == 1 and PREFETCH_MIN <= m <= PREFETCH_MAX
     cdef const floating *z
+    cdef const floating *ahead
     cdef const floating *y = NULL
     cdef floating *g = NULL
     cdef floating *g_dest = NULL
@@ -554,11 +563,14 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
                 y = scratch + m
             g = scratch + 2 * m
         sw = row_sample_weight(P, pos)
+        # the next row's logits stream in during this row's exps (rows of a few
+        # KB: the hardware prefetcher alone leaves each max pass waiting)
+        ahead = z + P.z.so // <Py_ssize_t>sizeof(floating) if prefetch and r + 1 < r1 else NULL
         prepare(P, z, 1, y, 1, t, &row)
         if write and P.mode != LOG_SOFTMAX:
-            s = vexpsum(z, g, m, <floating>row.zmax, <floating>row.zmin)
+            s = vexpsum(z, g, m, <floating>row.zmax, <floating>row.zmin, ahead)
         else:
-            s = vsumexp(z, m, <floating>row.zmax, <floating>row.zmin)
+            s = vsumexp(z, m, <floating>row.zmax, <floating>row.zmin, ahead)
         v = finish(P, z, 1, g, y, 1, s, &row, sw)
         if strided and write:
             scatter(g, g_dest, oc, m)

@@ -307,11 +307,15 @@ CE_INLINE void ce_lanesum_##SFX(const T *x, ptrdiff_t n, double *lane)        \
     for (int k = 0; i + k < n; k++) lane[k] += (double)x[i + k];              \
 }                                                                             \
 CE_DISPATCH double ce_expsum_##SFX(const T *x, T *out, ptrdiff_t n, T shift, \
-                                   T lo)                                      \
+                                   T lo, const T *ahead)                      \
 {                                                                             \
     double lane[CE_LANES] = {0};                                              \
-    for (ptrdiff_t i = 0; i < n; i += CE_BLOCK) {                             \
-        ptrdiff_t len = n - i < CE_BLOCK ? n - i : CE_BLOCK;                  \
+    ptrdiff_t block = ahead != NULL ? CE_BLOCK / 4 : CE_BLOCK;                \
+    for (ptrdiff_t i = 0; i < n; i += block) {                                \
+        ptrdiff_t len = n - i < block ? n - i : block;                        \
+        if (ahead != NULL)                                                    \
+            for (ptrdiff_t p = i; p < i + len; p += 64 / sizeof(T))           \
+                __builtin_prefetch(ahead + p, 0, 3);                          \
         ce_expshift_##SFX(x + i, out + i, len, shift, lo);                    \
         ce_lanesum_##SFX(out + i, len, lane);                                 \
     }                                                                         \
@@ -321,12 +325,17 @@ CE_DISPATCH double ce_expsum_##SFX(const T *x, T *out, ptrdiff_t n, T shift, \
    order (cross_entropy equals the loss of cross_entropy_and_grad bit for     \
    bit).  One shared loop choosing its destination at run time measured      \
    2-7% slower on the gradient path, so the twins stay. */                    \
-CE_DISPATCH double ce_sumexp_##SFX(const T *x, ptrdiff_t n, T shift, T lo)   \
+CE_DISPATCH double ce_sumexp_##SFX(const T *x, ptrdiff_t n, T shift, T lo,   \
+                                   const T *ahead)                            \
 {                                                                             \
     T buf[CE_BLOCK];                                                          \
     double lane[CE_LANES] = {0};                                              \
-    for (ptrdiff_t i = 0; i < n; i += CE_BLOCK) {                             \
-        ptrdiff_t len = n - i < CE_BLOCK ? n - i : CE_BLOCK;                  \
+    ptrdiff_t block = ahead != NULL ? CE_BLOCK / 4 : CE_BLOCK;                \
+    for (ptrdiff_t i = 0; i < n; i += block) {                                \
+        ptrdiff_t len = n - i < block ? n - i : block;                        \
+        if (ahead != NULL)                                                    \
+            for (ptrdiff_t p = i; p < i + len; p += 64 / sizeof(T))           \
+                __builtin_prefetch(ahead + p, 0, 3);                          \
         ce_expshift_##SFX(x + i, buf, len, shift, lo);                        \
         ce_lanesum_##SFX(buf, len, lane);                                     \
     }                                                                         \

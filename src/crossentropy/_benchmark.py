@@ -43,6 +43,7 @@ ACCURACY_ROWS = 32
 
 WARM_UP_S = 0.025    # longer than an OpenMP runtime's idle threads spin (~10 ms)
 BURST_S = 0.05
+MIN_ROUNDS = 5
 
 
 def burst_rounds_ms(fns, repeats, budget_s):
@@ -58,18 +59,22 @@ def burst_rounds_ms(fns, repeats, budget_s):
     after a parallel region: timed right after another library, a call would
     compete with that library's spinning threads, and its own threads would
     still be asleep.  (A call of 50 ms or more gets no warm-up: that is noise
-    to it.)  As many rounds as fit in about budget_s seconds, at least 3 and
-    at most `repeats`.
+    to it.)  As many rounds as fit in about budget_s seconds, at least
+    MIN_ROUNDS and at most `repeats`.
     """
-    first = {}
-    for key, fn in fns.items():
+    call_s = {}
+    for key, fn in fns.items():        # a call's time once warm: a first call may be far slower
         start = time.perf_counter()
         fn()
-        first[key] = time.perf_counter() - start
-    per_burst = {key: int(max(2, min(10, BURST_S / max(t, 1e-9)))) for key, t in first.items()}
-    warm_up = {key: WARM_UP_S if t < 0.05 else 0.0 for key, t in first.items()}
-    round_s = sum(per_burst[key] * first[key] + warm_up[key] for key in fns)
-    rounds = int(max(3, min(repeats, budget_s / round_s)))
+        call_s[key] = time.perf_counter() - start
+        if call_s[key] < 0.5:
+            start = time.perf_counter()
+            fn()
+            call_s[key] = time.perf_counter() - start
+    per_burst = {key: int(max(2, min(10, BURST_S / max(t, 1e-9)))) for key, t in call_s.items()}
+    warm_up = {key: WARM_UP_S if t < 0.05 else 0.0 for key, t in call_s.items()}
+    round_s = sum(per_burst[key] * call_s[key] + warm_up[key] for key in fns)
+    rounds = int(max(MIN_ROUNDS, min(repeats, budget_s / round_s)))
     per_round = {key: [] for key in fns}
     for _ in range(rounds):
         for key, fn in fns.items():
@@ -230,6 +235,10 @@ def run(shapes, thread_counts, repeats, budget_s):
     return results
 
 
+TABLE_NOTE = ("Times are medians; each ratio is the median of the per-round ratios (paired "
+              "by round), so it need not equal the quotient of two time columns.")
+
+
 def table(results, thread_counts):
     names = [n for n in ("crossentropy", "torch", "sklearn", "numpy", "copy")
              if any(n in r["ms"] for r in results)]
@@ -322,8 +331,8 @@ def main(argv=None, default_out="crossentropy-benchmark"):
                           "dispatch_x86_64_v3": ce._kernels.has_dispatch()},
               "versions": versions, "results": results}
     os.makedirs(args.out, exist_ok=True)
-    text = (f"{table(results, args.threads)}\n\nGradient accuracy (largest relative error of an "
-            f"entry, against float64):\n\n{accuracy_table(results)}\n")
+    text = (f"{table(results, args.threads)}\n\n{TABLE_NOTE}\n\nGradient accuracy (largest "
+            f"relative error of an entry, against float64):\n\n{accuracy_table(results)}\n")
     with open(os.path.join(args.out, "bench.json"), "w") as f:
         json.dump(report, f, indent=1)
     with open(os.path.join(args.out, "bench.md"), "w") as f:

@@ -159,7 +159,7 @@ cdef struct Problem:
 
 cdef struct RowPrep:
     double zmax
-    double zmin                 # long rows: the least logit (picks the exp); short: -inf
+    double zmin                 # long rows: the least logit, NaN if one is (picks the exp); short: -inf
     double zt                   # target logit (hard targets)
     double wt                   # target class weight
     double gap                  # smoothing: sum w_j (max - z_j); probabilities: D
@@ -948,7 +948,7 @@ def check_targets(const Py_ssize_t[:, :] target, Py_ssize_t n_classes,
     cdef bint has_weight = weight is not None
     cdef bint has_sample_weight = sample_weight is not None
     cdef const Py_ssize_t *flat
-    cdef Py_ssize_t r, n = outer * inner
+    cdef Py_ssize_t n = outer * inner
     if n == 0:
         return -1, 0, 0.0
     if not has_weight and not has_sample_weight and (

@@ -37,13 +37,14 @@ static inline int ce_omp_max_threads(void) { return 1; }
 #define CE_INLINE static inline __attribute__((always_inline))
 
 #if defined(_OPENMP) || defined(CE_OPENMP_SIMD)
-#define CE_SIMD_MAXMIN _Pragma("omp simd reduction(max:acc) reduction(min:low) reduction(|:nan)")
+#define CE_SIMD_MAXMIN(hi, lo, flag) \
+    CE_PRAGMA(omp simd reduction(max:hi) reduction(min:lo) reduction(|:flag))
 #define CE_PRAGMA(x) _Pragma(#x)
 #define CE_SIMD_MIN(v) CE_PRAGMA(omp simd reduction(min:v))
 #define CE_SIMD_SUM _Pragma("omp simd reduction(+:acc)")
 #define CE_SIMD _Pragma("omp simd")
 #else
-#define CE_SIMD_MAXMIN
+#define CE_SIMD_MAXMIN(hi, lo, flag)
 #define CE_SIMD_MIN(v)
 #define CE_SIMD_SUM
 #define CE_SIMD
@@ -260,6 +261,10 @@ CE_INLINE double ce_exp_normal_nonan(double x)
  */
 #define CE_LANES 16
 #define CE_BLOCK 1024
+/* ce_expsum and ce_sumexp split rows into blocks of CE_BLOCK or CE_BLOCK / 4;
+   both multiples of CE_LANES, so every element meets the same lane in the same
+   order either way (the same sum, bit for bit). */
+_Static_assert(CE_BLOCK / 4 % CE_LANES == 0, "blocks must hold whole lane rounds");
 
 CE_INLINE double ce_lanetotal(const double *lane)
 {
@@ -273,7 +278,7 @@ CE_DISPATCH T ce_max_##SFX(const T *x, ptrdiff_t n, T *lo)                   \
 {                                                                             \
     T acc = NEG_INF, low = -(NEG_INF);                                        \
     int nan = 0;                                                              \
-    CE_SIMD_MAXMIN                                                            \
+    CE_SIMD_MAXMIN(acc, low, nan)                                             \
     for (ptrdiff_t i = 0; i < n; i++) {                                       \
         acc = x[i] > acc ? x[i] : acc;                                        \
         low = x[i] < low ? x[i] : low;                                        \
@@ -464,8 +469,9 @@ typedef int64_t ce_idx_f64 __attribute__((vector_size(32)));
 #define CE_VL_f64 4
 
 /* Two-vector shuffles with constant indices: GCC >= 12 and clang spell it
-   __builtin_shufflevector, older GCC only __builtin_shuffle with a mask. */
-#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+   __builtin_shufflevector, older GCC only __builtin_shuffle with a mask.
+   CE_OLD_SHUFFLE forces the older spelling (the tests build it both ways). */
+#if (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)) && !defined(CE_OLD_SHUFFLE)
 #define CE_SHUF8(a, b, i0, i1, i2, i3, i4, i5, i6, i7) \
     __builtin_shufflevector(a, b, i0, i1, i2, i3, i4, i5, i6, i7)
 #define CE_SHUF4(a, b, i0, i1, i2, i3) __builtin_shufflevector(a, b, i0, i1, i2, i3)
@@ -549,7 +555,7 @@ typedef double ce_half_f64 __attribute__((vector_size(16)));
 typedef float ce_uhalf_f32 __attribute__((vector_size(16), aligned(4), may_alias));
 typedef double ce_uhalf_f64 __attribute__((vector_size(16), aligned(8), may_alias));
 
-#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)
+#if (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)) && !defined(CE_OLD_SHUFFLE)
 #define CE_JOIN_f32(a, b) __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7)
 #define CE_JOIN_f64(a, b) __builtin_shufflevector(a, b, 0, 1, 2, 3)
 #define CE_LOW_f32(v) __builtin_shufflevector(v, v, 0, 1, 2, 3)
@@ -557,12 +563,13 @@ typedef double ce_uhalf_f64 __attribute__((vector_size(16), aligned(8), may_alia
 #define CE_LOW_f64(v) __builtin_shufflevector(v, v, 0, 1)
 #define CE_HIGH_f64(v) __builtin_shufflevector(v, v, 2, 3)
 #else
-#define CE_JOIN_f32(a, b) ((ce_vec_f32){a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]})
-#define CE_JOIN_f64(a, b) ((ce_vec_f64){a[0], a[1], b[0], b[1]})
-#define CE_LOW_f32(v) ((ce_half_f32){v[0], v[1], v[2], v[3]})
-#define CE_HIGH_f32(v) ((ce_half_f32){v[4], v[5], v[6], v[7]})
-#define CE_LOW_f64(v) ((ce_half_f64){v[0], v[1]})
-#define CE_HIGH_f64(v) ((ce_half_f64){v[2], v[3]})
+#define CE_JOIN_f32(a, b) \
+    ((ce_vec_f32){(a)[0], (a)[1], (a)[2], (a)[3], (b)[0], (b)[1], (b)[2], (b)[3]})
+#define CE_JOIN_f64(a, b) ((ce_vec_f64){(a)[0], (a)[1], (b)[0], (b)[1]})
+#define CE_LOW_f32(v) ((ce_half_f32){(v)[0], (v)[1], (v)[2], (v)[3]})
+#define CE_HIGH_f32(v) ((ce_half_f32){(v)[4], (v)[5], (v)[6], (v)[7]})
+#define CE_LOW_f64(v) ((ce_half_f64){(v)[0], (v)[1]})
+#define CE_HIGH_f64(v) ((ce_half_f64){(v)[2], (v)[3]})
 #endif
 
 CE_INLINE void ce_transpose_half_f32(ce_vec_f32 r[4])
@@ -669,7 +676,7 @@ CE_DISPATCH double ce_short_xent_##SFX(                                       \
     /* The gradient rows are written last: start fetching their lines now    \
        (rows shorter than a line share lines, and fetching each costs more    \
        than it saves). */                                                     \
-    if (grows != NULL && m * (ptrdiff_t)sizeof(T) >= 64)                      \
+    if (grows != NULL && m > 0 && ((m - 1) * gc + 1) * (ptrdiff_t)sizeof(T) >= 64) \
         for (k = 0; k < n; k++) {                                             \
             __builtin_prefetch(grows[k], 1, 3);                               \
             __builtin_prefetch(grows[k] + (m - 1) * gc, 1, 3);                \

@@ -671,6 +671,9 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     cdef double weights[FAST_ROWS]
     cdef double losses[FAST_ROWS]
     cdef Pos pos = row_pos(r0, inner)
+    cdef char *zp
+    cdef char *gp
+    cdef char *tp
 
     b0 = r0
     while b0 < r1:
@@ -679,13 +682,21 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
             b1 = r1
         n = b1 - b0
         if inner == 1:
-            # class axis last: row r is at r * (row stride); no positions needed
+            # class axis last: row r is at r * (row stride); no positions needed.
+            # One simple loop per array (the compiler unrolls these; one loop
+            # with branches in it ran a tenth of the whole call at 10 classes).
+            zp = z.data + b0 * z.so
             for k in range(n):
-                zrows[k] = <const floating *>(z.data + (b0 + k) * z.so)
-                if write:
-                    grows[k] = <floating *>(out.data + (b0 + k) * out.so)
-                targets[k] = (<Py_ssize_t *>(target.data + (b0 + k) * target.so))[0]
-                if has_sw:
+                zrows[k] = <const floating *>(zp + k * z.so)
+            if write:
+                gp = out.data + b0 * out.so
+                for k in range(n):
+                    grows[k] = <floating *>(gp + k * out.so)
+            tp = target.data + b0 * target.so
+            for k in range(n):
+                targets[k] = class_or_ignored((<Py_ssize_t *>(tp + k * target.so))[0], ignore, m)
+            if has_sw:
+                for k in range(n):
                     weights[k] = (<double *>(sample_weight.data + (b0 + k) * sample_weight.so))[0]
         else:
             for k in range(n):
@@ -697,10 +708,13 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
                 targets[k] = (<Py_ssize_t *>row_ptr(&target, pos))[0]
                 if has_sw:
                     weights[k] = (<double *>row_ptr(&sample_weight, pos))[0]
-        for k in range(n):
-            t = targets[k] = class_or_ignored(targets[k], ignore, m)
-            if weighted:
+        if inner != 1:
+            for k in range(n):
+                targets[k] = class_or_ignored(targets[k], ignore, m)
+        if weighted:
+            for k in range(n):
                 # the row's weight: sample weight x class weight of its target
+                t = targets[k]
                 weights[k] = ((weights[k] if has_sw else 1.0)
                               * (class_weight[t] if class_weight != NULL and t >= 0 else 1.0))
         if floating is float:

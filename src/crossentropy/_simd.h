@@ -266,6 +266,21 @@ CE_INLINE double ce_exp_normal_nonan(double x)
    order either way (the same sum, bit for bit). */
 _Static_assert(CE_BLOCK / 4 % CE_LANES == 0, "blocks must hold whole lane rounds");
 
+/* A row with a next row to fetch (ahead != NULL) goes in quarter blocks, each
+   fetching the same span, bytes [from, to), of the next row: the requests
+   spread over the row's exps instead of queueing up at its start. */
+CE_INLINE ptrdiff_t ce_block(const void *ahead)
+{
+    return ahead != NULL ? CE_BLOCK / 4 : CE_BLOCK;
+}
+
+CE_INLINE void ce_fetch(const void *ahead, ptrdiff_t from, ptrdiff_t to)
+{
+    if (ahead != NULL)
+        for (ptrdiff_t p = from; p < to; p += 64)
+            __builtin_prefetch((const char *)ahead + p, 0, 3);
+}
+
 CE_INLINE double ce_lanetotal(const double *lane)
 {
     double acc = 0.0;
@@ -315,12 +330,10 @@ CE_DISPATCH double ce_expsum_##SFX(const T *x, T *out, ptrdiff_t n, T shift, \
                                    T lo, const T *ahead)                      \
 {                                                                             \
     double lane[CE_LANES] = {0};                                              \
-    ptrdiff_t block = ahead != NULL ? CE_BLOCK / 4 : CE_BLOCK;                \
+    ptrdiff_t block = ce_block(ahead);                                        \
     for (ptrdiff_t i = 0; i < n; i += block) {                                \
         ptrdiff_t len = n - i < block ? n - i : block;                        \
-        if (ahead != NULL)                                                    \
-            for (ptrdiff_t p = i; p < i + len; p += 64 / sizeof(T))           \
-                __builtin_prefetch(ahead + p, 0, 3);                          \
+        ce_fetch(ahead, i * sizeof(T), (i + len) * sizeof(T));                \
         ce_expshift_##SFX(x + i, out + i, len, shift, lo);                    \
         ce_lanesum_##SFX(out + i, len, lane);                                 \
     }                                                                         \
@@ -335,12 +348,10 @@ CE_DISPATCH double ce_sumexp_##SFX(const T *x, ptrdiff_t n, T shift, T lo,   \
 {                                                                             \
     T buf[CE_BLOCK];                                                          \
     double lane[CE_LANES] = {0};                                              \
-    ptrdiff_t block = ahead != NULL ? CE_BLOCK / 4 : CE_BLOCK;                \
+    ptrdiff_t block = ce_block(ahead);                                        \
     for (ptrdiff_t i = 0; i < n; i += block) {                                \
         ptrdiff_t len = n - i < block ? n - i : block;                        \
-        if (ahead != NULL)                                                    \
-            for (ptrdiff_t p = i; p < i + len; p += 64 / sizeof(T))           \
-                __builtin_prefetch(ahead + p, 0, 3);                          \
+        ce_fetch(ahead, i * sizeof(T), (i + len) * sizeof(T));                \
         ce_expshift_##SFX(x + i, buf, len, shift, lo);                        \
         ce_lanesum_##SFX(buf, len, lane);                                     \
     }                                                                         \

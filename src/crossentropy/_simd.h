@@ -95,62 +95,6 @@ CE_INLINE float ce_expf_poly(float x, float *b)
     return p * r * r + r + 1.0f;
 }
 
-/* 2^n for the n held in b's low bits (see ce_expf_poly), -126 <= n <= 127;
-   the magic's own bits shift out of the word. */
-CE_INLINE float ce_pow2f(float b)
-{
-    uint32_t u;
-    float s;
-    memcpy(&u, &b, 4);
-    u = (u << 23) + (127u << 23);
-    memcpy(&s, &u, 4);
-    return s;
-}
-
-/* exp of an x already clamped to [-110, 89]: 2^n applied in two halves. */
-CE_INLINE float ce_expf_tail(float x)
-{
-    const float magic = 0x1.8p23f;
-    float b, p = ce_expf_poly(x, &b);
-    float n = b - magic;
-    float n1 = (n * 0.5f + magic) - magic;
-    float n2 = n - n1;
-    return p * ce_pow2f(n1 + magic) * ce_pow2f(n2 + magic);
-}
-
-/*
- * exp(x) for CE_NORMAL_f32 <= x <= 0, or NaN: every result is a normal float,
- * so 2^n is one normal float and a single multiply rounds p * 2^n, the same
- * rounding that ce_expf's (p * 2^n1) * 2^n2 makes (p * 2^n1 is exact).  Same
- * bits, 8 fewer operations: the primitives take this one for a block whose
- * every argument is in range.
- */
-#define CE_NORMAL_f32 (-87.0f)                /* n >= round(-87 / ln2) = -126 */
-CE_INLINE float ce_expf_normal(float x)
-{
-    float b, p = ce_expf_poly(x, &b);
-    return p * ce_pow2f(b);
-}
-
-/*
- * The same for CE_NORMAL_f32 <= x <= 0 when x is not NaN, one multiply
- * cheaper: the result's exponent field is p's plus n and at least 1 (p >=
- * exp(-ln2/2) has field >= 126 and n >= -125; n = -126 only where r > 0.33
- * and p > 1), so an integer add of n to p's exponent field is the product
- * p * 2^n, exactly.  A NaN x could come out as a number (n is taken from b's
- * low bits, which for a NaN are its payload's): callers rule NaN out.
- */
-CE_INLINE float ce_expf_normal_nonan(float x)
-{
-    float b, p = ce_expf_poly(x, &b);
-    uint32_t u, n;
-    memcpy(&u, &p, 4);
-    memcpy(&n, &b, 4);
-    u += n << 23;
-    memcpy(&p, &u, 4);
-    return p;
-}
-
 /* exp(x) for every double x; same scheme, 1 + r + r^2 q(r) with q of degree 9
    from Chebyshev economisation on |r| <= ln2/2 (relative error 1.7e-17 before
    rounding, 2 multiply-adds fewer than the degree-13 Taylor series it
@@ -192,46 +136,68 @@ CE_INLINE double ce_exp_poly(double x, double *b)
     return p * r * r + r + 1.0;
 }
 
-CE_INLINE double ce_pow2(double b)
-{
-    uint64_t u;
-    double s;
-    memcpy(&u, &b, 8);
-    u = (u << 52) + (UINT64_C(1023) << 52);
-    memcpy(&s, &u, 8);
-    return s;
+/*
+ * 2^n, the exp's tail and its one-scale forms, for both types: T, its
+ * same-width unsigned U, M mantissa bits, exponent bias B, MAGIC = 1.5 * 2^M.
+ *
+ *   POW2(b)     2^n for the n held in b's low bits (see ce_expf_poly), n a
+ *               normal exponent; the magic's own bits shift out of the word
+ *   NAME_tail   exp of an x already clamped ([-110, 89] for float, [-750, 710]
+ *               for double): 2^n applied in two halves, so that results below
+ *               the least normal number are gradual (subnormal) and results
+ *               past the largest +inf, both correctly rounded from p(r)
+ *   NAME_normal for CE_NORMAL <= x <= 0, or NaN: every result is a normal
+ *               number, so 2^n is one normal number and a single multiply
+ *               rounds p * 2^n, the same rounding the tail's (p * 2^n1) * 2^n2
+ *               makes (p * 2^n1 is exact).  Same bits, 8 fewer operations
+ *   NAME_normal_nonan
+ *               the same for x not NaN, one multiply cheaper: the result's
+ *               exponent field is p's plus n and at least 1 (float: p >=
+ *               exp(-ln2/2) has field >= 126 and n >= -125, n = -126 only
+ *               where r > 0.33 and p > 1; double: field >= 1022, n >= -1021),
+ *               so an integer add of n to p's exponent field is the product
+ *               p * 2^n, exactly.  A NaN x could come out as a number (n is
+ *               taken from b's low bits, a NaN's payload): callers rule NaN
+ *               out (ce_max's lo)
+ */
+#define CE_DEFINE_EXP_SCALING(T, U, M, B, MAGIC, NAME, POLY, POW2)              \
+CE_INLINE T POW2(T b)                                                         \
+{                                                                             \
+    U u;                                                                      \
+    T s;                                                                      \
+    memcpy(&u, &b, sizeof u);                                                 \
+    u = (u << M) + ((U)B << M);                                               \
+    memcpy(&s, &u, sizeof s);                                                 \
+    return s;                                                                 \
+}                                                                             \
+CE_INLINE T NAME##_tail(T x)                                                  \
+{                                                                             \
+    T b, p = POLY(x, &b);                                                     \
+    T n = b - MAGIC;                                                          \
+    T n1 = (n * (T)0.5 + MAGIC) - MAGIC;                                      \
+    T n2 = n - n1;                                                            \
+    return p * POW2(n1 + MAGIC) * POW2(n2 + MAGIC);                           \
+}                                                                             \
+CE_INLINE T NAME##_normal(T x)                                                \
+{                                                                             \
+    T b, p = POLY(x, &b);                                                     \
+    return p * POW2(b);                                                       \
+}                                                                             \
+CE_INLINE T NAME##_normal_nonan(T x)                                          \
+{                                                                             \
+    T b, p = POLY(x, &b);                                                     \
+    U u, n;                                                                   \
+    memcpy(&u, &p, sizeof u);                                                 \
+    memcpy(&n, &b, sizeof n);                                                 \
+    u += n << M;                                                              \
+    memcpy(&p, &u, sizeof p);                                                 \
+    return p;                                                                 \
 }
-
-/* exp of an x already clamped to [-750, 710]. */
-CE_INLINE double ce_exp_tail(double x)
-{
-    const double magic = 0x1.8p52;
-    double b, p = ce_exp_poly(x, &b);
-    double n = b - magic;
-    double n1 = (n * 0.5 + magic) - magic;
-    double n2 = n - n1;
-    return p * ce_pow2(n1 + magic) * ce_pow2(n2 + magic);
-}
-
-/* As ce_expf_normal, for CE_NORMAL_f64 <= x <= 0 or NaN. */
+#define CE_NORMAL_f32 (-87.0f)                /* n >= round(-87 / ln2) = -126 */
 #define CE_NORMAL_f64 (-708.0)                /* n >= round(-708 / ln2) = -1021 */
-CE_INLINE double ce_exp_normal(double x)
-{
-    double b, p = ce_exp_poly(x, &b);
-    return p * ce_pow2(b);
-}
-
-/* As ce_expf_normal_nonan (p's exponent field >= 1022, n >= -1021). */
-CE_INLINE double ce_exp_normal_nonan(double x)
-{
-    double b, p = ce_exp_poly(x, &b);
-    uint64_t u, n;
-    memcpy(&u, &p, 8);
-    memcpy(&n, &b, 8);
-    u += n << 52;
-    memcpy(&p, &u, 8);
-    return p;
-}
+CE_DEFINE_EXP_SCALING(float, uint32_t, 23, 127u, 0x1.8p23f, ce_expf, ce_expf_poly, ce_pow2f)
+CE_DEFINE_EXP_SCALING(double, uint64_t, 52, UINT64_C(1023), 0x1.8p52, ce_exp, ce_exp_poly,
+                      ce_pow2)
 
 /*
  * The primitives, instantiated for float (suffix f32) and double (f64).

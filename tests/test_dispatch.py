@@ -70,44 +70,42 @@ CE_DISPATCH long long exp_disagreements(void)
 /* The short-row block moves rows with contiguous classes by register tiles
    (whole and half) and strided rows element by element: both must give the
    same bits (loss, block sum and gradient; NaN for NaN), for every row length
-   1..64 and every block size 1..64.  Each contiguous row sits at the very end
+   1..64 and every block size 1..64, with rows given by a first row and a
+   step or by a list of addresses.  Each contiguous row sits at the very end
    of a page followed by an inaccessible one, or at the very start of a page
    after one, so a tile that reads or writes past a row's classes crashes the
    harness.  Odd blocks span more than the one-scale exp's range (the
-   two-scale exp runs there) and hold a -inf and a NaN logit.  Returns the
-   number of disagreements. */
+   two-scale exp runs there) and hold a -inf and a NaN logit; row 3 is
+   ignored.  Returns the number of disagreements. */
 #include <sys/mman.h>
 #include <unistd.h>
-static char *guarded_page(void)         /* a read-write page between two inaccessible ones */
-{
+static char *guarded_pages(int n)       /* n read-write pages, 2 pages apart, */
+{                                       /* each between two inaccessible ones */
     long pg = sysconf(_SC_PAGESIZE);
-    char *p = mmap(NULL, 3 * pg, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *p = mmap(NULL, (2 * n + 1) * pg, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) abort();
-    mprotect(p, pg, PROT_NONE);
-    mprotect(p + 2 * pg, pg, PROT_NONE);
+    for (int k = 0; k < n; k++) mprotect(p + (2 * k + 1) * pg, pg, PROT_READ | PROT_WRITE);
     return p + pg;
 }
 #define CE_SAME(a, b) ((a) != (a) ? (b) != (b) : memcmp(&(a), &(b), sizeof(a)) == 0)
 #define TILE_CHECK(T, SFX)                                                    \
 static long long tile_disagreements_##SFX(void)                               \
 {                                                                             \
-    static char *zpage[CE_ROWS], *gpage[CE_ROWS];                             \
+    static char *zpages, *gpages;                                             \
     static T zt[64 * CE_ROWS], g2[64 * CE_ROWS];                              \
     long pg = sysconf(_SC_PAGESIZE);                                          \
     long long bad = 0;                                                        \
     uint64_t st = 99;                                                         \
-    for (int k = 0; k < CE_ROWS; k++)                                         \
-        if (zpage[k] == NULL) { zpage[k] = guarded_page(); gpage[k] = guarded_page(); } \
+    if (zpages == NULL) { zpages = guarded_pages(CE_ROWS); gpages = guarded_pages(CE_ROWS); } \
     for (int at_end = 0; at_end < 2; at_end++)                                \
     for (int m = 1; m <= 64; m++)                                             \
     for (int n = 1; n <= CE_ROWS; n++) {                                      \
-        const T *zr1[CE_ROWS], *zr2[CE_ROWS];                                 \
-        T *gr1[CE_ROWS], *gr2[CE_ROWS];                                       \
-        ptrdiff_t t[CE_ROWS];                                                 \
-        double l1[CE_ROWS], l2[CE_ROWS];                                      \
+        void *zl[CE_ROWS], *gl[CE_ROWS], *zl2[CE_ROWS], *gl2[CE_ROWS];        \
+        ptrdiff_t t[2 * CE_ROWS];                                             \
+        double l1[CE_ROWS], l2[CE_ROWS], l3[CE_ROWS];                         \
         size_t off = at_end ? (size_t)pg - m * sizeof(T) : 0;                 \
         for (int k = 0; k < n; k++) {                                         \
-            T *z = (T *)(zpage[k] + off);                                     \
+            T *z = (T *)(zpages + 2 * k * pg + off);                          \
             for (int j = 0; j < m; j++) {                                     \
                 st = st * 6364136223846793005u + 1442695040888963407u;       \
                 z[j] = (T)(((double)(st >> 11) * 0x1p-53 - 0.5) * (n % 2 ? 2000.0 : 20.0)); \
@@ -115,21 +113,35 @@ static long long tile_disagreements_##SFX(void)                               \
             if (n % 2 && k == 1) z[0] = -INFINITY;                            \
             if (n % 2 && k == 2) z[m / 2] = NAN;                              \
             st = st * 6364136223846793005u + 1442695040888963407u;           \
-            t[k] = k == 3 ? -1 : (ptrdiff_t)((st >> 33) % (uint64_t)m);       \
+            t[2 * k] = k == 3 ? -100 : (ptrdiff_t)((st >> 33) % (uint64_t)m); \
+            t[2 * k + 1] = 0;                                                 \
             for (int j = 0; j < m; j++) zt[j * CE_ROWS + k] = z[j];           \
-            zr1[k] = z;                                                       \
-            gr1[k] = (T *)(gpage[k] + off);                                   \
-            zr2[k] = zt + k;                                                  \
-            gr2[k] = g2 + k;                                                  \
+            zl[k] = z;                                                        \
+            gl[k] = gpages + 2 * k * pg + off;                                \
+            zl2[k] = zt + k;                                                  \
+            gl2[k] = g2 + k;                                                  \
         }                                                                     \
-        double s1 = ce_short_xent_##SFX(zr1, 1, t, NULL, n, m, gr1, 1, 0.5, l1); \
-        double s2 = ce_short_xent_##SFX(zr2, CE_ROWS, t, NULL, n, m, gr2, CE_ROWS, 0.5, l2); \
-        bad += !CE_SAME(s1, s2);                                              \
-        for (int k = 0; k < n; k++) {                                         \
-            bad += !CE_SAME(l1[k], l2[k]);                                    \
-            for (int j = 0; j < m; j++)                                       \
-                bad += !CE_SAME(gr1[k][j], g2[j * CE_ROWS + k]);              \
+        /* contiguous rows: evenly spaced, then listed; strided rows */      \
+        ce_rows z1 = {zpages + off, 2 * pg, NULL}, g1 = {gpages + off, 2 * pg, NULL}; \
+        ce_rows z3 = {NULL, 0, zl}, g3 = {NULL, 0, gl};                       \
+        ce_rows z2 = {NULL, 0, zl2}, gs2 = {NULL, 0, gl2};                    \
+        ptrdiff_t ts = 2 * sizeof(ptrdiff_t);                                 \
+        double s2 = ce_short_xent_##SFX(&z2, CE_ROWS, t, ts, -100, NULL, n, m, &gs2, CE_ROWS, 0.5, l2); \
+        for (int pass = 0; pass < 2; pass++) {                                \
+            double s1 = ce_short_xent_##SFX(pass ? &z3 : &z1, 1, t, ts, -100, NULL, n, m, \
+                                            pass ? &g3 : &g1, 1, 0.5, l1);    \
+            bad += !CE_SAME(s1, s2);                                          \
+            for (int k = 0; k < n; k++) {                                     \
+                bad += !CE_SAME(l1[k], l2[k]);                                \
+                T *g = (T *)gl[k];                                            \
+                for (int j = 0; j < m; j++)                                   \
+                    bad += !CE_SAME(g[j], g2[j * CE_ROWS + k]);               \
+            }                                                                 \
         }                                                                     \
+        /* the loss alone: the same losses */                                \
+        ce_short_xent_##SFX(&z1, 1, t, ts, -100, NULL, n, m, NULL, 1, 0.5, l3); \
+        for (int k = 0; k < n; k++) bad += !CE_SAME(l3[k], l2[k]);            \
+        if (n > 3) bad += l2[3] != 0.0;          /* the ignored row */        \
     }                                                                         \
     return bad;                                                               \
 }
@@ -193,10 +205,8 @@ int main(int argc, char **argv)
     double s = ce_expsum_f32(z, row, m, top, lo, NULL);
     for (long long b = 0; b < n; b += CE_ROWS) {
         long long len = n - b < CE_ROWS ? n - b : CE_ROWS;
-        const float *zr[CE_ROWS];
-        float *gr[CE_ROWS];
-        for (long long k = 0; k < len; k++) { zr[k] = z + (b + k) * m; gr[k] = g + (b + k) * m; }
-        ce_short_xent_f32(zr, 1, t + b, NULL, len, m, gr, 1, 1.0, loss + b);
+        ce_rows zr = {(char *)(z + b * m), m * 4, NULL}, gr = {(char *)(g + b * m), m * 4, NULL};
+        ce_short_xent_f32(&zr, 1, t + b, sizeof(ptrdiff_t), -100, NULL, len, m, &gr, 1, 1.0, loss + b);
     }
     fwrite(e, 4, n * m, stdout);
     fwrite(&s, 8, 1, stdout);
@@ -243,18 +253,21 @@ def test_each_dispatch_target_matches_numpy(harnesses, build):
     z = (rng.standard_normal((150, 10)) * 5).astype(np.float32)
     z[0, :4] = [-np.inf, np.nan, 88.0, -100.0]            # specials through exp
     t = rng.integers(0, 10, 150)
-    t[3] = -1                                               # an ignored row
+    t[3] = -100                                             # an ignored row
+    t[4] = 10                                               # out of range: ignored too
     exps, expsum, loss, grad, _ = run_harness(harnesses[build], z, t)
 
     with np.errstate(over="ignore", invalid="ignore"):
         np.testing.assert_allclose(exps, np.exp(z.astype(np.float64)), rtol=3e-7, equal_nan=True,
                                    atol=np.finfo(np.float32).smallest_subnormal)
     rows = slice(1, None)                                   # row 0 holds the specials
-    expected = ref.cross_entropy(z[rows], np.where(t[rows] < 0, 0, t[rows]), "none")
-    expected[t[rows] < 0] = 0.0
+    ignored = (t[rows] < 0) | (t[rows] >= 10)
+    kept = np.where(ignored, 0, t[rows])
+    expected = ref.cross_entropy(z[rows], kept, "none")
+    expected[ignored] = 0.0
     np.testing.assert_allclose(loss[rows], expected, rtol=2e-6, atol=2e-6)
-    expected_grad = ref.cross_entropy_grad(z[rows], np.where(t[rows] < 0, 0, t[rows]), "none")
-    expected_grad[t[rows] < 0] = 0.0
+    expected_grad = ref.cross_entropy_grad(z[rows], kept, "none")
+    expected_grad[ignored] = 0.0
     np.testing.assert_allclose(grad[rows], expected_grad, rtol=2e-6, atol=1e-7)
     top = np.float64(np.nanmax(z[0]))
     with np.errstate(invalid="ignore"):

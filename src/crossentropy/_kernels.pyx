@@ -75,12 +75,18 @@ cdef extern from "_simd.h" nogil:
     void ce_scale_sub_f64(double *g, const double *w, Py_ssize_t n, double a, double b)
     int CE_ROWS
     int CE_SHORT_MAX
-    double ce_short_xent_f32(const float *const *zrows, Py_ssize_t zc, const Py_ssize_t *t,
-                           const double *weight, Py_ssize_t n, Py_ssize_t m,
-                           float *const *grows, Py_ssize_t gc, double gscale, double *loss)
-    double ce_short_xent_f64(const double *const *zrows, Py_ssize_t zc, const Py_ssize_t *t,
-                           const double *weight, Py_ssize_t n, Py_ssize_t m,
-                           double *const *grows, Py_ssize_t gc, double gscale, double *loss)
+    ctypedef struct ce_rows:
+        char *base
+        Py_ssize_t step
+        void **at
+    double ce_short_xent_f32(const ce_rows *z, Py_ssize_t zc, const Py_ssize_t *target,
+                             Py_ssize_t ts, Py_ssize_t ignore, const double *weight,
+                             Py_ssize_t n, Py_ssize_t m, const ce_rows *g, Py_ssize_t gc,
+                             double gscale, double *loss)
+    double ce_short_xent_f64(const ce_rows *z, Py_ssize_t zc, const Py_ssize_t *target,
+                             Py_ssize_t ts, Py_ssize_t ignore, const double *weight,
+                             Py_ssize_t n, Py_ssize_t m, const ce_rows *g, Py_ssize_t gc,
+                             double gscale, double *loss)
 
 
 # What a call computes.  Per row it yields one number (loss or log-sum-exp); the
@@ -652,7 +658,7 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
                             const floating *element_type) noexcept nogil:
     """short_rows for the common case, hard targets without smoothing, in
     blocks of FAST_ROWS rows vectorised across rows by ce_short_xent."""
-    cdef Py_ssize_t m = P.m, inner = P.inner, ignore = P.ignore_index, b0, b1, k, n, t
+    cdef Py_ssize_t m = P.m, inner = P.inner, ignore = P.ignore_index, b0, b1, k, n, t, ts
     cdef Py_ssize_t zc = P.z.sc // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t oc = P.out.sc // <Py_ssize_t>sizeof(floating)
     cdef bint write = P.mode == LOSS_GRAD
@@ -665,16 +671,22 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     cdef Strided z = P.z, out = P.out, target = P.target, row_value = P.row_value
     cdef Strided sample_weight = P.sample_weight
     cdef double total = 0.0
-    cdef const floating *zrows[FAST_ROWS]
-    cdef floating *grows[FAST_ROWS]
+    cdef ce_rows zrows, grows
+    cdef void *zat[FAST_ROWS]
+    cdef void *gat[FAST_ROWS]
     cdef Py_ssize_t targets[FAST_ROWS]
     cdef double weights[FAST_ROWS]
     cdef double losses[FAST_ROWS]
     cdef Pos pos = row_pos(r0, inner)
-    cdef char *zp
-    cdef char *gp
     cdef char *tp
 
+    # Class axis last: row r is at r * (row stride), so a block is described by
+    # its first row and the strides, with nothing to set up per row.  Otherwise
+    # the block's row addresses are listed.
+    zrows.step = z.so
+    grows.step = out.so
+    zrows.at = NULL if inner == 1 else zat
+    grows.at = NULL if inner == 1 else gat
     b0 = r0
     while b0 < r1:
         b1 = b0 + FAST_ROWS
@@ -682,19 +694,11 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
             b1 = r1
         n = b1 - b0
         if inner == 1:
-            # class axis last: row r is at r * (row stride); no positions needed.
-            # One simple loop per array (the compiler unrolls these; one loop
-            # with branches in it ran a tenth of the whole call at 10 classes).
-            zp = z.data + b0 * z.so
-            for k in range(n):
-                zrows[k] = <const floating *>(zp + k * z.so)
+            zrows.base = z.data + b0 * z.so
             if write:
-                gp = out.data + b0 * out.so
-                for k in range(n):
-                    grows[k] = <floating *>(gp + k * out.so)
+                grows.base = out.data + b0 * out.so
             tp = target.data + b0 * target.so
-            for k in range(n):
-                targets[k] = class_or_ignored((<Py_ssize_t *>(tp + k * target.so))[0], ignore, m)
+            ts = target.so
             if has_sw:
                 for k in range(n):
                     weights[k] = (<double *>(sample_weight.data + (b0 + k) * sample_weight.so))[0]
@@ -702,29 +706,28 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
             for k in range(n):
                 if b0 + k > r0:
                     next_row(&pos, inner)
-                zrows[k] = <const floating *>row_ptr(&z, pos)
+                zat[k] = row_ptr(&z, pos)
                 if write:
-                    grows[k] = <floating *>row_ptr(&out, pos)
+                    gat[k] = row_ptr(&out, pos)
                 targets[k] = (<Py_ssize_t *>row_ptr(&target, pos))[0]
                 if has_sw:
                     weights[k] = (<double *>row_ptr(&sample_weight, pos))[0]
-        if inner != 1:
-            for k in range(n):
-                targets[k] = class_or_ignored(targets[k], ignore, m)
+            tp = <char *>targets
+            ts = sizeof(Py_ssize_t)
         if weighted:
             for k in range(n):
                 # the row's weight: sample weight x class weight of its target
-                t = targets[k]
+                t = class_or_ignored((<Py_ssize_t *>(tp + k * ts))[0], ignore, m)
                 weights[k] = ((weights[k] if has_sw else 1.0)
                               * (class_weight[t] if class_weight != NULL and t >= 0 else 1.0))
         if floating is float:
             total = total + ce_short_xent_f32(
-                zrows, zc, targets, weights if weighted else NULL, n, m,
-                grows if write else NULL, oc, P.grad_scale, losses if keep_rows else NULL)
+                &zrows, zc, <Py_ssize_t *>tp, ts, ignore, weights if weighted else NULL, n, m,
+                &grows if write else NULL, oc, P.grad_scale, losses if keep_rows else NULL)
         else:
             total = total + ce_short_xent_f64(
-                zrows, zc, targets, weights if weighted else NULL, n, m,
-                grows if write else NULL, oc, P.grad_scale, losses if keep_rows else NULL)
+                &zrows, zc, <Py_ssize_t *>tp, ts, ignore, weights if weighted else NULL, n, m,
+                &grows if write else NULL, oc, P.grad_scale, losses if keep_rows else NULL)
         if keep_rows:
             for k in range(n):
                 (<double *>row_ptr(&row_value, row_pos(b0 + k, inner)))[0] = losses[k]

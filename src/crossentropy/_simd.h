@@ -496,10 +496,12 @@ CE_INLINE void ce_transpose_f64(ce_vec_f64 r[4])
  * overlaps the one before it rather than reading past the row, so no masked
  * access is needed.
  *
- *   zrows[k]    row k's first logit; classes at stride zc
- *   t[k]        row k's target class, or -1 when the row is ignored
+ *   z           where the rows' logits start (ce_rows); classes at stride zc
+ *   target, ts  row k's target at byte offset k * ts from target; a target
+ *               equal to `ignore` (or, defensively, outside 0..m-1) ignores
+ *               the row
  *   weight[k]   row k's weight (class weight x sample weight), or NULL for 1
- *   grows[k]    where row k's gradient goes (stride gc), or grows == NULL
+ *   g           where the rows' gradients go (stride gc), or g == NULL
  *   gscale      multiplies every gradient (upstream gradient / denominator)
  *   loss[k]     receives row k's weighted loss (0 for ignored rows), or
  *               loss == NULL
@@ -509,6 +511,26 @@ CE_INLINE void ce_transpose_f64(ce_vec_f64 r[4])
  */
 #define CE_ROWS 64
 #define CE_SHORT_MAX 64
+
+/* Where a block's rows start: at at[k], or, where at == NULL, at base + k *
+   step bytes (rows evenly spaced, as rows of a matrix are: then the caller
+   sets up nothing per row). */
+typedef struct {
+    char *base;
+    ptrdiff_t step;
+    void *const *at;
+} ce_rows;
+
+/* The n row addresses of `rows`: its list, or one made in `room` (a loop
+   that vectorises). */
+CE_INLINE void *const *ce_row_list(const ce_rows *rows, ptrdiff_t n, void **room)
+{
+    if (rows->at != NULL) return rows->at;
+    char *base = rows->base;
+    ptrdiff_t step = rows->step;
+    for (ptrdiff_t k = 0; k < n; k++) room[k] = base + k * step;
+    return room;
+}
 
 /* x[0] + ... + x[63] in a fixed order that vectorises: four lanes, then
    (lane 0 + lane 1) + (lane 2 + lane 3). */
@@ -641,15 +663,22 @@ CE_INLINE int ce_tiles(ptrdiff_t m, ptrdiff_t vl, ptrdiff_t *start, int *half)
 
 #define CE_DEFINE_SHORT_ROWS(T, SFX, EXP, NEG_INF)                              \
 CE_DISPATCH double ce_short_xent_##SFX(                                       \
-    const T *const *zrows, ptrdiff_t zc, const ptrdiff_t *t,                  \
-    const double *weight, ptrdiff_t n, ptrdiff_t m, T *const *grows,           \
-    ptrdiff_t gc, double gscale, double *loss)                                \
+    const ce_rows *z, ptrdiff_t zc, const ptrdiff_t *target, ptrdiff_t ts,    \
+    ptrdiff_t ignore, const double *weight, ptrdiff_t n, ptrdiff_t m,          \
+    const ce_rows *g, ptrdiff_t gc, double gscale, double *loss)              \
 {                                                                             \
     enum { VL = CE_VL_##SFX };                                                \
     T buf[CE_SHORT_MAX * CE_ROWS] __attribute__((aligned(32)));               \
     T mx[CE_ROWS], mn[CE_ROWS], a[CE_ROWS] __attribute__((aligned(32)));      \
     double s[CE_ROWS], lg[CE_ROWS];                                           \
-    ptrdiff_t j, k;                                                           \
+    void *zroom[CE_ROWS], *groom[CE_ROWS];                                    \
+    const T *const *zrows = (const T *const *)ce_row_list(z, n, zroom);       \
+    T *const *grows = g ? (T *const *)ce_row_list(g, n, groom) : NULL;        \
+    ptrdiff_t t[CE_ROWS], j, k;                                               \
+    for (k = 0; k < n; k++) {            /* the class, or -1: ignored */     \
+        ptrdiff_t c = *(const ptrdiff_t *)((const char *)target + k * ts);   \
+        t[k] = c == ignore || (size_t)c >= (size_t)m ? -1 : c;                \
+    }                                                                         \
     /* The gradient rows are written last: start fetching their lines now    \
        (rows shorter than a line share lines, and fetching each costs more    \
        than it saves). */                                                     \

@@ -263,7 +263,7 @@ CE_DISPATCH T ce_max_##SFX(const T *x, ptrdiff_t n, T *lo)                   \
     for (ptrdiff_t i = 0; i < n; i++) {                                       \
         acc = x[i] > acc ? x[i] : acc;                                        \
         low = x[i] < low ? x[i] : low;                                        \
-        nan |= x[i] != x[i];                                                  \
+        nan |= x[i] != x[i] ? -1 : 0;      /* the compare's mask, as is */    \
     }                                                                         \
     *lo = nan ? (T)NAN : low;                                                 \
     return acc;                                                               \

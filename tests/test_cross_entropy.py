@@ -221,6 +221,31 @@ def test_row_block_tiles_match_reference_and_strided_rows(rng, dtype, n_classes)
         np.testing.assert_array_equal(strided_grad, grad)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_classes", [3, 10, 17])
+def test_channels_last_logits_with_class_axis_one(rng, dtype, n_classes):
+    """(N, C, D) logits stored channels-last, class axis 1: the rows' classes
+    are contiguous but the rows are not evenly spaced, so the across-rows
+    block gets a list of row addresses and still moves them by register
+    tiles.  out= (channels-last too) and inplace=True must give the bits of
+    the same logits stored contiguously."""
+    stored = (rng.standard_normal((9, 11, n_classes)) * 3).astype(dtype)
+    logits = stored.transpose(0, 2, 1)                   # (9, C, 11), classes contiguous
+    target = rng.integers(0, n_classes, (9, 11))
+    target[0, :3] = -100
+    expected_loss, expected_grad = ce.cross_entropy_and_grad(
+        np.ascontiguousarray(logits), target, axis=1, reduction="none")
+    out = np.full(stored.shape, np.nan, dtype=dtype).transpose(0, 2, 1)
+    loss, grad = ce.cross_entropy_and_grad(logits, target, axis=1, reduction="none", out=out)
+    assert grad is out
+    np.testing.assert_array_equal(out, expected_grad)
+    np.testing.assert_array_equal(loss, expected_loss)
+    buffer = stored.copy().transpose(0, 2, 1)
+    ce.cross_entropy_and_grad(buffer, target, axis=1, inplace=True)
+    np.testing.assert_array_equal(buffer, ce.cross_entropy_and_grad(
+        np.ascontiguousarray(logits), target, axis=1)[1])
+
+
 def test_zero_rows(rng):
     logits = np.empty((0, 5))
     target = np.empty(0, dtype=np.int64)

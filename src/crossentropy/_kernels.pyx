@@ -78,7 +78,7 @@ cdef extern from "_simd.h" nogil:
     ctypedef struct ce_rows:
         char *base
         Py_ssize_t step
-        void **at
+        void *const *at
     double ce_short_xent_f32(const ce_rows *z, Py_ssize_t zc, const Py_ssize_t *target,
                              Py_ssize_t ts, Py_ssize_t ignore, const double *weight,
                              Py_ssize_t n, Py_ssize_t m, const ce_rows *g, Py_ssize_t gc,
@@ -484,7 +484,7 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
 cdef inline Py_ssize_t class_or_ignored(Py_ssize_t t, Py_ssize_t ignore_index,
                                         Py_ssize_t m) noexcept nogil:
     """A target as the kernels use it: its class, or -1 when it is ignored (or,
-    defensively, invalid)."""
+    defensively, invalid).  ce_short_xent maps its targets the same way."""
     return -1 if t == ignore_index or t < 0 or t >= m else t
 
 

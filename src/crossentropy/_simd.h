@@ -514,23 +514,17 @@ CE_INLINE void ce_transpose_f64(ce_vec_f64 r[4])
 
 /* Where a block's rows start: at at[k], or, where at == NULL, at base + k *
    step bytes (rows evenly spaced, as rows of a matrix are: then the caller
-   sets up nothing per row). */
+   sets up nothing per row).  The same struct describes the logits (read
+   only) and the gradient rows. */
 typedef struct {
     char *base;
     ptrdiff_t step;
     void *const *at;
 } ce_rows;
 
-/* The n row addresses of `rows`: its list, or one made in `room` (a loop
-   that vectorises). */
-CE_INLINE void *const *ce_row_list(const ce_rows *rows, ptrdiff_t n, void **room)
-{
-    if (rows->at != NULL) return rows->at;
-    char *base = rows->base;
-    ptrdiff_t step = rows->step;
-    for (ptrdiff_t k = 0; k < n; k++) room[k] = base + k * step;
-    return room;
-}
+/* Row k's address in `rows`, as a pointer to T. */
+#define CE_ROW(T, rows, k) \
+    ((T *)((rows)->at != NULL ? (rows)->at[k] : (void *)((rows)->base + (k) * (rows)->step)))
 
 /* x[0] + ... + x[63] in a fixed order that vectorises: four lanes, then
    (lane 0 + lane 1) + (lane 2 + lane 3). */
@@ -671,11 +665,16 @@ CE_DISPATCH double ce_short_xent_##SFX(                                       \
     T buf[CE_SHORT_MAX * CE_ROWS] __attribute__((aligned(32)));               \
     T mx[CE_ROWS], mn[CE_ROWS], a[CE_ROWS] __attribute__((aligned(32)));      \
     double s[CE_ROWS], lg[CE_ROWS];                                           \
-    void *zroom[CE_ROWS], *groom[CE_ROWS];                                    \
-    const T *const *zrows = (const T *const *)ce_row_list(z, n, zroom);       \
-    T *const *grows = g ? (T *const *)ce_row_list(g, n, groom) : NULL;        \
+    const T *zrows[CE_ROWS];                                                  \
+    T *grow_list[CE_ROWS], *const *grows = g != NULL ? grow_list : NULL;      \
     ptrdiff_t t[CE_ROWS], j, k;                                               \
-    for (k = 0; k < n; k++) {            /* the class, or -1: ignored */     \
+    /* Row addresses (for evenly spaced rows a loop that vectorises), and     \
+       each target as its class or -1 (ignored; defensively, out of range    \
+       too: the same mapping as class_or_ignored in _kernels.pyx). */        \
+    for (k = 0; k < n; k++) zrows[k] = CE_ROW(const T, z, k);                \
+    if (g != NULL)                                                            \
+        for (k = 0; k < n; k++) grow_list[k] = CE_ROW(T, g, k);              \
+    for (k = 0; k < n; k++) {                                                 \
         ptrdiff_t c = *(const ptrdiff_t *)((const char *)target + k * ts);   \
         t[k] = c == ignore || (size_t)c >= (size_t)m ? -1 : c;                \
     }                                                                         \
@@ -784,9 +783,9 @@ CE_DISPATCH double ce_short_xent_##SFX(                                       \
     for (; k < n; k++)                                                        \
         for (j = 0; j < m; j++) grows[k][j * gc] = buf[j * CE_ROWS + k] * a[k]; \
     for (k = 0; k < n; k++) {                                                 \
-        T *g = grows[k];                                                      \
-        if (t[k] < 0) { for (j = 0; j < m; j++) g[j * gc] = 0; continue; }   \
-        g[t[k] * gc] = (T)gt[k];                                              \
+        T *gk = grows[k];                                                     \
+        if (t[k] < 0) { for (j = 0; j < m; j++) gk[j * gc] = 0; continue; }  \
+        gk[t[k] * gc] = (T)gt[k];                                             \
     }                                                                         \
     return total;                                                             \
 }

@@ -24,7 +24,18 @@ def make_data(rng, n_samples, n_features, n_classes, dtype):
     return x.astype(dtype), target
 
 
+# Untimed calls before timing, at least this long: the training just before
+# leaves NumPy's BLAS threads spinning for up to about 0.1 s after its last
+# matrix product, and calls made meanwhile measure that contention (see the
+# README, "Threads"), not the step.
+WARM_UP_SECONDS = 0.2
+
+
 def median_time(fn, repeats):
+    """Median time of `repeats` calls of `fn`, after WARM_UP_SECONDS of calls."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < WARM_UP_SECONDS:
+        fn()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

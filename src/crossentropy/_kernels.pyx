@@ -50,6 +50,7 @@ from libc.math cimport exp as libm_exp, isinf, isfinite, log, INFINITY
 
 cdef extern from "_simd.h" nogil:
     int ce_omp_max_threads()
+    Py_ssize_t ce_class_or_ignored(Py_ssize_t t, Py_ssize_t ignore, Py_ssize_t m)
     Py_ssize_t ce_check_targets(const Py_ssize_t *t, Py_ssize_t n, Py_ssize_t m,
                                 Py_ssize_t ignore, Py_ssize_t *active)
     int CE_HAVE_DISPATCH
@@ -481,18 +482,11 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
 
 # --- rows of a chunk -------------------------------------------------------------
 
-cdef inline Py_ssize_t class_or_ignored(Py_ssize_t t, Py_ssize_t ignore_index,
-                                        Py_ssize_t m) noexcept nogil:
-    """A target as the kernels use it: its class, or -1 when it is ignored (or,
-    defensively, invalid).  ce_short_xent maps its targets the same way."""
-    return -1 if t == ignore_index or t < 0 or t >= m else t
-
-
 cdef inline Py_ssize_t row_target(const Problem *P, Pos r) noexcept nogil:
     """The row's class, or -1 when it is ignored (or, defensively, invalid)."""
     if not P.has_target or P.probabilities:
         return 0
-    return class_or_ignored((<Py_ssize_t *>row_ptr(&P.target, r))[0], P.ignore_index, P.m)
+    return ce_class_or_ignored((<Py_ssize_t *>row_ptr(&P.target, r))[0], P.ignore_index, P.m)
 
 
 cdef inline double row_sample_weight(const Problem *P, Pos r) noexcept nogil:
@@ -717,7 +711,7 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
         if weighted:
             for k in range(n):
                 # the row's weight: sample weight x class weight of its target
-                t = class_or_ignored((<Py_ssize_t *>(tp + k * ts))[0], ignore, m)
+                t = ce_class_or_ignored((<Py_ssize_t *>(tp + k * ts))[0], ignore, m)
                 weights[k] = ((weights[k] if has_sw else 1.0)
                               * (class_weight[t] if class_weight != NULL and t >= 0 else 1.0))
         if floating is float:

@@ -367,6 +367,13 @@ CE_DISPATCH void ce_scale_sub_##SFX(T *g, const double *w, ptrdiff_t n,      \
     }                                                                         \
 }
 
+/* A target as the kernels use it: its class, or -1 when it is `ignore` (or,
+   defensively, outside 0..m-1; the shim has checked the targets). */
+CE_INLINE ptrdiff_t ce_class_or_ignored(ptrdiff_t t, ptrdiff_t ignore, ptrdiff_t m)
+{
+    return t == ignore || (size_t)t >= (size_t)m ? -1 : t;
+}
+
 /*
  * One pass over n contiguous class-index targets, before anything is written:
  * returns the index of the first that is neither `ignore` nor in [0, m), or
@@ -445,17 +452,34 @@ typedef int64_t ce_idx_f64 __attribute__((vector_size(32)));
 #define CE_VL_f32 8
 #define CE_VL_f64 4
 
-/* Two-vector shuffles with constant indices: GCC >= 12 and clang spell it
-   __builtin_shufflevector, older GCC only __builtin_shuffle with a mask.
-   CE_OLD_SHUFFLE forces the older spelling (the tests build it both ways). */
+/* Two-vector shuffles with constant indices (CE_SHUF8, CE_SHUF4), and for the
+   half tiles below, two half vectors joined into one (CE_JOIN) and a vector's
+   halves (CE_LOW, CE_HIGH): GCC >= 12 and clang spell these
+   __builtin_shufflevector; older GCC only has __builtin_shuffle with a mask,
+   which cannot change the width, so there the joins and halves are built
+   element by element.  CE_OLD_SHUFFLE forces the older spelling (the tests
+   build it both ways). */
 #if (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)) && !defined(CE_OLD_SHUFFLE)
 #define CE_SHUF8(a, b, i0, i1, i2, i3, i4, i5, i6, i7) \
     __builtin_shufflevector(a, b, i0, i1, i2, i3, i4, i5, i6, i7)
 #define CE_SHUF4(a, b, i0, i1, i2, i3) __builtin_shufflevector(a, b, i0, i1, i2, i3)
+#define CE_JOIN_f32(a, b) __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7)
+#define CE_JOIN_f64(a, b) __builtin_shufflevector(a, b, 0, 1, 2, 3)
+#define CE_LOW_f32(v) __builtin_shufflevector(v, v, 0, 1, 2, 3)
+#define CE_HIGH_f32(v) __builtin_shufflevector(v, v, 4, 5, 6, 7)
+#define CE_LOW_f64(v) __builtin_shufflevector(v, v, 0, 1)
+#define CE_HIGH_f64(v) __builtin_shufflevector(v, v, 2, 3)
 #else
 #define CE_SHUF8(a, b, i0, i1, i2, i3, i4, i5, i6, i7) \
     __builtin_shuffle(a, b, (ce_idx_f32){i0, i1, i2, i3, i4, i5, i6, i7})
 #define CE_SHUF4(a, b, i0, i1, i2, i3) __builtin_shuffle(a, b, (ce_idx_f64){i0, i1, i2, i3})
+#define CE_JOIN_f32(a, b) \
+    ((ce_vec_f32){(a)[0], (a)[1], (a)[2], (a)[3], (b)[0], (b)[1], (b)[2], (b)[3]})
+#define CE_JOIN_f64(a, b) ((ce_vec_f64){(a)[0], (a)[1], (b)[0], (b)[1]})
+#define CE_LOW_f32(v) ((ce_half_f32){(v)[0], (v)[1], (v)[2], (v)[3]})
+#define CE_HIGH_f32(v) ((ce_half_f32){(v)[4], (v)[5], (v)[6], (v)[7]})
+#define CE_LOW_f64(v) ((ce_half_f64){(v)[0], (v)[1]})
+#define CE_HIGH_f64(v) ((ce_half_f64){(v)[2], (v)[3]})
 #endif
 
 CE_INLINE void ce_transpose_f32(ce_vec_f32 r[8])
@@ -547,23 +571,6 @@ typedef float ce_half_f32 __attribute__((vector_size(16)));
 typedef double ce_half_f64 __attribute__((vector_size(16)));
 typedef float ce_uhalf_f32 __attribute__((vector_size(16), aligned(4), may_alias));
 typedef double ce_uhalf_f64 __attribute__((vector_size(16), aligned(8), may_alias));
-
-#if (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)) && !defined(CE_OLD_SHUFFLE)
-#define CE_JOIN_f32(a, b) __builtin_shufflevector(a, b, 0, 1, 2, 3, 4, 5, 6, 7)
-#define CE_JOIN_f64(a, b) __builtin_shufflevector(a, b, 0, 1, 2, 3)
-#define CE_LOW_f32(v) __builtin_shufflevector(v, v, 0, 1, 2, 3)
-#define CE_HIGH_f32(v) __builtin_shufflevector(v, v, 4, 5, 6, 7)
-#define CE_LOW_f64(v) __builtin_shufflevector(v, v, 0, 1)
-#define CE_HIGH_f64(v) __builtin_shufflevector(v, v, 2, 3)
-#else
-#define CE_JOIN_f32(a, b) \
-    ((ce_vec_f32){(a)[0], (a)[1], (a)[2], (a)[3], (b)[0], (b)[1], (b)[2], (b)[3]})
-#define CE_JOIN_f64(a, b) ((ce_vec_f64){(a)[0], (a)[1], (b)[0], (b)[1]})
-#define CE_LOW_f32(v) ((ce_half_f32){(v)[0], (v)[1], (v)[2], (v)[3]})
-#define CE_HIGH_f32(v) ((ce_half_f32){(v)[4], (v)[5], (v)[6], (v)[7]})
-#define CE_LOW_f64(v) ((ce_half_f64){(v)[0], (v)[1]})
-#define CE_HIGH_f64(v) ((ce_half_f64){(v)[2], (v)[3]})
-#endif
 
 CE_INLINE void ce_transpose_half_f32(ce_vec_f32 r[4])
 {
@@ -669,15 +676,13 @@ CE_DISPATCH double ce_short_xent_##SFX(                                       \
     T *grow_list[CE_ROWS], *const *grows = g != NULL ? grow_list : NULL;      \
     ptrdiff_t t[CE_ROWS], j, k;                                               \
     /* Row addresses (for evenly spaced rows a loop that vectorises), and     \
-       each target as its class or -1 (ignored; defensively, out of range    \
-       too: the same mapping as class_or_ignored in _kernels.pyx). */        \
+       each target as its class or -1. */                                    \
     for (k = 0; k < n; k++) zrows[k] = CE_ROW(const T, z, k);                \
     if (g != NULL)                                                            \
         for (k = 0; k < n; k++) grow_list[k] = CE_ROW(T, g, k);              \
-    for (k = 0; k < n; k++) {                                                 \
-        ptrdiff_t c = *(const ptrdiff_t *)((const char *)target + k * ts);   \
-        t[k] = c == ignore || (size_t)c >= (size_t)m ? -1 : c;                \
-    }                                                                         \
+    for (k = 0; k < n; k++)                                                   \
+        t[k] = ce_class_or_ignored(                                           \
+            *(const ptrdiff_t *)((const char *)target + k * ts), ignore, m);  \
     /* The gradient rows are written last: start fetching their lines now    \
        (rows shorter than a line share lines, and fetching each costs more    \
        than it saves). */                                                     \

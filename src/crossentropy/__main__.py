@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from . import __version__, cross_entropy_and_grad
-from ._benchmark import numpy_loss_and_grad
+from ._benchmark import call_for, numpy_loss_and_grad
 
 
 def make_data(rng, n_samples, n_features, n_classes, dtype):
@@ -33,9 +33,7 @@ WARM_UP_SECONDS = 0.2
 
 def median_time(fn, repeats):
     """Median time of `repeats` calls of `fn`, after WARM_UP_SECONDS of calls."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < WARM_UP_SECONDS:
-        fn()
+    call_for(fn, WARM_UP_SECONDS)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

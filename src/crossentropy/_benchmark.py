@@ -46,6 +46,13 @@ BURST_S = 0.05
 MIN_ROUNDS = 5
 
 
+def call_for(fn, seconds):
+    """Call `fn` back to back, untimed, for about `seconds` (none for 0)."""
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        fn()
+
+
 def burst_rounds_ms(fns, repeats, budget_s):
     """Per-round median wall times in ms of each callable in `fns` (key -> fn).
 
@@ -78,9 +85,7 @@ def burst_rounds_ms(fns, repeats, budget_s):
     per_round = {key: [] for key in fns}
     for _ in range(rounds):
         for key, fn in fns.items():
-            until = time.perf_counter() + warm_up[key]
-            while time.perf_counter() < until:
-                fn()
+            call_for(fn, warm_up[key])
             burst = []
             for _ in range(per_burst[key]):
                 start = time.perf_counter()

@@ -1,13 +1,14 @@
-"""Both code paths of the runtime dispatch, against NumPy.
+"""Every code path of the runtime dispatch, against NumPy.
 
-The extension picks its x86-64-v3 (AVX2+FMA) clones on a machine that has
-AVX2, so its baseline clones never run here.  This test compiles a small
-harness over the same _simd.h twice, with dispatch (the clone this CPU picks)
-and with -DCE_NO_DISPATCH (baseline x86-64 code only), and checks the exp, the
-fused exp-sum and the across-rows short-row kernel of each against NumPy, and
-that the one-scale exp agrees bit for bit with the two-scale one and the
-register-tile moves with the element-by-element ones.
-Skipped where there is no C compiler or no source tree.
+The extension runs the widest clones the CPU has (x86-64-v4, -v3 or
+baseline), so the others never run in it here.  This test compiles a small
+harness over the same _simd.h with dispatch (the clones this CPU picks) and,
+with -DCE_NO_DISPATCH, once for each level (baseline x86-64, -march=x86-64-v3,
+-march=x86-64-v4), runs each level the CPU can run, and checks the exp, the
+fused exp-sum and the across-rows short-row kernel against NumPy; that the
+one-scale exp agrees bit for bit with the two-scale one and the register-tile
+moves with the element-by-element ones; and that the AVX2 and AVX-512 levels
+give the same bits.  Skipped where there is no C compiler or no source tree.
 """
 
 import os
@@ -25,7 +26,7 @@ CC = shutil.which("gcc") or shutil.which("cc")
 
 pytestmark = pytest.mark.skipif(
     CC is None or not os.path.exists(os.path.join(HEADER_DIR, "_simd.h"))
-    or platform.machine() != "x86_64",
+    or platform.machine() != "x86_64" or not os.path.exists("/proc/cpuinfo"),
     reason="needs a C compiler, the source tree and x86-64",
 )
 
@@ -181,7 +182,8 @@ NAN_CHECK(double, f64, uint64_t, UINT64_C(0x7FF8000000000000))
 /* With an argument: "exp", "tiles" or "nan", the checks above.  Otherwise
    stdin: n_rows, m, then n_rows*m floats (logits), then n_rows int64 targets.
    stdout: n_rows*m exps of the flat logits, the expsum of row 0, then the
-   short-row loss (n_rows doubles) and gradient (n_rows*m floats). */
+   short-row loss (n_rows doubles) and gradient (n_rows*m floats), zeros for
+   m > CE_SHORT_MAX, then the clones that ran. */
 int main(int argc, char **argv)
 {
     if (argc > 1) {
@@ -205,7 +207,9 @@ int main(int argc, char **argv)
     float *row = malloc(m * 4);
     float lo, top = ce_max_f32(z, m, &lo);
     double s = ce_expsum_f32(z, row, m, top, lo, NULL);
-    for (long long b = 0; b < n; b += CE_ROWS) {
+    memset(loss, 0, n * 8);
+    memset(g, 0, n * m * 4);
+    for (long long b = 0; m <= CE_SHORT_MAX && b < n; b += CE_ROWS) {
         long long len = n - b < CE_ROWS ? n - b : CE_ROWS;
         ce_rows zr = {(char *)(z + b * m), m * 4, NULL}, gr = {(char *)(g + b * m), m * 4, NULL};
         ce_short_xent_f32(&zr, 1, t + b, sizeof(ptrdiff_t), -100, NULL, len, m, &gr, 1, 1.0, loss + b);
@@ -214,10 +218,33 @@ int main(int argc, char **argv)
     fwrite(&s, 8, 1, stdout);
     fwrite(loss, 8, n, stdout);
     fwrite(g, 4, n * m, stdout);
-    printf("%d", CE_HAVE_DISPATCH && __builtin_cpu_supports("avx2"));
+    printf("%s", ce_dispatch_target());
     return 0;
 }
 """
+
+
+def cpu_level():
+    """The widest x86-64 level /proc/cpuinfo's flags admit (GCC's levels, less
+    the flags every x86-64 CPU with AVX has)."""
+    with open("/proc/cpuinfo") as f:
+        flags = set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
+    v3 = {"avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm", "xsave"}
+    v4 = {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"}
+    if v3 <= flags:
+        return "x86-64-v4" if v4 <= flags else "x86-64-v3"
+    return "baseline"
+
+
+LEVELS = ["baseline", "x86-64-v3", "x86-64-v4"]
+
+
+def runnable(build):
+    """`build`, skipped where this CPU cannot run its instructions."""
+    need = build if build in LEVELS else "baseline"
+    if LEVELS.index(need) > LEVELS.index(cpu_level()):
+        pytest.skip(f"this CPU cannot run {need} code")
+    return build
 
 
 @pytest.fixture(scope="module")
@@ -227,6 +254,8 @@ def harnesses(tmp_path_factory):
     src.write_text(HARNESS)
     built = {}
     for name, defines in [("dispatched", []), ("baseline", ["-DCE_NO_DISPATCH"]),
+                          ("x86-64-v3", ["-DCE_NO_DISPATCH", "-march=x86-64-v3"]),
+                          ("x86-64-v4", ["-DCE_NO_DISPATCH", "-march=x86-64-v4"]),
                           ("old-shuffle", ["-DCE_NO_DISPATCH", "-DCE_OLD_SHUFFLE"])]:
         exe = tmp / name
         subprocess.run([CC, "-O3", "-fno-trapping-math", "-fno-math-errno", "-fopenmp", *defines,
@@ -245,19 +274,26 @@ def run_harness(exe, z, t):
     expsum = np.frombuffer(out[k:k + 8], dtype=np.float64)[0]
     loss = np.frombuffer(out[k + 8:k + 8 + 8 * n], dtype=np.float64)
     grad = np.frombuffer(out[k + 8 + 8 * n:2 * k + 8 + 8 * n], dtype=np.float32).reshape(n, m)
-    avx2 = out[2 * k + 8 + 8 * n:] == b"1"
-    return exps, expsum, loss, grad, avx2
+    target = out[2 * k + 8 + 8 * n:].decode()
+    return exps, expsum, loss, grad, target
 
 
-@pytest.mark.parametrize("build", ["dispatched", "baseline"])
-def test_each_dispatch_target_matches_numpy(harnesses, build):
+def specials_case():
+    """150 rows of 10 logits, row 0 with -inf, NaN, 88 and -100; an ignored
+    target and one out of range (ignored too)."""
     rng = np.random.default_rng(7)
     z = (rng.standard_normal((150, 10)) * 5).astype(np.float32)
-    z[0, :4] = [-np.inf, np.nan, 88.0, -100.0]            # specials through exp
+    z[0, :4] = [-np.inf, np.nan, 88.0, -100.0]
     t = rng.integers(0, 10, 150)
-    t[3] = -100                                             # an ignored row
-    t[4] = 10                                               # out of range: ignored too
-    exps, expsum, loss, grad, _ = run_harness(harnesses[build], z, t)
+    t[3] = -100
+    t[4] = 10
+    return z, t
+
+
+@pytest.mark.parametrize("build", ["dispatched", *LEVELS])
+def test_each_dispatch_target_matches_numpy(harnesses, build):
+    z, t = specials_case()
+    exps, expsum, loss, grad, _ = run_harness(harnesses[runnable(build)], z, t)
 
     with np.errstate(over="ignore", invalid="ignore"):
         np.testing.assert_allclose(exps, np.exp(z.astype(np.float64)), rtol=3e-7, equal_nan=True,
@@ -276,14 +312,15 @@ def test_each_dispatch_target_matches_numpy(harnesses, build):
         assert np.isnan(expsum) == np.isnan(np.exp(z[0].astype(np.float64) - top).sum())
 
 
-BUILDS = ["dispatched", "baseline", "old-shuffle"]   # the last: GCC < 12's shuffle spelling
+BUILDS = ["dispatched", *LEVELS, "old-shuffle"]   # the last: GCC < 12's shuffle spelling
 
 
 @pytest.mark.parametrize("build", BUILDS)
 def test_one_scale_exp_gives_the_two_scale_bits_in_its_range(harnesses, build):
     # Rows whose exps are all normal numbers take the cheaper exp; results
     # must not depend on which one ran.
-    out = subprocess.run([str(harnesses[build]), "exp"], capture_output=True, check=True)
+    out = subprocess.run([str(harnesses[runnable(build)]), "exp"], capture_output=True,
+                         check=True)
     assert out.stdout == b"0"
 
 
@@ -291,27 +328,39 @@ def test_one_scale_exp_gives_the_two_scale_bits_in_its_range(harnesses, build):
 def test_register_tiles_give_the_strided_bits_and_stay_inside_the_rows(harnesses, build):
     # float and double, every row length and block size up to 64, rows against
     # inaccessible pages (a stray access crashes the harness: check=True).
-    out = subprocess.run([str(harnesses[build]), "tiles"], capture_output=True, check=True)
+    out = subprocess.run([str(harnesses[runnable(build)]), "tiles"], capture_output=True,
+                         check=True)
     assert out.stdout == b"0"
 
 
 @pytest.mark.parametrize("build", BUILDS)
 def test_a_nan_with_any_payload_keeps_its_row_off_the_one_scale_exp(harnesses, build):
-    out = subprocess.run([str(harnesses[build]), "nan"], capture_output=True, check=True)
+    out = subprocess.run([str(harnesses[runnable(build)]), "nan"], capture_output=True,
+                         check=True)
     assert out.stdout == b"0"
 
 
-def test_the_dispatched_build_runs_the_avx2_clone_where_the_cpu_has_it(harnesses):
-    with open("/proc/cpuinfo") as f:
-        has_avx2 = " avx2" in f.read()
-    z = np.zeros((1, 3), dtype=np.float32)
-    *_, avx2 = run_harness(harnesses["dispatched"], z, np.zeros(1, dtype=np.int64))
-    assert avx2 == has_avx2
-    *_, avx2 = run_harness(harnesses["baseline"], z, np.zeros(1, dtype=np.int64))
-    assert not avx2
+def test_the_avx2_and_avx512_clones_give_the_same_bits(harnesses):
+    # The README says so: FMA contracts the same operations at both widths,
+    # and every sum runs in a fixed order of lanes.
+    runnable("x86-64-v4")
+    rng = np.random.default_rng(3)
+    for m in (1, 3, 4, 5, 7, 8, 10, 13, 16, 33, 64, 100, 1000, 5000):
+        z = (rng.standard_normal((70, m)) * 6).astype(np.float32)
+        z[1, 0] = -np.inf
+        t = rng.integers(0, m, 70)
+        v3 = run_harness(harnesses["x86-64-v3"], z, t)
+        v4 = run_harness(harnesses["x86-64-v4"], z, t)
+        for a, b in zip(v3[:4], v4[:4]):
+            assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), m
 
 
-def test_the_installed_extension_was_built_with_dispatch():
+def test_the_dispatched_build_runs_the_widest_clones_the_cpu_has(harnesses):
+    z, t = np.zeros((1, 3), dtype=np.float32), np.zeros(1, dtype=np.int64)
+    assert run_harness(harnesses["dispatched"], z, t)[4] == cpu_level()
+    assert run_harness(harnesses["baseline"], z, t)[4] == "baseline"
+
+
+def test_the_installed_extension_runs_the_widest_clones_the_cpu_has():
     from crossentropy import _kernels
-    if platform.system() == "Linux":
-        assert _kernels.has_dispatch()
+    assert _kernels.dispatch_target() == cpu_level()

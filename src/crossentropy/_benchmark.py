@@ -333,7 +333,7 @@ def main(argv=None, default_out="crossentropy-benchmark"):
     report = {"command": "python benchmarks/bench.py" + (" --quick" if args.quick else ""),
               "argv": list(sys.argv[1:] if argv is None else argv),
               "machine": {"cpu": cpu, "cpus": os.cpu_count(),
-                          "dispatch_x86_64_v3": ce._kernels.has_dispatch()},
+                          "simd_clones": ce._kernels.dispatch_target()},
               "versions": versions, "results": results}
     os.makedirs(args.out, exist_ok=True)
     text = (f"{table(results, args.threads)}\n\n{TABLE_NOTE}\n\nGradient accuracy (largest "
@@ -346,7 +346,8 @@ def main(argv=None, default_out="crossentropy-benchmark"):
         chart(results, args.threads, os.path.join(args.out, "bench.png"))
     except ImportError:
         print("matplotlib not installed: no chart", file=sys.stderr)
-    print(f"{cpu}, {os.cpu_count()} CPUs; {', '.join(f'{k} {v}' for k, v in versions.items())}\n")
+    print(f"{cpu}, {os.cpu_count()} CPUs, {ce._kernels.dispatch_target()} clones; "
+          f"{', '.join(f'{k} {v}' for k, v in versions.items())}\n")
     print(text)
     return 0
 

@@ -53,7 +53,7 @@ cdef extern from "_simd.h" nogil:
     Py_ssize_t ce_class_or_ignored(Py_ssize_t t, Py_ssize_t ignore, Py_ssize_t m)
     Py_ssize_t ce_check_targets(const Py_ssize_t *t, Py_ssize_t n, Py_ssize_t m,
                                 Py_ssize_t ignore, Py_ssize_t *active)
-    int CE_HAVE_DISPATCH
+    const char *ce_dispatch_target()
     float ce_max_f32(const float *x, Py_ssize_t n, float *lo)
     double ce_max_f64(const double *x, Py_ssize_t n, double *lo)
     double ce_expsum_f32(const float *x, float *out, Py_ssize_t n, float shift, float lo,
@@ -135,9 +135,11 @@ def max_threads():
     return ce_omp_max_threads()
 
 
-def has_dispatch():
-    """Whether the SIMD primitives were built with x86-64-v3 runtime dispatch."""
-    return bool(CE_HAVE_DISPATCH)
+def dispatch_target():
+    """Which clones of the SIMD primitives run on this CPU: ``"x86-64-v4"``
+    (AVX-512), ``"x86-64-v3"`` (AVX2 + FMA) or ``"baseline"`` (also what a
+    build without runtime dispatch reports)."""
+    return ce_dispatch_target().decode()
 
 
 # --- the problem, as plain C data ---------------------------------------------

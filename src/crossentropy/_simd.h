@@ -7,8 +7,9 @@
  *
  * Portability: no -march=native, no -ffast-math.  The build adds
  * -fno-trapping-math (lets GCC if-convert the clamps in the exp loop; it changes
- * no result) and each hot function is cloned for x86-64-v3 (AVX2 + FMA) with a
- * baseline fallback chosen at load time by the dynamic linker.
+ * no result) and each hot function is cloned for x86-64-v4 (AVX-512) and
+ * x86-64-v3 (AVX2 + FMA), with a baseline fallback; the dynamic linker picks
+ * the widest one the CPU runs, at load time.
  */
 #ifndef CROSSENTROPY_SIMD_H
 #define CROSSENTROPY_SIMD_H
@@ -27,12 +28,25 @@ static inline int ce_omp_max_threads(void) { return 1; }
 
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && \
     defined(__x86_64__) && defined(__linux__) && !defined(CE_NO_DISPATCH)
-#define CE_DISPATCH __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define CE_DISPATCH \
+    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #define CE_HAVE_DISPATCH 1
 #else
 #define CE_DISPATCH
 #define CE_HAVE_DISPATCH 0
 #endif
+
+/* The clones that run here: the resolver's own test, widest level first.
+   "baseline" without dispatch (another compiler or architecture). */
+static inline const char *ce_dispatch_target(void)
+{
+#if CE_HAVE_DISPATCH
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4";
+    if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
+#endif
+    return "baseline";
+}
 
 #define CE_INLINE static inline __attribute__((always_inline))
 
@@ -438,8 +452,8 @@ CE_INLINE double ce_log_normal(double x)
  * [class][row] layout of the short-row path: one 32-byte vector per row (8
  * floats or 4 doubles), transposed in registers.  Written with GCC vector
  * extensions so that every clone gets its own instructions (two SSE halves
- * in the baseline clone, AVX shuffles in the x86-64-v3 one).  Rows need no
- * alignment: the ce_uvec types load and store a vector at any element address
+ * in the baseline clone, AVX shuffles in the x86-64-v3 and -v4 ones).  Rows
+ * need no alignment: the ce_uvec types load and store a vector at any element address
  * (memcpy would do the same, but GCC 12 copies it in 16-byte pieces, and a
  * 32-byte load of what two 16-byte stores just wrote stalls).
  */

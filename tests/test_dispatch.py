@@ -183,7 +183,9 @@ NAN_CHECK(double, f64, uint64_t, UINT64_C(0x7FF8000000000000))
    stdin: n_rows, m, then n_rows*m floats (logits), then n_rows int64 targets.
    stdout: n_rows*m exps of the flat logits, the expsum of row 0, then the
    short-row loss (n_rows doubles) and gradient (n_rows*m floats), zeros for
-   m > CE_SHORT_MAX, then the clones that ran. */
+   m > CE_SHORT_MAX; for row 0 in runs, its exp sum (storing the exps, and
+   not), its max (both ways) and its softmax (m floats); then the clones that
+   ran. */
 int main(int argc, char **argv)
 {
     if (argc > 1) {
@@ -214,10 +216,20 @@ int main(int argc, char **argv)
         ce_rows zr = {(char *)(z + b * m), m * 4, NULL}, gr = {(char *)(g + b * m), m * 4, NULL};
         ce_short_xent_f32(&zr, 1, t + b, sizeof(ptrdiff_t), -100, NULL, len, m, &gr, 1, 1.0, loss + b);
     }
+    /* row 0 in runs: its sum (storing the exps and not), max and softmax */
+    ptrdiff_t run = ce_run_length(m);
+    double *scale = malloc(CE_MAX_RUNS * 8), runs[2];
+    float run_top[2];
+    runs[0] = ce_expsum_runs_f32(z, row, m, run, &run_top[0], scale);
+    runs[1] = ce_sumexp_runs_f32(z, m, run, &run_top[1], scale);
+    ce_scale_runs_f32(row, m, run, 1.0 / runs[0], scale);
     fwrite(e, 4, n * m, stdout);
     fwrite(&s, 8, 1, stdout);
     fwrite(loss, 8, n, stdout);
     fwrite(g, 4, n * m, stdout);
+    fwrite(runs, 8, 2, stdout);
+    fwrite(run_top, 4, 2, stdout);
+    fwrite(row, 4, m, stdout);
     printf("%s", ce_dispatch_target());
     return 0;
 }
@@ -274,8 +286,12 @@ def run_harness(exe, z, t):
     expsum = np.frombuffer(out[k:k + 8], dtype=np.float64)[0]
     loss = np.frombuffer(out[k + 8:k + 8 + 8 * n], dtype=np.float64)
     grad = np.frombuffer(out[k + 8 + 8 * n:2 * k + 8 + 8 * n], dtype=np.float32).reshape(n, m)
-    target = out[2 * k + 8 + 8 * n:].decode()
-    return exps, expsum, loss, grad, target
+    at = 2 * k + 8 + 8 * n
+    run_sums = np.frombuffer(out[at:at + 16], dtype=np.float64)
+    run_tops = np.frombuffer(out[at + 16:at + 24], dtype=np.float32)
+    run_softmax = np.frombuffer(out[at + 24:at + 24 + 4 * m], dtype=np.float32)
+    target = out[at + 24 + 4 * m:].decode()
+    return exps, expsum, loss, grad, target, (run_sums, run_tops, run_softmax)
 
 
 def specials_case():
@@ -293,7 +309,7 @@ def specials_case():
 @pytest.mark.parametrize("build", ["dispatched", *LEVELS])
 def test_each_dispatch_target_matches_numpy(harnesses, build):
     z, t = specials_case()
-    exps, expsum, loss, grad, _ = run_harness(harnesses[runnable(build)], z, t)
+    exps, expsum, loss, grad, *_ = run_harness(harnesses[runnable(build)], z, t)
 
     with np.errstate(over="ignore", invalid="ignore"):
         np.testing.assert_allclose(exps, np.exp(z.astype(np.float64)), rtol=3e-7, equal_nan=True,
@@ -310,6 +326,38 @@ def test_each_dispatch_target_matches_numpy(harnesses, build):
     top = np.float64(np.nanmax(z[0]))
     with np.errstate(invalid="ignore"):
         assert np.isnan(expsum) == np.isnan(np.exp(z[0].astype(np.float64) - top).sum())
+
+
+def runs_row(rng, m):
+    """One row of m logits at levels far apart, stretch by stretch (a stretch
+    of -inf, one 100 below the max, whose exps are subnormal floats), so that
+    runs of the row have very different maxima."""
+    z = rng.standard_normal(m) * 2
+    edges = np.sort(rng.choice(np.arange(1, m), 12, replace=False))
+    for piece, level in zip(np.split(np.arange(m), edges), [0, -30, 8, -np.inf, -100, 3, 0, -5, 10, -60, 1, -2, 4]):
+        z[piece] += level
+    return z.astype(np.float32)[None, :]
+
+
+@pytest.mark.parametrize("build", ["dispatched", *LEVELS])
+@pytest.mark.parametrize("m", [100, 2047, 2049, 40_000, 1_100_000])
+def test_rows_in_runs_match_numpy_in_each_target(harnesses, build, m):
+    # One run (m < 2048), a run and a bit, many runs, and more runs than
+    # CE_MAX_RUNS at the shortest length (runs grow).
+    z = runs_row(np.random.default_rng(m), m)
+    (sums, tops, softmax) = run_harness(harnesses[runnable(build)], z, np.zeros(1, dtype=np.int64))[5]
+    z64 = z[0].astype(np.float64)
+    exps = np.exp(z64 - z64.max())
+    assert tops[0] == tops[1] == z.max()
+    assert sums[0] == sums[1]                       # storing the exps or not: the same sum
+    np.testing.assert_allclose(sums[0], exps.sum(), rtol=1e-6)
+    # Each exp's argument z - shift is a float, rounded: a relative error of
+    # up to |z - shift| 2^-24 (shift: the run's max, or the row's, which is
+    # further), beside a few ulp from the exp and the scaling.
+    expected = exps / exps.sum()
+    spread = np.where(np.isinf(z64), 0.0, z64.max() - z64)          # (exp(-inf) is 0)
+    bound = expected * (4e-7 + spread * 2.0**-24)
+    assert np.all(np.abs(softmax - expected) <= bound + np.finfo(np.float32).smallest_subnormal)
 
 
 BUILDS = ["dispatched", *LEVELS, "old-shuffle"]   # the last: GCC < 12's shuffle spelling
@@ -351,8 +399,13 @@ def test_the_avx2_and_avx512_clones_give_the_same_bits(harnesses):
         t = rng.integers(0, m, 70)
         v3 = run_harness(harnesses["x86-64-v3"], z, t)
         v4 = run_harness(harnesses["x86-64-v4"], z, t)
-        for a, b in zip(v3[:4], v4[:4]):
+        for a, b in zip([*v3[:4], *v3[5]], [*v4[:4], *v4[5]]):
             assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), m
+    z = runs_row(rng, 150_000)
+    v3 = run_harness(harnesses["x86-64-v3"], z, np.zeros(1, dtype=np.int64))
+    v4 = run_harness(harnesses["x86-64-v4"], z, np.zeros(1, dtype=np.int64))
+    for a, b in zip(v3[5], v4[5]):
+        assert a.tobytes() == b.tobytes()
 
 
 def test_the_dispatched_build_runs_the_widest_clones_the_cpu_has(harnesses):

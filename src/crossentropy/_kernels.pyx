@@ -74,6 +74,18 @@ cdef extern from "_simd.h" nogil:
     double ce_gapsum_f64(const double *x, const double *w, Py_ssize_t n, double top)
     void ce_scale_sub_f32(float *g, const double *w, Py_ssize_t n, double a, double b)
     void ce_scale_sub_f64(double *g, const double *w, Py_ssize_t n, double a, double b)
+    int CE_MAX_RUNS
+    Py_ssize_t ce_run_length(Py_ssize_t n)
+    double ce_expsum_runs_f32(const float *x, float *out, Py_ssize_t n, Py_ssize_t run,
+                              float *top, double *scale)
+    double ce_expsum_runs_f64(const double *x, double *out, Py_ssize_t n, Py_ssize_t run,
+                              double *top, double *scale)
+    double ce_sumexp_runs_f32(const float *x, Py_ssize_t n, Py_ssize_t run, float *top,
+                              double *scale)
+    double ce_sumexp_runs_f64(const double *x, Py_ssize_t n, Py_ssize_t run, double *top,
+                              double *scale)
+    void ce_scale_runs_f32(float *g, Py_ssize_t n, Py_ssize_t run, double a, const double *scale)
+    void ce_scale_runs_f64(double *g, Py_ssize_t n, Py_ssize_t run, double a, const double *scale)
     int CE_ROWS
     int CE_SHORT_MAX
     ctypedef struct ce_rows:
@@ -111,13 +123,16 @@ cdef enum:
     # Rows this long fetch the next row's logits during their exp pass.
     PREFETCH_MIN = 512
     PREFETCH_MAX = 16384
+    # Longer rows (hard targets without smoothing) go in runs, each shifted by
+    # its own max, so that they are read once (ce_expsum_runs; == CE_MAX_RUNS).
+    MAX_RUNS = 512
     # Elements per row block (on the stack).
     BLOCK_ELEMENTS = 2048
     # Rows per block at most.
     BLOCK_ROWS = 256
 
 # The header sizes its across-rows block by the same numbers.
-if FAST_ROWS != CE_ROWS or SMALL_ROW != CE_SHORT_MAX:
+if FAST_ROWS != CE_ROWS or SMALL_ROW != CE_SHORT_MAX or MAX_RUNS != CE_MAX_RUNS:
     raise ImportError("crossentropy._kernels and _simd.h disagree on the row-block sizes")
 
 # Exposed for the shim and the tests, which pick shapes on either side of them.
@@ -125,6 +140,7 @@ SMALL_ROW_LEN = SMALL_ROW
 FAST_ROWS_LEN = FAST_ROWS
 SPLIT_MIN_CLASSES_LEN = SPLIT_MIN_CLASSES
 SPLIT_MAX_ROWS_LEN = SPLIT_MAX_ROWS
+RUNS_MIN_LEN = PREFETCH_MAX + 1
 
 
 def max_threads():
@@ -235,6 +251,22 @@ cdef inline double vsumexp(const floating *x, Py_ssize_t n, floating shift,
         return ce_sumexp_f64(x, n, shift, lo, ahead)
 
 
+cdef inline double vexpsum_runs(const floating *x, floating *out, Py_ssize_t n, Py_ssize_t run,
+                                floating *top, double *run_scale) noexcept nogil:
+    if floating is float:
+        return ce_expsum_runs_f32(x, out, n, run, top, run_scale)
+    else:
+        return ce_expsum_runs_f64(x, out, n, run, top, run_scale)
+
+
+cdef inline double vsumexp_runs(const floating *x, Py_ssize_t n, Py_ssize_t run,
+                                floating *top, double *run_scale) noexcept nogil:
+    if floating is float:
+        return ce_sumexp_runs_f32(x, n, run, top, run_scale)
+    else:
+        return ce_sumexp_runs_f64(x, n, run, top, run_scale)
+
+
 cdef inline void vexp(const floating *x, floating *out, Py_ssize_t n) noexcept nogil:
     if floating is float:
         ce_exp_f32(x, out, n)
@@ -279,6 +311,15 @@ cdef inline void scale_sub(floating *g, const double *w, Py_ssize_t n,
     else:
         for j in range(n):
             g[j] = <floating>(g[j] * a - b * w[j])
+
+
+cdef inline void scale_runs(floating *g, Py_ssize_t n, Py_ssize_t run, double a,
+                            const double *run_scale) noexcept nogil:
+    """g *= a, times run_scale[b] in run b (a row in runs of `run`)."""
+    if floating is float:
+        ce_scale_runs_f32(g, n, run, a, run_scale)
+    else:
+        ce_scale_runs_f64(g, n, run, a, run_scale)
 
 
 cdef inline void shift(const floating *z, Py_ssize_t zc, floating *out, Py_ssize_t n,
@@ -425,11 +466,14 @@ cdef inline void prepare(const Problem *P, const floating *z, Py_ssize_t zc,
 
 cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
                           floating *g, const floating *y, Py_ssize_t yc, double s,
-                          const RowPrep *row, double sample_weight) noexcept nogil:
+                          const RowPrep *row, double sample_weight,
+                          const double *run_scale=NULL, Py_ssize_t run=0) noexcept nogil:
     """Loss (or log-sum-exp) of a row whose exps sum to `s`; writes `g`.
 
     `g` is a contiguous row holding exp(z - max) for the gradient and softmax
-    modes.  It may be `z` itself (in place), so `z` is read here only where
+    modes; for a row in runs (run_scale not NULL: hard targets without
+    smoothing), exp(z - the run's max) in each run b, which run_scale[b] turns
+    into exp(z - max).  It may be `z` itself (in place), so `z` is read here only where
     that is safe: for log-softmax element by element before the write, and for
     the log-sum-exp of a row with an infinite max.  `z`, `y` have class strides
     zc, yc.
@@ -440,7 +484,10 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
     if P.mode == LOGSUMEXP:
         return unshifted_logsumexp(z, zc, m) if isinf(row.zmax) else row.zmax + log_s
     if P.mode == SOFTMAX:
-        scale(g, m, <floating>(1.0 / s))
+        if run_scale != NULL:
+            scale_runs(g, m, run, 1.0 / s, run_scale)
+        else:
+            scale(g, m, <floating>(1.0 / s))
         return row.zmax + log_s
     if P.mode == LOG_SOFTMAX:
         shift(z, zc, g, m, zmax, <floating>log_s)
@@ -467,9 +514,13 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
             g[j] = <floating>(g[j] * a - gs * class_mass(P, y, yc, j))
         return loss
     e_t = g[t]
+    if run_scale != NULL:
+        e_t = e_t * run_scale[t // run]
     a = P.keep * row.wt + (P.each * P.weight_total if P.smoothing else 0.0)
     factor = gs * a / s
-    if P.smoothing or not isfinite(<floating>factor):
+    if run_scale != NULL:
+        scale_runs(g, m, run, factor, run_scale)
+    elif P.smoothing or not isfinite(<floating>factor):
         # (the second case: a huge grad_scale whose factor overflows float32
         # although the products with the probabilities do not)
         scale_sub(g, P.weight, m, factor, gs * P.each if P.smoothing else 0.0)
@@ -533,6 +584,10 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     cdef bint write = writes_out(P)
     cdef bint strided = zc != 1 or (write and oc != 1) or (P.probabilities and yc != 1)
     cdef bint prefetch = not strided and P.inner == 1 and PREFETCH_MIN <= m <= PREFETCH_MAX
+    cdef bint runs = m > PREFETCH_MAX and not P.probabilities and not P.smoothing
+    cdef Py_ssize_t run = ce_run_length(m)
+    cdef double run_scale[MAX_RUNS]
+    cdef floating top
     cdef const floating *z
     cdef const floating *ahead
     cdef const floating *y = NULL
@@ -565,15 +620,27 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
                 y = scratch + m
             g = scratch + 2 * m
         sw = row_sample_weight(P, pos)
-        # the next row's logits stream in during this row's exps (rows of a few
-        # KB: the hardware prefetcher alone leaves each max pass waiting)
-        ahead = z + P.z.so // <Py_ssize_t>sizeof(floating) if prefetch and r + 1 < r1 else NULL
-        prepare(P, z, 1, y, 1, t, &row)
-        if write and P.mode != LOG_SOFTMAX:
-            s = vexpsum(z, g, m, <floating>row.zmax, <floating>row.zmin, ahead)
+        if runs:
+            # no max pass first: each run is shifted by its own max
+            row.t = t
+            row.zt = z[t]       # before the exps, which may write over z (in place)
+            row.wt = P.weight[t] if P.weight != NULL else 1.0
+            if write and P.mode != LOG_SOFTMAX:
+                s = vexpsum_runs(z, g, m, run, &top, run_scale)
+            else:
+                s = vsumexp_runs(z, m, run, &top, run_scale)
+            row.zmax = top
+            v = finish(P, z, 1, g, y, 1, s, &row, sw, run_scale, run)
         else:
-            s = vsumexp(z, m, <floating>row.zmax, <floating>row.zmin, ahead)
-        v = finish(P, z, 1, g, y, 1, s, &row, sw)
+            # the next row's logits stream in during this row's exps (rows of a
+            # few KB: the hardware prefetcher alone leaves each max pass waiting)
+            ahead = z + P.z.so // <Py_ssize_t>sizeof(floating) if prefetch and r + 1 < r1 else NULL
+            prepare(P, z, 1, y, 1, t, &row)
+            if write and P.mode != LOG_SOFTMAX:
+                s = vexpsum(z, g, m, <floating>row.zmax, <floating>row.zmin, ahead)
+            else:
+                s = vsumexp(z, m, <floating>row.zmax, <floating>row.zmin, ahead)
+            v = finish(P, z, 1, g, y, 1, s, &row, sw)
         if strided and write:
             scatter(g, g_dest, oc, m)
         store_row_value(P, pos, v)

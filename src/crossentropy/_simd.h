@@ -241,6 +241,15 @@ CE_DEFINE_EXP_SCALING(double, uint64_t, 52, UINT64_C(1023), 0x1.8p52, ce_exp, ce
  */
 #define CE_LANES 16
 #define CE_BLOCK 1024
+/* Rows in runs: CE_RUN elements a run, or more for rows of more than
+   CE_MAX_RUNS runs (whole blocks, so that no run is longer than needed). */
+#define CE_RUN 2048
+#define CE_MAX_RUNS 512
+static inline ptrdiff_t ce_run_length(ptrdiff_t n)
+{
+    ptrdiff_t per = (n + CE_MAX_RUNS - 1) / CE_MAX_RUNS;
+    return per <= CE_RUN ? CE_RUN : (per + CE_BLOCK - 1) / CE_BLOCK * CE_BLOCK;
+}
 /* ce_expsum and ce_sumexp split rows into blocks of CE_BLOCK or CE_BLOCK / 4;
    both multiples of CE_LANES, so every element meets the same lane in the same
    order either way (the same sum, bit for bit). */
@@ -269,7 +278,7 @@ CE_INLINE double ce_lanetotal(const double *lane)
 }
 
 #define CE_DEFINE_PRIMITIVES(T, SFX, EXP, NEG_INF)                              \
-CE_DISPATCH T ce_max_##SFX(const T *x, ptrdiff_t n, T *lo)                   \
+CE_INLINE T ce_maxmin_##SFX(const T *x, ptrdiff_t n, T *lo)                  \
 {                                                                             \
     T acc = NEG_INF, low = -(NEG_INF);                                        \
     int nan = 0;                                                              \
@@ -281,6 +290,10 @@ CE_DISPATCH T ce_max_##SFX(const T *x, ptrdiff_t n, T *lo)                   \
     }                                                                         \
     *lo = nan ? (T)NAN : low;                                                 \
     return acc;                                                               \
+}                                                                             \
+CE_DISPATCH T ce_max_##SFX(const T *x, ptrdiff_t n, T *lo)                   \
+{                                                                             \
+    return ce_maxmin_##SFX(x, n, lo);                                         \
 }                                                                             \
 /* out[i] = exp(x[i] - shift) for x[i] <= shift, where lo <= every x[i] (or   \
    lo = -inf), and lo is NaN if an x[i] is.  When lo - shift >= CE_NORMAL,    \
@@ -341,6 +354,72 @@ CE_DISPATCH void ce_exp_##SFX(const T *x, T *out, ptrdiff_t n)               \
 {                                                                             \
     CE_SIMD                                                                   \
     for (ptrdiff_t i = 0; i < n; i++) out[i] = EXP(x[i]);                     \
+}                                                                             \
+/* A row in runs (ce_run_length): each run's max and min, then its exps     \
+   shifted by its own max, into out (may equal x) or, for the sum alone, a    \
+   block buffer; each run summed in its own lanes.  The row is read once: a   \
+   run's max pass brings it into L1 and its exp pass reads it there, while    \
+   the hardware prefetcher streams in the next.  *top gets the row's max,     \
+   scale[b] exp(max of run b - the row's max), in double; returns the sum of  \
+   the row's exp(x - max), the runs' sums times their scales, in order.  A    \
+   run of -inf is shifted by 0 (its exps are 0, not NaN); a row of -inf gets  \
+   NaN scales and sum, as exp(-inf - -inf) gives them unshifted. */           \
+CE_INLINE double ce_runs_##SFX(const T *x, T *out, ptrdiff_t n, ptrdiff_t run, \
+                               T *top, double *scale)                         \
+{                                                                             \
+    T tops[CE_MAX_RUNS], buf[CE_BLOCK], hi = NEG_INF;                         \
+    double sums[CE_MAX_RUNS], acc = 0.0;                                      \
+    ptrdiff_t b = 0;                                                          \
+    for (ptrdiff_t i = 0; i < n; i += run, b++) {                             \
+        ptrdiff_t len = n - i < run ? n - i : run;                            \
+        double lane[CE_LANES] = {0};                                          \
+        T lo, shift = ce_maxmin_##SFX(x + i, len, &lo);                       \
+        tops[b] = shift;                                                      \
+        hi = shift > hi ? shift : hi;                                         \
+        if (shift == NEG_INF) shift = 0;                                      \
+        for (ptrdiff_t k = i; k < i + len; k += CE_BLOCK) {                   \
+            ptrdiff_t part = i + len - k < CE_BLOCK ? i + len - k : CE_BLOCK; \
+            T *dest = out != NULL ? out + k : buf;                            \
+            ce_expshift_##SFX(x + k, dest, part, shift, lo);                  \
+            ce_lanesum_##SFX(dest, part, lane);                               \
+        }                                                                     \
+        sums[b] = ce_lanetotal(lane);                                         \
+    }                                                                         \
+    *top = hi;                                                                \
+    CE_SIMD                                                                   \
+    for (ptrdiff_t k = 0; k < b; k++)                                         \
+        scale[k] = ce_exp_nonpos((double)tops[k] - (double)hi);               \
+    for (ptrdiff_t k = 0; k < b; k++) acc += sums[k] * scale[k];              \
+    return acc;                                                               \
+}                                                                             \
+CE_DISPATCH double ce_expsum_runs_##SFX(const T *x, T *out, ptrdiff_t n,     \
+                                        ptrdiff_t run, T *top, double *scale) \
+{                                                                             \
+    return ce_runs_##SFX(x, out, n, run, top, scale);                         \
+}                                                                             \
+CE_DISPATCH double ce_sumexp_runs_##SFX(const T *x, ptrdiff_t n, ptrdiff_t run, \
+                                        T *top, double *scale)                \
+{                                                                             \
+    return ce_runs_##SFX(x, NULL, n, run, top, scale);                        \
+}                                                                             \
+/* g[i] *= a * scale[run of i]: in T where that factor is a normal T, else   \
+   in double (a factor that overflows T, or, for a run far below the row's   \
+   max, one that underflows, while the products may be normal numbers). */   \
+CE_DISPATCH void ce_scale_runs_##SFX(T *g, ptrdiff_t n, ptrdiff_t run,       \
+                                     double a, const double *scale)           \
+{                                                                             \
+    for (ptrdiff_t i = 0, b = 0; i < n; i += run, b++) {                      \
+        ptrdiff_t len = n - i < run ? n - i : run;                            \
+        double f = a * scale[b];                                              \
+        T tf = (T)f, *x = g + i;                                              \
+        if (__builtin_isnormal(tf)) {                                         \
+            CE_SIMD                                                           \
+            for (ptrdiff_t k = 0; k < len; k++) x[k] *= tf;                   \
+        } else {                                                              \
+            CE_SIMD                                                           \
+            for (ptrdiff_t k = 0; k < len; k++) x[k] = (T)((double)x[k] * f); \
+        }                                                                     \
+    }                                                                         \
 }                                                                             \
 CE_DISPATCH void ce_scale_##SFX(T *x, ptrdiff_t n, T a)                      \
 {                                                                             \

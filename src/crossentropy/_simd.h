@@ -245,6 +245,8 @@ CE_DEFINE_EXP_SCALING(double, uint64_t, 52, UINT64_C(1023), 0x1.8p52, ce_exp, ce
    CE_MAX_RUNS runs (whole blocks, so that no run is longer than needed). */
 #define CE_RUN 2048
 #define CE_MAX_RUNS 512
+#define CE_RUN_PART 128
+_Static_assert(CE_RUN_PART % CE_LANES == 0, "run parts must hold whole lane rounds");
 static inline ptrdiff_t ce_run_length(ptrdiff_t n)
 {
     ptrdiff_t per = (n + CE_MAX_RUNS - 1) / CE_MAX_RUNS;
@@ -357,9 +359,10 @@ CE_DISPATCH void ce_exp_##SFX(const T *x, T *out, ptrdiff_t n)               \
 }                                                                             \
 /* A row in runs (ce_run_length): each run's max and min, then its exps     \
    shifted by its own max, into out (may equal x) or, for the sum alone, a    \
-   block buffer; each run summed in its own lanes.  The row is read once: a   \
-   run's max pass brings it into L1 and its exp pass reads it there, while    \
-   the hardware prefetcher streams in the next.  *top gets the row's max,     \
+   buffer for a part; each run summed in its own lanes.  The row is read      \
+   once: a run's max pass brings it into L1 and its exp pass reads it there,  \
+   while it fetches the next run, CE_RUN_PART elements at a time (with the    \
+   hardware prefetcher alone, 12-20 % more time).  *top gets the row's max,   \
    scale[b] exp(max of run b - the row's max), in double; returns the sum of  \
    the row's exp(x - max), the runs' sums times their scales, in order.  A    \
    run of -inf is shifted by 0 (its exps are 0, not NaN); a row of -inf gets  \
@@ -367,7 +370,7 @@ CE_DISPATCH void ce_exp_##SFX(const T *x, T *out, ptrdiff_t n)               \
 CE_INLINE double ce_runs_##SFX(const T *x, T *out, ptrdiff_t n, ptrdiff_t run, \
                                T *top, double *scale)                         \
 {                                                                             \
-    T tops[CE_MAX_RUNS], buf[CE_BLOCK], hi = NEG_INF;                         \
+    T tops[CE_MAX_RUNS], buf[CE_RUN_PART], hi = NEG_INF;                      \
     double sums[CE_MAX_RUNS], acc = 0.0;                                      \
     ptrdiff_t b = 0;                                                          \
     for (ptrdiff_t i = 0; i < n; i += run, b++) {                             \
@@ -377,9 +380,13 @@ CE_INLINE double ce_runs_##SFX(const T *x, T *out, ptrdiff_t n, ptrdiff_t run, \
         tops[b] = shift;                                                      \
         hi = shift > hi ? shift : hi;                                         \
         if (shift == NEG_INF) shift = 0;                                      \
-        for (ptrdiff_t k = i; k < i + len; k += CE_BLOCK) {                   \
-            ptrdiff_t part = i + len - k < CE_BLOCK ? i + len - k : CE_BLOCK; \
+        for (ptrdiff_t k = i; k < i + len; k += CE_RUN_PART) {                \
+            ptrdiff_t part = i + len - k < CE_RUN_PART ? i + len - k         \
+                                                       : CE_RUN_PART;         \
             T *dest = out != NULL ? out + k : buf;                            \
+            ptrdiff_t ahead = k + CE_RUN < n ? k + CE_RUN : n;                \
+            ce_fetch(x, ahead * sizeof(T),                                    \
+                     (ahead + part < n ? ahead + part : n) * sizeof(T));      \
             ce_expshift_##SFX(x + k, dest, part, shift, lo);                  \
             ce_lanesum_##SFX(dest, part, lane);                               \
         }                                                                     \

@@ -197,3 +197,30 @@ def test_rows_of_more_runs_than_the_kernel_holds_take_longer_runs(rng):
     np.testing.assert_allclose(ce.log_softmax(distinct)[np.isfinite(distinct)],
                                ref.log_softmax(distinct)[np.isfinite(distinct)],
                                **tolerance(np.float32))
+    # the two rows alone are few very long rows, which the threads share: the same bits
+    split_loss, split_grad = ce.cross_entropy_and_grad(distinct, t[:2], reduction="none")
+    np.testing.assert_array_equal(split_loss, loss[:2])
+    np.testing.assert_array_equal(split_grad, grad[:2])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_few_very_long_rows_shared_by_the_threads_give_the_bits_of_long_rows(rng, dtype):
+    # At most SPLIT_MAX_ROWS rows of SPLIT_MIN_CLASSES classes or more: each row's
+    # runs are spread over the threads.  The same rows among more rows go one
+    # row per thread; both ways must give the same bits, at any thread count.
+    m = _kernels.SPLIT_MIN_CLASSES_LEN + 3
+    few = stretched_rows(rng, 2, m, dtype)
+    t = finite_targets(rng, few)
+    many = few[np.arange(_kernels.SPLIT_MAX_ROWS_LEN + 1) % 2]
+    many_t = t[np.arange(_kernels.SPLIT_MAX_ROWS_LEN + 1) % 2]
+    loss, grad = ce.cross_entropy_and_grad(many, many_t, reduction="none", n_threads=1)
+    for n_threads in (1, 2):
+        split = ce.cross_entropy_and_grad(few, t, reduction="none", n_threads=n_threads)
+        np.testing.assert_array_equal(split[0], loss[:2])
+        np.testing.assert_array_equal(split[1], grad[:2])
+        np.testing.assert_array_equal(ce.cross_entropy(few, t, reduction="none", n_threads=n_threads),
+                                      loss[:2])
+        np.testing.assert_array_equal(ce.softmax(few, n_threads=n_threads), ce.softmax(many)[:2])
+        np.testing.assert_array_equal(ce.logsumexp(few, n_threads=n_threads), ce.logsumexp(many)[:2])
+    np.testing.assert_allclose(loss[:2], ref.cross_entropy(few, t, "none"), **tolerance(dtype))
+    np.testing.assert_allclose(grad[:2], ref.cross_entropy_grad(few, t, "none"), **tolerance(dtype))

@@ -15,6 +15,7 @@ SMALL_ROW_LEN: int
 FAST_ROWS_LEN: int
 SPLIT_MIN_CLASSES_LEN: int
 SPLIT_MAX_ROWS_LEN: int
+RUNS_MIN_LEN: int
 __test__: dict[str, str]
 
 def max_threads() -> int: ...

@@ -32,9 +32,13 @@ Which loops run depends on the shape and the options, never on the layout:
 * other short rows: ``short_rows``: ``z - max`` of a block of rows goes into one
   buffer, one SIMD exp covers the whole block, the rest is plain loops.
 * long rows: ``long_rows``, SIMD primitives per row; a row whose classes are
-  strided in memory is first gathered into a per-thread scratch row.
+  strided in memory is first gathered into a per-thread scratch row.  Rows of
+  ``RUNS_MIN`` classes or more with class-index targets and no smoothing skip
+  step 1's max pass: they go in runs, each run's exps shifted by its own max,
+  and ``finish`` rescales the runs to the row's max (``ce_expsum_runs``), so
+  that the row is read from memory once.
 * few very long rows (``m >= SPLIT_MIN_CLASSES``, at most ``SPLIT_MAX_ROWS``):
-  ``split_rows``, each row split into fixed segments that the threads share.
+  ``split_rows``, the same runs, shared by the threads: the same bits.
 
 Rows are processed in fixed chunks, handed to threads dynamically; each chunk's
 loss is summed in float64 in an order fixed by the shape (row by row, or four
@@ -43,7 +47,6 @@ threads or on which thread ran which chunk.
 """
 
 cimport cython
-cimport cython.view
 from cython cimport floating
 from cython.parallel cimport prange, parallel, threadid
 from libc.math cimport exp as libm_exp, isinf, isfinite, log, INFINITY
@@ -80,6 +83,12 @@ cdef extern from "_simd.h" nogil:
                               float *top, double *scale)
     double ce_expsum_runs_f64(const double *x, double *out, Py_ssize_t n, Py_ssize_t run,
                               double *top, double *scale)
+    double ce_runs_total(const double *tops, const double *sums, Py_ssize_t n_runs,
+                         double *top, double *scale)
+    void ce_run_parts_f32(const float *x, float *out, Py_ssize_t n, Py_ssize_t run,
+                          double *tops, double *sums)
+    void ce_run_parts_f64(const double *x, double *out, Py_ssize_t n, Py_ssize_t run,
+                          double *tops, double *sums)
     double ce_sumexp_runs_f32(const float *x, Py_ssize_t n, Py_ssize_t run, float *top,
                               double *scale)
     double ce_sumexp_runs_f64(const double *x, Py_ssize_t n, Py_ssize_t run, double *top,
@@ -119,7 +128,7 @@ cdef enum:
     # Few rows this long are split into segments that threads share.
     SPLIT_MIN_CLASSES = 131072
     SPLIT_MAX_ROWS = 64
-    SEGMENT = 16384
+    SEGMENT_RUNS = 8            # runs a thread takes at a time (16384 classes or more)
     # Rows this long fetch the next row's logits during their exp pass.
     PREFETCH_MIN = 512
     PREFETCH_MAX = 16384
@@ -228,14 +237,6 @@ cdef inline floating vmax(const floating *x, Py_ssize_t n, floating *lo) noexcep
         return ce_max_f64(x, n, lo)
 
 
-cdef inline void vrange(const floating *x, Py_ssize_t n, double *hi, double *lo) noexcept nogil:
-    """max and min of x[0:n], into hi and lo (each call its own temporary: safe
-    in a prange body, where a variable written through a pointer is shared)."""
-    cdef floating low
-    hi[0] = vmax(x, n, &low)
-    lo[0] = low
-
-
 cdef inline double vexpsum(const floating *x, floating *out, Py_ssize_t n,
                            floating shift, floating lo,
                            const floating *ahead=NULL) noexcept nogil:
@@ -267,6 +268,16 @@ cdef inline double vsumexp_runs(const floating *x, Py_ssize_t n, Py_ssize_t run,
         return ce_sumexp_runs_f32(x, n, run, top, run_scale)
     else:
         return ce_sumexp_runs_f64(x, n, run, top, run_scale)
+
+
+cdef inline void run_parts(const floating *x, floating *out, Py_ssize_t n, Py_ssize_t run,
+                           double *tops, double *sums) noexcept nogil:
+    """tops and sums of the runs of x[0:n], whole runs of a row (out NULL: the
+    exps are not stored)."""
+    if floating is float:
+        ce_run_parts_f32(x, out, n, run, tops, sums)
+    else:
+        ce_run_parts_f64(x, out, n, run, tops, sums)
 
 
 cdef inline void vexp(const floating *x, floating *out, Py_ssize_t n) noexcept nogil:
@@ -800,19 +811,16 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     return total
 
 
-cdef inline Py_ssize_t segment_length(Py_ssize_t off, Py_ssize_t m) noexcept nogil:
-    return SEGMENT if off + SEGMENT <= m else m - off
-
-
 cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
-                     floating *scratch, double *seg_max, double *seg_min,
-                     double *seg_sum, int n_threads) noexcept nogil:
-    """Few very long rows, each shared by all threads: max, exp-sum and scaling
-    run in parallel over fixed segments of SEGMENT classes, and the segment
-    results are combined in order, so the result does not depend on the thread
-    count.  Hard targets without smoothing; loss, loss+grad, softmax or
-    log-sum-exp.  Rows with strided classes go through `scratch` (2 rows)."""
-    cdef Py_ssize_t m = P.m, n_seg = (m + SEGMENT - 1) // SEGMENT
+                     floating *scratch, int n_threads) noexcept nogil:
+    """Few very long rows, each shared by all threads: the runs that long_rows
+    makes of a row are computed in parallel, SEGMENT_RUNS at a time, combined
+    in order, and scaled in parallel, so the results are long_rows' to the
+    bit, whatever the thread count.  Hard targets without smoothing; loss,
+    loss+grad, softmax or log-sum-exp.  Rows with strided classes go through
+    `scratch` (2 rows)."""
+    cdef Py_ssize_t m = P.m, run = ce_run_length(m)
+    cdef Py_ssize_t segment = SEGMENT_RUNS * run, n_seg = (m + segment - 1) // segment
     cdef Py_ssize_t zc = P.z.sc // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t oc = P.out.sc // <Py_ssize_t>sizeof(floating)
     cdef bint write = writes_out(P)
@@ -822,8 +830,10 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
     cdef const floating *z
     cdef floating *g = NULL
     cdef floating *g_dest = NULL
-    cdef floating zmax, zmin
-    cdef double s, value, wt, sw, e_t, factor, target_term, zt = 0.0
+    cdef double run_top[MAX_RUNS]
+    cdef double run_sum[MAX_RUNS]
+    cdef double run_scale[MAX_RUNS]
+    cdef double s, top, value, wt, sw, e_t, factor, target_term, zt = 0.0
     cdef Pos pos = row_pos(0, P.inner)
     for r in range(n_rows):
         if r > 0:
@@ -845,51 +855,33 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
         if loss_mode:
             zt = z[t]       # before the exp pass, which may write over z (in place)
         for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
-            off = c * SEGMENT
-            length = segment_length(off, m)
-            vrange(z + off, length, &seg_max[c], &seg_min[c])
-        zmax = <floating>seg_max[0]
-        zmin = <floating>seg_min[0]
-        for c in range(1, n_seg):
-            if seg_max[c] > zmax:
-                zmax = <floating>seg_max[c]
-            if seg_min[c] < zmin or seg_min[c] != seg_min[c]:    # NaN sticks
-                zmin = <floating>seg_min[c]
-        for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
-            off = c * SEGMENT
-            length = segment_length(off, m)
-            if write:
-                seg_sum[c] = vexpsum(z + off, g + off, length, zmax, zmin)
-            else:
-                seg_sum[c] = vsumexp(z + off, length, zmax, zmin)
-        s = 0.0
-        for c in range(n_seg):
-            s = s + seg_sum[c]
+            off = c * segment
+            length = segment if off + segment <= m else m - off
+            run_parts(z + off, g + off if write else NULL, length, run,
+                      &run_top[c * SEGMENT_RUNS], &run_sum[c * SEGMENT_RUNS])
+        s = ce_runs_total(run_top, run_sum, (m + run - 1) // run, &top, run_scale)
         if P.mode == LOGSUMEXP:
-            value = unshifted_logsumexp(z, 1, m) if isinf(zmax) else zmax + log(s)
+            value = unshifted_logsumexp(z, 1, m) if isinf(top) else top + log(s)
         elif P.mode == SOFTMAX:
             factor = 1.0 / s
             for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
-                off = c * SEGMENT
-                length = segment_length(off, m)
-                scale(g + off, length, <floating>factor)
-            value = zmax + log(s)
+                off = c * segment
+                length = segment if off + segment <= m else m - off
+                scale_runs(g + off, length, run, factor, &run_scale[c * SEGMENT_RUNS])
+            value = top + log(s)
         else:
             # as finish() for hard targets without smoothing
             wt = P.weight[t] if P.weight != NULL else 1.0
             sw = row_sample_weight(P, pos)
             target_term = P.keep * wt
-            value = weigh(target_loss(P, wt, zmax, zt, log(s)), sw)
+            value = weigh(target_loss(P, wt, top, zt, log(s)), sw)
             if P.mode == LOSS_GRAD:
-                e_t = g[t]
+                e_t = g[t] * run_scale[t // run]
                 factor = P.grad_scale * sw * target_term / s
                 for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
-                    off = c * SEGMENT
-                    length = segment_length(off, m)
-                    if isfinite(<floating>factor):
-                        scale(g + off, length, <floating>factor)
-                    else:
-                        scale_sub(g + off, NULL, length, factor, 0.0)
+                    off = c * segment
+                    length = segment if off + segment <= m else m - off
+                    scale_runs(g + off, length, run, factor, &run_scale[c * SEGMENT_RUNS])
                 g[t] = <floating>(P.grad_scale * sw * (target_term * (e_t / s) - target_term))
         if strided and write:
             scatter(g, g_dest, oc, m)
@@ -924,8 +916,6 @@ def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
     cdef floating *scratch_base = NULL
     cdef Py_ssize_t scratch_stride = 0
     cdef bint hard_plain
-    cdef Py_ssize_t n_seg
-    cdef double[:, ::1] seg_view
 
     if n_rows == 0:
         return
@@ -974,13 +964,9 @@ def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
             and not P.probabilities and not P.smoothing):
         if needs_scratch(z, out, y) and (scratch is None or scratch.shape[1] < 2 * m):
             raise ValueError("internal error: strided split rows need a scratch row of 2 * classes")
-        n_seg = (m + SEGMENT - 1) // SEGMENT
-        segments = cython.view.array(shape=(3, n_seg), itemsize=sizeof(double), format="d")
-        seg_view = segments
         with nogil:
             split_rows(&P, n_rows, &chunk_sums[0],
-                       &scratch[0, 0] if scratch is not None else NULL,
-                       &seg_view[0, 0], &seg_view[1, 0], &seg_view[2, 0], n_threads)
+                       &scratch[0, 0] if scratch is not None else NULL, n_threads)
         return
     if needs_scratch(z, out, y):
         if scratch is None or scratch.shape[0] < n_threads or scratch.shape[1] < 3 * m:

@@ -279,6 +279,22 @@ CE_INLINE double ce_lanetotal(const double *lane)
     return acc;
 }
 
+/* The runs of a row combined (ce_run_sums): *top = the row's max, scale[b] =
+   exp(tops[b] - the row's max); returns the sum of the runs' sums times their
+   scales, in order.  A row of -inf gets NaN scales and sum, as exp(-inf - -inf)
+   gives them unshifted.  Dispatched, not inline, so that every caller gets
+   the same bits (an inlined copy could contract other multiply-adds). */
+CE_DISPATCH double ce_runs_total(const double *tops, const double *sums, ptrdiff_t n_runs,
+                                 double *top, double *scale)
+{
+    double hi = -INFINITY, acc = 0.0;
+    for (ptrdiff_t k = 0; k < n_runs; k++) hi = tops[k] > hi ? tops[k] : hi;
+    for (ptrdiff_t k = 0; k < n_runs; k++) scale[k] = ce_exp_nonpos(tops[k] - hi);
+    for (ptrdiff_t k = 0; k < n_runs; k++) acc += sums[k] * scale[k];
+    *top = hi;
+    return acc;
+}
+
 #define CE_DEFINE_PRIMITIVES(T, SFX, EXP, NEG_INF)                              \
 CE_INLINE T ce_maxmin_##SFX(const T *x, ptrdiff_t n, T *lo)                  \
 {                                                                             \
@@ -362,23 +378,20 @@ CE_DISPATCH void ce_exp_##SFX(const T *x, T *out, ptrdiff_t n)               \
    buffer for a part; each run summed in its own lanes.  The row is read      \
    once: a run's max pass brings it into L1 and its exp pass reads it there,  \
    while it fetches the next run, CE_RUN_PART elements at a time (with the    \
-   hardware prefetcher alone, 12-20 % more time).  *top gets the row's max,   \
-   scale[b] exp(max of run b - the row's max), in double; returns the sum of  \
-   the row's exp(x - max), the runs' sums times their scales, in order.  A    \
-   run of -inf is shifted by 0 (its exps are 0, not NaN); a row of -inf gets  \
-   NaN scales and sum, as exp(-inf - -inf) gives them unshifted. */           \
-CE_INLINE double ce_runs_##SFX(const T *x, T *out, ptrdiff_t n, ptrdiff_t run, \
-                               T *top, double *scale)                         \
+   hardware prefetcher alone, 12-20 % more time).  Run b's max goes to        \
+   tops[b], the sum of its exp(x - that max) to sums[b].  A run of -inf is    \
+   shifted by 0: its exps are 0, not NaN.  x[0:n] may be a part of a row      \
+   (whole runs: a segment that a thread takes, ce_split_rows). */            \
+CE_INLINE void ce_run_sums_##SFX(const T *x, T *out, ptrdiff_t n, ptrdiff_t run, \
+                                 double *tops, double *sums)                  \
 {                                                                             \
-    T tops[CE_MAX_RUNS], buf[CE_RUN_PART], hi = NEG_INF;                      \
-    double sums[CE_MAX_RUNS], acc = 0.0;                                      \
+    T buf[CE_RUN_PART];                                                       \
     ptrdiff_t b = 0;                                                          \
     for (ptrdiff_t i = 0; i < n; i += run, b++) {                             \
         ptrdiff_t len = n - i < run ? n - i : run;                            \
         double lane[CE_LANES] = {0};                                          \
         T lo, shift = ce_maxmin_##SFX(x + i, len, &lo);                       \
         tops[b] = shift;                                                      \
-        hi = shift > hi ? shift : hi;                                         \
         if (shift == NEG_INF) shift = 0;                                      \
         for (ptrdiff_t k = i; k < i + len; k += CE_RUN_PART) {                \
             ptrdiff_t part = i + len - k < CE_RUN_PART ? i + len - k         \
@@ -392,22 +405,27 @@ CE_INLINE double ce_runs_##SFX(const T *x, T *out, ptrdiff_t n, ptrdiff_t run, \
         }                                                                     \
         sums[b] = ce_lanetotal(lane);                                         \
     }                                                                         \
-    *top = hi;                                                                \
-    CE_SIMD                                                                   \
-    for (ptrdiff_t k = 0; k < b; k++)                                         \
-        scale[k] = ce_exp_nonpos((double)tops[k] - (double)hi);               \
-    for (ptrdiff_t k = 0; k < b; k++) acc += sums[k] * scale[k];              \
-    return acc;                                                               \
 }                                                                             \
+CE_DISPATCH void ce_run_parts_##SFX(const T *x, T *out, ptrdiff_t n,         \
+                                    ptrdiff_t run, double *tops, double *sums) \
+{                                                                             \
+    ce_run_sums_##SFX(x, out, n, run, tops, sums);                            \
+}                                                                             \
+/* A whole row in runs: ce_run_sums, then ce_runs_total.  Returns the sum of  \
+   the row's exp(x - max), *top gets its max and scale[b] run b's scale. */   \
 CE_DISPATCH double ce_expsum_runs_##SFX(const T *x, T *out, ptrdiff_t n,     \
                                         ptrdiff_t run, T *top, double *scale) \
 {                                                                             \
-    return ce_runs_##SFX(x, out, n, run, top, scale);                         \
+    double tops[CE_MAX_RUNS], sums[CE_MAX_RUNS], hi;                          \
+    ce_run_sums_##SFX(x, out, n, run, tops, sums);                            \
+    double s = ce_runs_total(tops, sums, (n + run - 1) / run, &hi, scale);    \
+    *top = (T)hi;                                                             \
+    return s;                                                                 \
 }                                                                             \
 CE_DISPATCH double ce_sumexp_runs_##SFX(const T *x, ptrdiff_t n, ptrdiff_t run, \
                                         T *top, double *scale)                \
 {                                                                             \
-    return ce_runs_##SFX(x, NULL, n, run, top, scale);                        \
+    return ce_expsum_runs_##SFX(x, NULL, n, run, top, scale);                 \
 }                                                                             \
 /* g[i] *= a * scale[run of i]: in T where that factor is a normal T, else   \
    in double (a factor that overflows T, or, for a run far below the row's   \

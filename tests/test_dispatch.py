@@ -221,7 +221,7 @@ int main(int argc, char **argv)
     double *scale = malloc(CE_MAX_RUNS * 8), runs[2];
     float run_top[2];
     runs[0] = ce_expsum_runs_f32(z, row, m, run, &run_top[0], scale);
-    runs[1] = ce_sumexp_runs_f32(z, m, run, &run_top[1], scale);
+    runs[1] = ce_expsum_runs_f32(z, NULL, m, run, &run_top[1], scale);
     ce_scale_runs_f32(row, m, run, 1.0 / runs[0], scale);
     fwrite(e, 4, n * m, stdout);
     fwrite(&s, 8, 1, stdout);

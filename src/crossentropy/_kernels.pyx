@@ -89,10 +89,6 @@ cdef extern from "_simd.h" nogil:
                           double *tops, double *sums)
     void ce_run_parts_f64(const double *x, double *out, Py_ssize_t n, Py_ssize_t run,
                           double *tops, double *sums)
-    double ce_sumexp_runs_f32(const float *x, Py_ssize_t n, Py_ssize_t run, float *top,
-                              double *scale)
-    double ce_sumexp_runs_f64(const double *x, Py_ssize_t n, Py_ssize_t run, double *top,
-                              double *scale)
     void ce_scale_runs_f32(float *g, Py_ssize_t n, Py_ssize_t run, double a, const double *scale)
     void ce_scale_runs_f64(double *g, Py_ssize_t n, Py_ssize_t run, double a, const double *scale)
     int CE_ROWS
@@ -256,18 +252,11 @@ cdef inline double vsumexp(const floating *x, Py_ssize_t n, floating shift,
 
 cdef inline double vexpsum_runs(const floating *x, floating *out, Py_ssize_t n, Py_ssize_t run,
                                 floating *top, double *run_scale) noexcept nogil:
+    """A row in runs (out NULL: the exps are not stored); see ce_expsum_runs."""
     if floating is float:
         return ce_expsum_runs_f32(x, out, n, run, top, run_scale)
     else:
         return ce_expsum_runs_f64(x, out, n, run, top, run_scale)
-
-
-cdef inline double vsumexp_runs(const floating *x, Py_ssize_t n, Py_ssize_t run,
-                                floating *top, double *run_scale) noexcept nogil:
-    if floating is float:
-        return ce_sumexp_runs_f32(x, n, run, top, run_scale)
-    else:
-        return ce_sumexp_runs_f64(x, n, run, top, run_scale)
 
 
 cdef inline void run_parts(const floating *x, floating *out, Py_ssize_t n, Py_ssize_t run,
@@ -638,10 +627,8 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
             row.t = t
             row.zt = z[t]       # before the exps, which may write over z (in place)
             row.wt = P.weight[t] if P.weight != NULL else 1.0
-            if write and P.mode != LOG_SOFTMAX:
-                s = vexpsum_runs(z, g, m, run, &top, run_scale)
-            else:
-                s = vsumexp_runs(z, m, run, &top, run_scale)
+            s = vexpsum_runs(z, g if write and P.mode != LOG_SOFTMAX else NULL, m, run,
+                             &top, run_scale)
             row.zmax = top
             v = finish(P, z, 1, g, y, 1, s, &row, sw, run_scale, run)
         else:

@@ -411,8 +411,9 @@ CE_DISPATCH void ce_run_parts_##SFX(const T *x, T *out, ptrdiff_t n,         \
 {                                                                             \
     ce_run_sums_##SFX(x, out, n, run, tops, sums);                            \
 }                                                                             \
-/* A whole row in runs: ce_run_sums, then ce_runs_total.  Returns the sum of  \
-   the row's exp(x - max), *top gets its max and scale[b] run b's scale. */   \
+/* A whole row in runs: ce_run_sums (out NULL: the exps are not stored),     \
+   then ce_runs_total.  Returns the sum of the row's exp(x - max), *top gets  \
+   its max and scale[b] run b's scale. */                                     \
 CE_DISPATCH double ce_expsum_runs_##SFX(const T *x, T *out, ptrdiff_t n,     \
                                         ptrdiff_t run, T *top, double *scale) \
 {                                                                             \
@@ -421,11 +422,6 @@ CE_DISPATCH double ce_expsum_runs_##SFX(const T *x, T *out, ptrdiff_t n,     \
     double s = ce_runs_total(tops, sums, (n + run - 1) / run, &hi, scale);    \
     *top = (T)hi;                                                             \
     return s;                                                                 \
-}                                                                             \
-CE_DISPATCH double ce_sumexp_runs_##SFX(const T *x, ptrdiff_t n, ptrdiff_t run, \
-                                        T *top, double *scale)                \
-{                                                                             \
-    return ce_expsum_runs_##SFX(x, NULL, n, run, top, scale);                 \
 }                                                                             \
 /* g[i] *= a * scale[run of i]: in T where that factor is a normal T, else   \
    in double (a factor that overflows T, or, for a run far below the row's   \

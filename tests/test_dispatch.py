@@ -184,8 +184,8 @@ NAN_CHECK(double, f64, uint64_t, UINT64_C(0x7FF8000000000000))
    stdout: n_rows*m exps of the flat logits, the expsum of row 0, then the
    short-row loss (n_rows doubles) and gradient (n_rows*m floats), zeros for
    m > CE_SHORT_MAX; for row 0 in runs, its exp sum (storing the exps, and
-   not), its max (both ways) and its softmax (m floats); then the clones that
-   ran. */
+   not), its max (both ways) and its softmax (m floats); every row's exp sum
+   in runs (n_rows doubles); then the clones that ran. */
 int main(int argc, char **argv)
 {
     if (argc > 1) {
@@ -223,6 +223,9 @@ int main(int argc, char **argv)
     runs[0] = ce_expsum_runs_f32(z, row, m, run, &run_top[0], scale);
     runs[1] = ce_expsum_runs_f32(z, NULL, m, run, &run_top[1], scale);
     ce_scale_runs_f32(row, m, run, 1.0 / runs[0], scale);
+    double *row_sums = malloc(n * 8);
+    for (long long k = 0; k < n; k++)
+        row_sums[k] = ce_expsum_runs_f32(z + k * m, NULL, m, run, &run_top[1], scale);
     fwrite(e, 4, n * m, stdout);
     fwrite(&s, 8, 1, stdout);
     fwrite(loss, 8, n, stdout);
@@ -230,6 +233,7 @@ int main(int argc, char **argv)
     fwrite(runs, 8, 2, stdout);
     fwrite(run_top, 4, 2, stdout);
     fwrite(row, 4, m, stdout);
+    fwrite(row_sums, 8, n, stdout);
     printf("%s", ce_dispatch_target());
     return 0;
 }
@@ -290,8 +294,10 @@ def run_harness(exe, z, t):
     run_sums = np.frombuffer(out[at:at + 16], dtype=np.float64)
     run_tops = np.frombuffer(out[at + 16:at + 24], dtype=np.float32)
     run_softmax = np.frombuffer(out[at + 24:at + 24 + 4 * m], dtype=np.float32)
-    target = out[at + 24 + 4 * m:].decode()
-    return exps, expsum, loss, grad, target, (run_sums, run_tops, run_softmax)
+    at += 24 + 4 * m
+    row_sums = np.frombuffer(out[at:at + 8 * n], dtype=np.float64)
+    target = out[at + 8 * n:].decode()
+    return exps, expsum, loss, grad, target, (run_sums, run_tops, run_softmax, row_sums)
 
 
 def specials_case():
@@ -401,11 +407,16 @@ def test_the_avx2_and_avx512_clones_give_the_same_bits(harnesses):
         v4 = run_harness(harnesses["x86-64-v4"], z, t)
         for a, b in zip([*v3[:4], *v3[5]], [*v4[:4], *v4[5]]):
             assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), m
-    z = runs_row(rng, 150_000)
-    v3 = run_harness(harnesses["x86-64-v3"], z, np.zeros(1, dtype=np.int64))
-    v4 = run_harness(harnesses["x86-64-v4"], z, np.zeros(1, dtype=np.int64))
-    for a, b in zip(v3[5], v4[5]):
-        assert a.tobytes() == b.tobytes()
+    # rows in runs: 100 rows for every count of runs from 2 to 21 (the sum of
+    # the runs' terms once fused some of them, which depended on the vector
+    # width: about 1 row in 80 differed), and many runs
+    for m in [2048 * k + 5 for k in range(1, 21)] + [150_000]:
+        z = np.concatenate([runs_row(rng, m) for _ in range(100 if m < 150_000 else 1)])
+        t = np.zeros(len(z), dtype=np.int64)
+        v3 = run_harness(harnesses["x86-64-v3"], z, t)
+        v4 = run_harness(harnesses["x86-64-v4"], z, t)
+        for a, b in zip(v3[5], v4[5]):
+            assert a.tobytes() == b.tobytes(), m
 
 
 def test_the_dispatched_build_runs_the_widest_clones_the_cpu_has(harnesses):

@@ -283,14 +283,17 @@ CE_INLINE double ce_lanetotal(const double *lane)
    exp(tops[b] - the row's max); returns the sum of the runs' sums times their
    scales, in order.  A row of -inf gets NaN scales and sum, as exp(-inf - -inf)
    gives them unshifted.  Dispatched, not inline, so that every caller gets
-   the same bits (an inlined copy could contract other multiply-adds). */
+   the same bits (an inlined copy could contract other multiply-adds); the
+   fma makes the baseline clone's sum the same too (libm's fma is exact). */
 CE_DISPATCH double ce_runs_total(const double *tops, const double *sums, ptrdiff_t n_runs,
                                  double *top, double *scale)
 {
     double hi = -INFINITY, acc = 0.0;
     for (ptrdiff_t k = 0; k < n_runs; k++) hi = tops[k] > hi ? tops[k] : hi;
     for (ptrdiff_t k = 0; k < n_runs; k++) scale[k] = ce_exp_nonpos(tops[k] - hi);
-    for (ptrdiff_t k = 0; k < n_runs; k++) acc += sums[k] * scale[k];
+    /* an explicit fma: left to GCC, the in-order vector reduction fuses only
+       the terms past its last whole vector, which differ with the width */
+    for (ptrdiff_t k = 0; k < n_runs; k++) acc = __builtin_fma(sums[k], scale[k], acc);
     *top = hi;
     return acc;
 }

@@ -34,9 +34,9 @@ Which loops run depends on the shape and the options, never on the layout:
 * long rows: ``long_rows``, SIMD primitives per row; a row whose classes are
   strided in memory is first gathered into a per-thread scratch row.  Rows of
   ``RUNS_MIN`` classes or more with class-index targets and no smoothing skip
-  step 1's max pass: they go in runs, each run's exps shifted by its own max,
-  and ``finish`` rescales the runs to the row's max (``ce_expsum_runs``), so
-  that the row is read from memory once.
+  step 1's max pass: they go in runs, each run's exps shifted by its own max
+  (``ce_expsum_runs``); ``ce_runs_total`` finds each run's scale to the row's
+  max and ``finish`` applies them, so that the row is read from memory once.
 * few very long rows (``m >= SPLIT_MIN_CLASSES``, at most ``SPLIT_MAX_ROWS``):
   ``split_rows``, the same runs, shared by the threads: the same bits.
 

@@ -376,15 +376,18 @@ CE_DISPATCH void ce_exp_##SFX(const T *x, T *out, ptrdiff_t n)               \
     CE_SIMD                                                                   \
     for (ptrdiff_t i = 0; i < n; i++) out[i] = EXP(x[i]);                     \
 }                                                                             \
-/* A row in runs (ce_run_length): each run's max and min, then its exps     \
+/* A row in runs (ce_run_length): each run's max and min, then its exps       \
    shifted by its own max, into out (may equal x) or, for the sum alone, a    \
    buffer for a part; each run summed in its own lanes.  The row is read      \
    once: a run's max pass brings it into L1 and its exp pass reads it there,  \
-   while it fetches the next run, CE_RUN_PART elements at a time (with the    \
-   hardware prefetcher alone, 12-20 % more time).  Run b's max goes to        \
-   tops[b], the sum of its exp(x - that max) to sums[b].  A run of -inf is    \
-   shifted by 0: its exps are 0, not NaN.  x[0:n] may be a part of a row      \
-   (whole runs: a segment that a thread takes, ce_split_rows). */            \
+   while it fetches CE_RUN elements ahead (the next run, in rows of runs of   \
+   CE_RUN), CE_RUN_PART at a time (with the hardware prefetcher alone, 12-20  \
+   % more time).  One function for both uses, unlike ce_expsum's twins: the   \
+   destination is picked per part, outside the element loops (not measured    \
+   against twins).  Run b's max goes to tops[b], the sum of its exp(x - that  \
+   max) to sums[b].  A run of -inf is shifted by 0: its exps are 0, not NaN.  \
+   x[0:n] may be whole runs of a row (a segment that a thread takes,          \
+   split_rows). */                                                            \
 CE_INLINE void ce_run_sums_##SFX(const T *x, T *out, ptrdiff_t n, ptrdiff_t run, \
                                  double *tops, double *sums)                  \
 {                                                                             \

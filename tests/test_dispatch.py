@@ -179,6 +179,17 @@ static long long nan_misses_##SFX(void)                                       \
 NAN_CHECK(float, f32, uint32_t, 0x7FC00000u)
 NAN_CHECK(double, f64, uint64_t, UINT64_C(0x7FF8000000000000))
 
+/* A row in runs, as long_rows computes it: its exp sum, max and run scales. */
+static double row_in_runs(const float *x, float *out, ptrdiff_t m, ptrdiff_t run,
+                          float *top, double *scale)
+{
+    double tops[CE_MAX_RUNS], sums[CE_MAX_RUNS], hi;
+    ce_run_parts_f32(x, out, m, run, tops, sums);
+    double s = ce_runs_total(tops, sums, (m + run - 1) / run, &hi, scale);
+    *top = (float)hi;
+    return s;
+}
+
 /* With an argument: "exp", "tiles" or "nan", the checks above.  Otherwise
    stdin: n_rows, m, then n_rows*m floats (logits), then n_rows int64 targets.
    stdout: n_rows*m exps of the flat logits, the expsum of row 0, then the
@@ -220,12 +231,12 @@ int main(int argc, char **argv)
     ptrdiff_t run = ce_run_length(m);
     double *scale = malloc(CE_MAX_RUNS * 8), runs[2];
     float run_top[2];
-    runs[0] = ce_expsum_runs_f32(z, row, m, run, &run_top[0], scale);
-    runs[1] = ce_expsum_runs_f32(z, NULL, m, run, &run_top[1], scale);
+    runs[0] = row_in_runs(z, row, m, run, &run_top[0], scale);
+    runs[1] = row_in_runs(z, NULL, m, run, &run_top[1], scale);
     ce_scale_runs_f32(row, m, run, 1.0 / runs[0], scale);
     double *row_sums = malloc(n * 8);
     for (long long k = 0; k < n; k++)
-        row_sums[k] = ce_expsum_runs_f32(z + k * m, NULL, m, run, &run_top[1], scale);
+        row_sums[k] = row_in_runs(z + k * m, NULL, m, run, &run_top[1], scale);
     fwrite(e, 4, n * m, stdout);
     fwrite(&s, 8, 1, stdout);
     fwrite(loss, 8, n, stdout);

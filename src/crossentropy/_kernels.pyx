@@ -35,7 +35,7 @@ Which loops run depends on the shape and the options, never on the layout:
   strided in memory is first gathered into a per-thread scratch row.  Rows of
   ``RUNS_MIN`` classes or more with class-index targets and no smoothing skip
   step 1's max pass: they go in runs, each run's exps shifted by its own max
-  (``ce_expsum_runs``); ``ce_runs_total`` finds each run's scale to the row's
+  (``ce_run_parts``); ``ce_runs_total`` finds each run's scale to the row's
   max and ``finish`` applies them, so that the row is read from memory once.
 * few very long rows (``m >= SPLIT_MIN_CLASSES``, at most ``SPLIT_MAX_ROWS``):
   ``split_rows``, the same runs, shared by the threads: the same bits.
@@ -79,10 +79,6 @@ cdef extern from "_simd.h" nogil:
     void ce_scale_sub_f64(double *g, const double *w, Py_ssize_t n, double a, double b)
     int CE_MAX_RUNS
     Py_ssize_t ce_run_length(Py_ssize_t n)
-    double ce_expsum_runs_f32(const float *x, float *out, Py_ssize_t n, Py_ssize_t run,
-                              float *top, double *scale)
-    double ce_expsum_runs_f64(const double *x, double *out, Py_ssize_t n, Py_ssize_t run,
-                              double *top, double *scale)
     double ce_runs_total(const double *tops, const double *sums, Py_ssize_t n_runs,
                          double *top, double *scale)
     void ce_run_parts_f32(const float *x, float *out, Py_ssize_t n, Py_ssize_t run,
@@ -129,7 +125,7 @@ cdef enum:
     PREFETCH_MIN = 512
     PREFETCH_MAX = 16384
     # Rows this long with hard targets without smoothing go in runs instead,
-    # each shifted by its own max, so that they are read once (ce_expsum_runs;
+    # each shifted by its own max, so that they are read once (ce_run_parts;
     # measured faster from about 6000 classes, slower at 4100).
     RUNS_MIN = 8192
     MAX_RUNS = 512              # == CE_MAX_RUNS
@@ -250,19 +246,10 @@ cdef inline double vsumexp(const floating *x, Py_ssize_t n, floating shift,
         return ce_sumexp_f64(x, n, shift, lo, ahead)
 
 
-cdef inline double vexpsum_runs(const floating *x, floating *out, Py_ssize_t n, Py_ssize_t run,
-                                floating *top, double *run_scale) noexcept nogil:
-    """A row in runs (out NULL: the exps are not stored); see ce_expsum_runs."""
-    if floating is float:
-        return ce_expsum_runs_f32(x, out, n, run, top, run_scale)
-    else:
-        return ce_expsum_runs_f64(x, out, n, run, top, run_scale)
-
-
 cdef inline void run_parts(const floating *x, floating *out, Py_ssize_t n, Py_ssize_t run,
                            double *tops, double *sums) noexcept nogil:
-    """tops and sums of the runs of x[0:n], whole runs of a row (out NULL: the
-    exps are not stored)."""
+    """tops and sums of the runs of x[0:n], a row or whole runs of one (out
+    NULL: the exps are not stored); ce_runs_total combines them."""
     if floating is float:
         ce_run_parts_f32(x, out, n, run, tops, sums)
     else:
@@ -588,8 +575,9 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     cdef bint prefetch = not strided and P.inner == 1 and PREFETCH_MIN <= m <= PREFETCH_MAX
     cdef bint runs = m >= RUNS_MIN and not P.probabilities and not P.smoothing
     cdef Py_ssize_t run = ce_run_length(m)
+    cdef double run_top[MAX_RUNS]
+    cdef double run_sum[MAX_RUNS]
     cdef double run_scale[MAX_RUNS]
-    cdef floating top
     cdef const floating *z
     cdef const floating *ahead
     cdef const floating *y = NULL
@@ -627,9 +615,9 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
             row.t = t
             row.zt = z[t]       # before the exps, which may write over z (in place)
             row.wt = P.weight[t] if P.weight != NULL else 1.0
-            s = vexpsum_runs(z, g if write and P.mode != LOG_SOFTMAX else NULL, m, run,
-                             &top, run_scale)
-            row.zmax = top
+            run_parts(z, g if write and P.mode != LOG_SOFTMAX else NULL, m, run,
+                      run_top, run_sum)
+            s = ce_runs_total(run_top, run_sum, (m + run - 1) // run, &row.zmax, run_scale)
             v = finish(P, z, 1, g, y, 1, s, &row, sw, run_scale, run)
         else:
             # the next row's logits stream in during this row's exps (rows of a

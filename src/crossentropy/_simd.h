@@ -279,7 +279,7 @@ CE_INLINE double ce_lanetotal(const double *lane)
     return acc;
 }
 
-/* The runs of a row combined (ce_run_sums): *top = the row's max, scale[b] =
+/* The runs of a row combined (ce_run_parts): *top = the row's max, scale[b] =
    exp(tops[b] - the row's max); returns the sum of the runs' sums times their
    scales, in order.  A row of -inf gets NaN scales and sum, as exp(-inf - -inf)
    gives them unshifted.  Dispatched, not inline, so that every caller gets
@@ -386,10 +386,10 @@ CE_DISPATCH void ce_exp_##SFX(const T *x, T *out, ptrdiff_t n)               \
    destination is picked per part, outside the element loops (not measured    \
    against twins).  Run b's max goes to tops[b], the sum of its exp(x - that  \
    max) to sums[b].  A run of -inf is shifted by 0: its exps are 0, not NaN.  \
-   x[0:n] may be whole runs of a row (a segment that a thread takes,          \
-   split_rows). */                                                            \
-CE_INLINE void ce_run_sums_##SFX(const T *x, T *out, ptrdiff_t n, ptrdiff_t run, \
-                                 double *tops, double *sums)                  \
+   x[0:n] is a row or whole runs of one (a segment that a thread takes);     \
+   ce_runs_total then combines the runs. */                                   \
+CE_DISPATCH void ce_run_parts_##SFX(const T *x, T *out, ptrdiff_t n,         \
+                                    ptrdiff_t run, double *tops, double *sums) \
 {                                                                             \
     T buf[CE_RUN_PART];                                                       \
     ptrdiff_t b = 0;                                                          \
@@ -410,42 +410,6 @@ CE_INLINE void ce_run_sums_##SFX(const T *x, T *out, ptrdiff_t n, ptrdiff_t run,
             ce_lanesum_##SFX(dest, part, lane);                               \
         }                                                                     \
         sums[b] = ce_lanetotal(lane);                                         \
-    }                                                                         \
-}                                                                             \
-CE_DISPATCH void ce_run_parts_##SFX(const T *x, T *out, ptrdiff_t n,         \
-                                    ptrdiff_t run, double *tops, double *sums) \
-{                                                                             \
-    ce_run_sums_##SFX(x, out, n, run, tops, sums);                            \
-}                                                                             \
-/* A whole row in runs: ce_run_sums (out NULL: the exps are not stored),     \
-   then ce_runs_total.  Returns the sum of the row's exp(x - max), *top gets  \
-   its max and scale[b] run b's scale. */                                     \
-CE_DISPATCH double ce_expsum_runs_##SFX(const T *x, T *out, ptrdiff_t n,     \
-                                        ptrdiff_t run, T *top, double *scale) \
-{                                                                             \
-    double tops[CE_MAX_RUNS], sums[CE_MAX_RUNS], hi;                          \
-    ce_run_sums_##SFX(x, out, n, run, tops, sums);                            \
-    double s = ce_runs_total(tops, sums, (n + run - 1) / run, &hi, scale);    \
-    *top = (T)hi;                                                             \
-    return s;                                                                 \
-}                                                                             \
-/* g[i] *= a * scale[run of i]: in T where that factor is a normal T, else   \
-   in double (a factor that overflows T, or, for a run far below the row's   \
-   max, one that underflows, while the products may be normal numbers). */   \
-CE_DISPATCH void ce_scale_runs_##SFX(T *g, ptrdiff_t n, ptrdiff_t run,       \
-                                     double a, const double *scale)           \
-{                                                                             \
-    for (ptrdiff_t i = 0, b = 0; i < n; i += run, b++) {                      \
-        ptrdiff_t len = n - i < run ? n - i : run;                            \
-        double f = a * scale[b];                                              \
-        T tf = (T)f, *x = g + i;                                              \
-        if (__builtin_isnormal(tf)) {                                         \
-            CE_SIMD                                                           \
-            for (ptrdiff_t k = 0; k < len; k++) x[k] *= tf;                   \
-        } else {                                                              \
-            CE_SIMD                                                           \
-            for (ptrdiff_t k = 0; k < len; k++) x[k] = (T)((double)x[k] * f); \
-        }                                                                     \
     }                                                                         \
 }                                                                             \
 CE_DISPATCH void ce_scale_##SFX(T *x, ptrdiff_t n, T a)                      \
@@ -484,6 +448,21 @@ CE_DISPATCH void ce_scale_sub_##SFX(T *g, const double *w, ptrdiff_t n,      \
         CE_SIMD                                                               \
         for (ptrdiff_t i = 0; i < n; i++)                                     \
             g[i] = (T)((double)g[i] * a - b * w[i]);                          \
+    }                                                                         \
+}                                                                             \
+/* g[i] *= a * scale[run of i]: in T where that factor is a normal T, else   \
+   in double (a factor that overflows T, or, for a run far below the row's   \
+   max, one that underflows, while the products may be normal numbers). */   \
+CE_DISPATCH void ce_scale_runs_##SFX(T *g, ptrdiff_t n, ptrdiff_t run,       \
+                                     double a, const double *scale)           \
+{                                                                             \
+    for (ptrdiff_t i = 0, b = 0; i < n; i += run, b++) {                      \
+        ptrdiff_t len = n - i < run ? n - i : run;                            \
+        double f = a * scale[b];                                              \
+        if (__builtin_isnormal((T)f))                                         \
+            ce_scale_##SFX(g + i, len, (T)f);                                 \
+        else                                                                  \
+            ce_scale_sub_##SFX(g + i, NULL, len, f, 0.0);                     \
     }                                                                         \
 }
 

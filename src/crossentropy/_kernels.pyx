@@ -53,6 +53,11 @@ from libc.math cimport exp as libm_exp, isinf, isfinite, log, INFINITY
 
 cdef extern from "_simd.h" nogil:
     int ce_omp_max_threads()
+    int ce_team_size(int n)
+    int ce_usable_threads(int n)
+    int ce_register_fork_handlers()
+    void ce_set_release_before_fork(int on)
+    int CE_FORK_HANDLERS
     Py_ssize_t ce_class_or_ignored(Py_ssize_t t, Py_ssize_t ignore, Py_ssize_t m)
     Py_ssize_t ce_check_targets(const Py_ssize_t *t, Py_ssize_t n, Py_ssize_t m,
                                 Py_ssize_t ignore, Py_ssize_t *active)
@@ -146,12 +151,32 @@ SPLIT_MAX_ROWS_LEN = SPLIT_MAX_ROWS
 RUNS_MIN_LEN = RUNS_MIN
 
 
+if ce_register_fork_handlers() != 0:
+    raise ImportError("crossentropy._kernels could not register its fork handlers")
+# Whether a fork releases the thread pool first (OpenMP builds on POSIX).
+FORK_HANDLERS = bool(CE_FORK_HANDLERS)
+
+
 def max_threads():
-    """``omp_get_max_threads()``, 1 when built without OpenMP.
+    """``omp_get_max_threads()``, 1 when built without OpenMP (or in a forked
+    child whose parent's thread pool could not be released).
 
     Reflects ``OMP_NUM_THREADS`` and limits set by threadpoolctl.
     """
     return ce_omp_max_threads()
+
+
+def team_size(int n):
+    """How many threads a parallel region asking for `n` gets here."""
+    with nogil:
+        n = ce_team_size(n)
+    return n
+
+
+def _release_pool_before_fork(bint on):
+    """Whether the thread pool is released before a fork (tests switch it off
+    to exercise the one-thread fallback of a forked child)."""
+    ce_set_release_before_fork(on)
 
 
 def dispatch_target():
@@ -894,6 +919,7 @@ def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
 
     if n_rows == 0:
         return
+    n_threads = ce_usable_threads(n_threads)
     P.mode = <Mode>mode
     P.m = m
     P.inner = z.shape[2]

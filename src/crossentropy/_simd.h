@@ -19,11 +19,75 @@
 #include <string.h>
 #include <math.h>
 
+/*
+ * Threads across fork().  GNU OpenMP's thread pool does not survive a fork: a
+ * child whose parent had started one waits forever for the pool's threads at
+ * its first parallel region.  Before every fork the forking thread releases
+ * its pool (omp_pause_resource_all; the parent starts a new one at its next
+ * region), so the child starts its own, with every thread.  Where that fails
+ * (the runtime refuses, or the release was switched off for a test), the
+ * child runs every call on one thread, which needs no pool: slower, never
+ * stuck.
+ */
 #ifdef _OPENMP
 #include <omp.h>
-static inline int ce_omp_max_threads(void) { return omp_get_max_threads(); }
+#endif
+#if defined(_OPENMP) && defined(__unix__) && !defined(CE_NO_FORK_HANDLERS)
+#include <pthread.h>
+#define CE_FORK_HANDLERS 1
+static int ce_release_before_fork = 1;  /* off only in tests of the fallback */
+static int ce_pool_released;            /* by the last fork's prepare handler */
+static int ce_one_thread;               /* in a child whose pool was not released */
+
+static void ce_before_fork(void)
+{
+    /* a pool inherited from a parent it was not released in cannot be
+       released either (that would wait for threads that do not exist) */
+    ce_pool_released = ce_release_before_fork && !ce_one_thread
+                       && omp_pause_resource_all(omp_pause_soft) == 0;
+}
+
+static void ce_in_forked_child(void)
+{
+    if (!ce_pool_released) ce_one_thread = 1;
+}
+
+/* Registers the handlers once per process; 0 on success. */
+static inline int ce_register_fork_handlers(void)
+{
+    static int registered;
+    if (!registered && pthread_atfork(ce_before_fork, NULL, ce_in_forked_child) == 0)
+        registered = 1;
+    return !registered;
+}
+static inline void ce_set_release_before_fork(int on) { ce_release_before_fork = on; }
+#else
+#define CE_FORK_HANDLERS 0
+static const int ce_one_thread = 0;
+static inline int ce_register_fork_handlers(void) { return 0; }
+static inline void ce_set_release_before_fork(int on) { (void)on; }
+#endif
+
+/* The threads a parallel region may have: n, or 1 where the pool is unusable. */
+static inline int ce_usable_threads(int n) { return ce_one_thread ? 1 : n; }
+
+#ifdef _OPENMP
+static inline int ce_omp_max_threads(void) { return ce_usable_threads(omp_get_max_threads()); }
+
+/* How many threads a parallel region asking for n gets here (1 or more). */
+static inline int ce_team_size(int n)
+{
+    int size = 1;
+#pragma omp parallel num_threads(ce_usable_threads(n))
+    {
+#pragma omp single
+        size = omp_get_num_threads();
+    }
+    return size;
+}
 #else
 static inline int ce_omp_max_threads(void) { return 1; }
+static inline int ce_team_size(int n) { (void)n; return 1; }
 #endif
 
 #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && \

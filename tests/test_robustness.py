@@ -4,6 +4,7 @@ crashes, never lies, never leaks."""
 import concurrent.futures
 import gc
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -222,3 +223,21 @@ def test_the_first_bad_target_is_reported_with_or_without_weights(kwargs):
         ce.cross_entropy(np.zeros((2, 3, 4)), target, axis=1, **kwargs)
     with pytest.raises(IndexError, match=r"target\[\(1, 2\)\] = 3"):
         ce.cross_entropy(np.zeros((2, 3, 4)), np.asfortranarray(target), axis=1, **kwargs)
+
+
+# --- the last edge contracts ----------------------------------------------------------
+
+@pytest.mark.parametrize("n_classes", [5, 100])
+def test_a_float32_loss_past_the_float_range_is_inf_without_a_warning(n_classes):
+    logits = np.zeros((2, n_classes), np.float32)
+    logits[:, 0] = -3e38                         # the target's logit: loss 3e38, times 10
+    out = np.zeros_like(logits)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss, grad = ce.cross_entropy_and_grad(logits, [0, 0], sample_weight=[10.0, 1.0],
+                                               reduction="none", out=out)
+        assert ce.cross_entropy(logits, [0, 0], sample_weight=[10.0, 1.0],
+                                reduction="sum") == np.inf
+    assert loss.dtype == np.float32
+    np.testing.assert_array_equal(loss, np.array([np.inf, 3e38], np.float32))
+    assert grad is out and (out[:, 0] == [-10, -1]).all()

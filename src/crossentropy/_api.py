@@ -299,7 +299,7 @@ def _run(mode, z3, threads, *, out3=None, y3=None, target2=None, sample_weight2=
 
 def _reduce(chunk_sums, row_value, denominator, reduction, dtype, shape):
     if reduction == "none":
-        return row_value.reshape(shape).astype(dtype)[()]
+        return row_value.reshape(shape)[()]
     total = float(chunk_sums.sum())
     if reduction == "mean":
         total = total / denominator if denominator else math.nan
@@ -352,7 +352,7 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
             # No position counts: PyTorch gives a zero gradient when every
             # position is ignored, and NaN when the weights of the rest are 0.
             grad_scale = 0.0 if n_active == 0 else math.nan
-    row_value = np.empty((outer, inner)) if reduction == "none" else None
+    row_value = np.empty((outer, inner), logits.dtype) if reduction == "none" else None
 
     z3 = _input3(logits, axis)
     out3 = staging = None
@@ -617,7 +617,7 @@ def logsumexp(x, *, axis=-1, keepdims=False, n_threads=None):
     axis = _check_axis(axis, x.ndim, "x")
     threads = _resolve_n_threads(n_threads)
     z3 = _input3(x, axis)
-    row_value = np.empty((z3.shape[0], z3.shape[2]))
+    row_value = np.empty((z3.shape[0], z3.shape[2]), dtype=z3.dtype)
     _run(Mode.LOGSUMEXP, z3, threads, row_value=row_value)
     shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1:]
-    return row_value.reshape(shape).astype(x.dtype)[()]
+    return row_value.reshape(shape)[()]

@@ -38,7 +38,7 @@ def run(
     y: npt.NDArray[np.floating[Any]] | None,
     target: npt.NDArray[np.intp] | None,
     sample_weight: npt.NDArray[np.float64] | None,
-    row_value: npt.NDArray[np.float64] | None,
+    row_value: npt.NDArray[np.floating[Any]] | None,
     weight: npt.NDArray[np.float64] | None,
     weight_total: float,
     ignore_index: int,

@@ -208,6 +208,7 @@ cdef struct Problem:
     bint probabilities          # targets are class probabilities (in `y`)
     Strided z, out, y, target, sample_weight, row_value
     bint has_out, has_target, has_sample_weight, has_row_value
+    bint row_value_float        # row_value holds floats (float32 logits), else doubles
 
 
 cdef struct RowPrep:
@@ -563,8 +564,13 @@ cdef inline double row_sample_weight(const Problem *P, Pos r) noexcept nogil:
 
 
 cdef inline void store_row_value(const Problem *P, Pos r, double v) noexcept nogil:
+    """A row's loss or log-sum-exp, in the logits' dtype (beyond the float
+    range, a float32 value is infinite, as IEEE rounding makes it)."""
     if P.has_row_value:
-        (<double *>row_ptr(&P.row_value, r))[0] = v
+        if P.row_value_float:
+            (<float *>row_ptr(&P.row_value, r))[0] = <float>v
+        else:
+            (<double *>row_ptr(&P.row_value, r))[0] = v
 
 
 cdef inline void gather(const floating *src, Py_ssize_t stride, floating *dst,
@@ -744,7 +750,7 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     cdef bint keep_rows = P.has_row_value
     # Local copies: the compiler then knows the stores below do not change them
     # (read through P, they were reloaded for every row).
-    cdef Strided z = P.z, out = P.out, target = P.target, row_value = P.row_value
+    cdef Strided z = P.z, out = P.out, target = P.target
     cdef Strided sample_weight = P.sample_weight
     cdef double total = 0.0
     cdef ce_rows zrows, grows
@@ -806,7 +812,7 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
                 &grows if write else NULL, oc, P.grad_scale, losses if keep_rows else NULL)
         if keep_rows:
             for k in range(n):
-                (<double *>row_ptr(&row_value, row_pos(b0 + k, inner)))[0] = losses[k]
+                store_row_value(P, row_pos(b0 + k, inner), losses[k])
         b0 = b1
     return total
 
@@ -893,7 +899,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
 
 def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
         const floating[:, :, :] y, const Py_ssize_t[:, :] target,
-        const double[:, :] sample_weight, double[:, :] row_value,
+        const double[:, :] sample_weight, floating[:, :] row_value,
         const double[::1] weight, double weight_total,
         Py_ssize_t ignore_index, double label_smoothing, double grad_scale,
         double[::1] chunk_sums, Py_ssize_t rows_per_chunk,
@@ -904,7 +910,7 @@ def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
     y              z's shape: class probabilities (probability targets), or None
     target         (outer, inner) class indices (hard targets), or None
     sample_weight  (outer, inner) per-row weights, or None
-    row_value      (outer, inner) per-row loss / log-sum-exp, or None
+    row_value      (outer, inner) per-row loss / log-sum-exp (z's dtype), or None
     weight         (classes,) class weights, or None; weight_total their sum
     grad_scale     multiplies the gradient (upstream gradient / denominator)
     chunk_sums     per-chunk loss sums, one per chunk of rows_per_chunk rows
@@ -935,6 +941,7 @@ def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
     P.has_target = target is not None
     P.has_sample_weight = sample_weight is not None
     P.has_row_value = row_value is not None
+    P.row_value_float = floating is float
     P.z = describe(<char *>&z[0, 0, 0] if m > 0 else NULL, z.strides[0], z.strides[1], z.strides[2])
     P.out = describe(<char *>&out[0, 0, 0] if P.has_out and m > 0 else NULL,
                      out.strides[0] if P.has_out else 0, out.strides[1] if P.has_out else 0,

@@ -42,6 +42,14 @@ BAD_CALLS = [
     ({"ignore_index": 0.5}, TypeError, "ignore_index"),
     ({"grad_scale": None}, TypeError, "grad_scale"),
     ({"target": np.full((4, 3), 1 / 3), "ignore_index": 1}, ValueError, "ignore_index"),
+    ({"logits": np.ma.masked_array(GOOD_LOGITS, GOOD_LOGITS > 1)}, TypeError,
+     r"logits is a masked array.*logits.filled\(-np.inf\)"),
+    ({"target": np.ma.masked_array(GOOD_TARGET, [0, 1, 0, 0])}, TypeError,
+     r"target is a masked array.*target.filled\(ignore_index\)"),
+    ({"weight": np.ma.masked_array(np.ones(3), [0, 1, 0])}, TypeError,
+     r"weight is a masked array.*weight.filled\(0\)"),
+    ({"sample_weight": np.ma.masked_array(np.ones(4), [0, 1, 0, 0])}, TypeError,
+     r"sample_weight is a masked array.*sample_weight.filled\(0\)"),
 ]
 
 
@@ -226,6 +234,18 @@ def test_the_first_bad_target_is_reported_with_or_without_weights(kwargs):
 
 
 # --- the last edge contracts ----------------------------------------------------------
+
+@pytest.mark.parametrize("function", [ce.softmax, ce.log_softmax])
+def test_normaliser_messages_name_x(function):
+    with pytest.raises(ValueError, match=r"out must have shape \(4, 3\) \(as x\)"):
+        function(GOOD_LOGITS, out=np.empty((3, 3)))
+    with pytest.raises(TypeError, match=r"out must have dtype float64 \(as x\)"):
+        function(GOOD_LOGITS, out=np.empty((4, 3), np.float32))
+    with pytest.raises(TypeError, match="x is a masked array"):
+        function(np.ma.masked_array(GOOD_LOGITS))
+    with pytest.raises(TypeError, match="out must be a numpy.ndarray, got MaskedArray"):
+        function(GOOD_LOGITS, out=np.ma.masked_array(np.empty((4, 3))))
+
 
 @pytest.mark.parametrize("n_classes", [5, 100])
 def test_a_float32_loss_past_the_float_range_is_inf_without_a_warning(n_classes):

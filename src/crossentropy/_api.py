@@ -7,6 +7,7 @@ logits) is written.  The kernels in ``_kernels.pyx`` trust what they are given.
 import math
 import numbers
 import os
+import sys
 
 import numpy as np
 from numpy.lib.array_utils import normalize_axis_index
@@ -35,6 +36,9 @@ _INTP_MIN = int(np.iinfo(np.intp).min)
 _INTP_MAX = int(np.iinfo(np.intp).max)
 # float32(x) is inf from here on (FLT_MAX plus half an ulp rounds up).
 _FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
+# Effort np.shares_memory may spend deciding an overlap exactly (strides that
+# interleave, as as_strided makes, are the only case that needs any).
+_OVERLAP_WORK = 100_000
 
 
 # --- argument checks -----------------------------------------------------------
@@ -83,15 +87,46 @@ def _position(flat_index, shape):
     return int(where[0]) if len(where) == 1 else tuple(int(i) for i in where)
 
 
+# What a masked array's owner probably meant, for the message that refuses it.
+_MASK_HINTS = {
+    "logits": "logits.filled(-np.inf) leaves the masked classes out of the softmax",
+    "x": "x.filled(-np.inf) leaves the masked entries out of the softmax",
+    "target": "target.filled(ignore_index) ignores the masked positions",
+    "weight": "weight.filled(0) gives the masked classes no weight",
+    "sample_weight": "sample_weight.filled(0) gives the masked positions no weight",
+}
+
+
+def _asarray(x, name):
+    """`x` as an ndarray, a view of its memory where it has one (an ndarray, a
+    memoryview, a tensor...); a masked array is a TypeError, since its mask
+    would be lost."""
+    if _is_masked(x):
+        raise TypeError(f"{name} is a masked array, whose mask would be ignored; "
+                        f"pass a plain array: {_MASK_HINTS.get(name, name + '.filled(value)')}")
+    return np.asarray(x)
+
+
+def _is_masked(x):
+    ma = sys.modules.get("numpy.ma")         # (no masked array exists before it is imported)
+    return ma is not None and isinstance(x, ma.MaskedArray)
+
+
 def _as_float_array(x, name):
-    """`x` as an ndarray of float32 or float64, or a TypeError naming `name`."""
-    a = np.asarray(x)
-    if a.dtype not in _FLOAT_DTYPES:
+    """`x` as an ndarray of float32 or float64 (either byte order), or a
+    TypeError naming `name`."""
+    a = _asarray(x, name)
+    if a.dtype not in _FLOAT_DTYPES and _native(a.dtype) not in _FLOAT_DTYPES:
         raise TypeError(
             f"{name} must be a float32 or float64 array, got dtype {a.dtype}"
             + (f"; convert it with {name}.astype(np.float32)" if a.dtype.kind in "biuf" else "")
         )
     return a
+
+
+def _native(dtype):
+    """`dtype` in the machine's byte order."""
+    return dtype if dtype.isnative else dtype.newbyteorder("=")
 
 
 def _check_reduction(reduction):
@@ -106,19 +141,63 @@ def _check_axis(axis, ndim, name):
     return normalize_axis_index(axis, ndim, msg_prefix=f"axis for {name}")
 
 
-def _check_writable_output(out, like, name, *, forbid_overlap):
-    """Validate a caller-supplied output array for an array shaped like `like`."""
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}")
-    if out.dtype != like.dtype:
-        raise TypeError(f"{name} must have dtype {like.dtype} (as the logits), got {out.dtype}")
+def _check_bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__}")
+    return bool(value)
+
+
+def _check_output(out, like, dtype, like_name):
+    """A caller's `out` for an array shaped like `like`, of float dtype `dtype`
+    (either byte order)."""
+    if not isinstance(out, np.ndarray) or _is_masked(out):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if _native(out.dtype) != dtype:
+        raise TypeError(f"out must have dtype {dtype} (as {like_name}), got {out.dtype}")
     if out.shape != like.shape:
-        raise ValueError(f"{name} must have shape {like.shape} (as the logits), got {out.shape}")
+        raise ValueError(f"out must have shape {like.shape} (as {like_name}), got {out.shape}")
     if not out.flags.writeable:
-        raise ValueError(f"{name} is read-only")
-    for other, what in forbid_overlap:
-        if other is not None and np.may_share_memory(out, other):
-            raise ValueError(f"{name} overlaps {what}; pass a separate array (or inplace=True)")
+        raise ValueError("out is read-only")
+    _check_distinct_elements(out, "out")
+
+
+def _check_distinct_elements(a, name):
+    """A ValueError unless every element of the writeable array `a` has memory
+    of its own: threads write elements at once, and a loss would be computed
+    from logits that its own gradient overwrote."""
+    if a.flags.c_contiguous or a.flags.f_contiguous or a.size <= 1:
+        return
+    # Nested strides (what slicing and transposing make) cannot overlap: each
+    # axis, by increasing stride, steps over everything the smaller ones span.
+    span = a.itemsize
+    for stride, n in sorted((abs(s), n) for n, s in zip(a.shape, a.strides) if n > 1):
+        if stride < span:
+            break
+        span += stride * (n - 1)
+    else:
+        return
+    # Otherwise (as_strided): two distinct elements whose first differing
+    # index is along axis d differ by the offsets between a[0.., 0, ...] and
+    # a[0.., 1:, ...], so one exact check per axis decides it.
+    for d, n in enumerate(a.shape):
+        lead = (0,) * d
+        if n > 1 and _shares(a[lead + (slice(0, 1),)], a[lead + (slice(1, None),)],
+                             f"the elements of {name}"):
+            raise ValueError(
+                f"{name} has elements that share memory (zero or overlapping strides, as "
+                f"np.broadcast_to or as_strided make), which the results would overwrite "
+                f"in turn; pass an array whose elements are distinct, such as {name}.copy()")
+
+
+def _shares(a, b, what):
+    """Whether arrays `a` and `b` share an element, exactly (np.shares_memory
+    within a bounded effort: a ValueError naming `what` if that is not enough)."""
+    try:
+        return np.shares_memory(a, b, max_work=_OVERLAP_WORK)
+    except np.exceptions.TooHardError:
+        raise ValueError(
+            f"could not decide whether {what} share memory: their strides interleave "
+            f"beyond what can be checked quickly; pass a copy") from None
 
 
 def _same_elements(a, b):
@@ -128,12 +207,14 @@ def _same_elements(a, b):
 
 
 def _kernel_ready(a):
-    """`a`, or a copy of it if the kernels cannot address it element-wise."""
+    """`a`, or a copy of it if the kernels cannot address it element-wise
+    (misaligned, strides that are no multiple of the item, or the other byte
+    order)."""
     flags = a.flags
-    if flags.aligned and flags.c_contiguous:
+    if flags.aligned and flags.c_contiguous and a.dtype.isnative:
         return a
-    if not flags.aligned or any(s % a.itemsize for s in a.strides):
-        return np.array(a)
+    if not flags.aligned or any(s % a.itemsize for s in a.strides) or not a.dtype.isnative:
+        return np.array(a, dtype=_native(a.dtype))
     return a
 
 
@@ -143,29 +224,43 @@ def _split_shape(shape, axis):
 
 
 def _view3(a, axis):
-    """`a` as (outer, classes, inner) without copying, or None if that needs a copy."""
-    try:
-        return a.reshape(_split_shape(a.shape, axis), copy=False)
+    """`a` as (outer, classes, inner) for the kernel to write, without
+    copying, or None if its layout does not allow that."""
+    try:    # (as an ndarray: an np.matrix stays 2-D whatever its shape)
+        a3 = np.asarray(a).reshape(_split_shape(a.shape, axis), copy=False)
     except ValueError:
         return None
+    return a3 if _kernel_ready(a3) is a3 else None
 
 
 def _input3(a, axis):
-    """`a` as (outer, classes, inner), copying only when the layout forces it."""
-    return _kernel_ready(a.reshape(_split_shape(a.shape, axis)))
+    """`a` as (outer, classes, inner) for the kernel to read, and whether that
+    took a copy (only when the layout forces it)."""
+    a3 = _kernel_ready(a.reshape(_split_shape(a.shape, axis)))
+    return a3, a.size > 0 and not np.may_share_memory(a3, a)
 
 
-def _output3(out, axis):
-    """(the array the kernel writes, as (outer, classes, inner); staging or None).
+def _destination(dest, z3, z_copied, shape, axis):
+    """Where the kernel writes an array result: (out3, result, staged).
 
-    When `out`'s layout cannot be addressed as (outer, classes, inner), the
-    kernel writes a fresh staging array, which the caller copies into `out`.
+    `dest` is None for a new array, else the array to fill (``out``, or the
+    logits themselves in place).  `out3` is what the kernel writes, as
+    (outer, classes, inner); `result` the array returned; `staged`, when not
+    None, holds the kernel's output in `shape`, to be copied into `result`
+    afterwards (`dest` has a layout the kernel cannot write).  When the
+    logits were copied for the kernel, it works in place on that copy: beyond
+    `dest`, at most one array the logits' size is ever allocated.
     """
-    out3 = _view3(np.asarray(out), axis)     # (an np.matrix is 2-D whatever its shape)
-    if out3 is not None and _kernel_ready(out3) is out3:
-        return out3, None
-    staging = np.empty(out.shape, dtype=out.dtype)
-    return _view3(staging, axis), staging
+    if dest is not None:
+        direct = _view3(dest, axis)
+        if direct is not None:
+            return direct, dest, None
+    if z_copied:
+        out3, made = z3, z3.reshape(shape)
+    else:
+        made = np.empty(shape, dtype=z3.dtype)
+        out3 = made.reshape(z3.shape)
+    return (out3, made, None) if dest is None else (out3, dest, made)
 
 
 def _check_real(value, name):
@@ -261,7 +356,7 @@ def _target_probabilities(y, logits, axis, ignore_index):
             f"ignore_index ({ignore_index}) is not supported with class-probability "
             f"(floating) targets"
         )
-    return _input3(y.astype(logits.dtype, copy=False), axis)
+    return _input3(y.astype(_native(logits.dtype), copy=False), axis)[0]
 
 
 # --- dispatch --------------------------------------------------------------------
@@ -309,9 +404,14 @@ def _reduce(chunk_sums, row_value, denominator, reduction, dtype, shape):
 
 
 def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
-          label_smoothing, sample_weight, grad_scale, grad_out):
+          label_smoothing, sample_weight, grad_scale, gradient, out=None, inplace=False):
     """Shared body of cross_entropy and cross_entropy_and_grad: validate every
-    argument, then run the kernel once.  `grad_out` is None for the loss only."""
+    argument, then run the kernel once.
+
+    `gradient` is False for the loss alone, True for the gradient too: into
+    `out`, a new array, or (`inplace`) the logits.  Returns the loss, and with
+    `gradient` the gradient array too.
+    """
     _check_reduction(reduction)
     axis = _check_axis(axis, logits.ndim, "logits")
     threads = _resolve_n_threads(n_threads)
@@ -321,6 +421,29 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
     n_classes = logits.shape[axis]
     positions = logits.shape[:axis] + logits.shape[axis + 1:]
     outer, _, inner = _split_shape(logits.shape, axis)
+    t = _asarray(target, "target")
+    weight = None if weight is None else _asarray(weight, "weight")
+    sample_weight = None if sample_weight is None else _asarray(sample_weight, "sample_weight")
+
+    if gradient:
+        # What the gradient overwrites must share no element with what the
+        # kernel reads (exactly: elements, not address ranges).
+        inputs = [(t, "target"), (weight, "weight"), (sample_weight, "sample_weight")]
+        if inplace:
+            if not logits.flags.writeable:
+                raise ValueError("inplace=True needs writeable logits, but logits is read-only")
+            _check_distinct_elements(logits, "logits")
+            for other, name in inputs:
+                if other is not None and _shares(logits, other, f"logits and {name}"):
+                    raise ValueError(f"inplace=True would overwrite {name}, which shares "
+                                     f"memory with logits")
+        elif out is not None:
+            _check_output(out, logits, _native(logits.dtype), "the logits")
+            for other, name in [(logits, "logits")] + inputs:
+                if other is not None and _shares(out, other, f"out and {name}"):
+                    raise ValueError(f"out overlaps {name}; pass a separate array"
+                                     + (" (or inplace=True)" if name == "logits" else ""))
+
     if weight is not None:
         weight = _check_nonnegative_weights(weight, "weight", (n_classes,), "one per class")
     sample_weight2 = None
@@ -329,7 +452,6 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
             sample_weight, "sample_weight", positions, "one per position: the target's shape")
         sample_weight2 = _kernel_ready(sample_weight.reshape((outer, inner)))
 
-    t = np.asarray(target)
     y3 = target2 = None
     if t.dtype.kind in "iu":
         target2, kernel_ignore, n_active, denominator = _target_indices(
@@ -352,19 +474,21 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
             # No position counts: PyTorch gives a zero gradient when every
             # position is ignored, and NaN when the weights of the rest are 0.
             grad_scale = 0.0 if n_active == 0 else math.nan
-    row_value = np.empty((outer, inner), logits.dtype) if reduction == "none" else None
+    row_value = np.empty((outer, inner), _native(logits.dtype)) if reduction == "none" else None
 
-    z3 = _input3(logits, axis)
-    out3 = staging = None
-    if grad_out is not None:
-        out3, staging = _output3(grad_out, axis)
-    chunk_sums = _run(Mode.LOSS_GRAD if grad_out is not None else Mode.LOSS, z3, threads,
+    z3, z_copied = _input3(logits, axis)
+    out3 = grad = staged = None
+    if gradient:
+        out3, grad, staged = _destination(logits if inplace else out, z3, z_copied,
+                                          logits.shape, axis)
+    chunk_sums = _run(Mode.LOSS_GRAD if gradient else Mode.LOSS, z3, threads,
                       out3=out3, y3=y3, target2=target2, sample_weight2=sample_weight2,
                       row_value=row_value, weight=weight, ignore_index=kernel_ignore,
                       label_smoothing=label_smoothing, grad_scale=grad_scale)
-    if staging is not None:
-        grad_out[...] = staging
-    return _reduce(chunk_sums, row_value, denominator, reduction, logits.dtype, positions)
+    if staged is not None:
+        grad[...] = staged
+    loss = _reduce(chunk_sums, row_value, denominator, reduction, _native(logits.dtype), positions)
+    return (loss, grad) if gradient else loss
 
 
 # --- public functions --------------------------------------------------------------
@@ -449,7 +573,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     logits = _as_float_array(logits, "logits")
     return _loss(logits, target, reduction=reduction, axis=axis, n_threads=n_threads,
                  weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
-                 sample_weight=sample_weight, grad_scale=1.0, grad_out=None)
+                 sample_weight=sample_weight, grad_scale=1.0, gradient=False)
 
 
 def cross_entropy_and_grad(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
@@ -494,8 +618,7 @@ def cross_entropy_and_grad(logits, target, *, weight=None, ignore_index=-100, re
     array([[-0.1072,  0.0876,  0.0196],
            [ 0.1667,  0.1667, -0.3333]])
     """
-    if not isinstance(inplace, (bool, np.bool_)):
-        raise TypeError(f"inplace must be True or False, got {type(inplace).__name__}")
+    inplace = _check_bool(inplace, "inplace")
     if inplace:
         if out is not None:
             raise ValueError("pass either out= or inplace=True, not both")
@@ -504,27 +627,10 @@ def cross_entropy_and_grad(logits, target, *, weight=None, ignore_index=-100, re
                 f"inplace=True needs logits to be a numpy.ndarray, got {type(logits).__name__}"
             )
     logits = _as_float_array(logits, "logits")
-    overlap_checks = [(logits, "logits")]
-    for other, name in ((target, "target"), (weight, "weight"), (sample_weight, "sample_weight")):
-        if isinstance(other, np.ndarray):
-            overlap_checks.append((other, name))
-    if inplace:
-        if not logits.flags.writeable:
-            raise ValueError("inplace=True needs writeable logits, but logits is read-only")
-        for other, name in overlap_checks[1:]:
-            if np.may_share_memory(logits, other):
-                raise ValueError(f"inplace=True would overwrite {name}, which shares memory "
-                                 f"with logits")
-        grad = logits
-    elif out is not None:
-        _check_writable_output(out, logits, "out", forbid_overlap=overlap_checks)
-        grad = out
-    else:
-        grad = np.empty(logits.shape, dtype=logits.dtype)
-    loss = _loss(logits, target, reduction=reduction, axis=axis, n_threads=n_threads,
+    return _loss(logits, target, reduction=reduction, axis=axis, n_threads=n_threads,
                  weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
-                 sample_weight=sample_weight, grad_scale=grad_scale, grad_out=grad)
-    return loss, grad
+                 sample_weight=sample_weight, grad_scale=grad_scale, gradient=True, out=out,
+                 inplace=inplace)
 
 
 def _normaliser(mode, x, axis, n_threads, out):
@@ -532,18 +638,16 @@ def _normaliser(mode, x, axis, n_threads, out):
     x = _as_float_array(x, "x")
     axis = _check_axis(axis, x.ndim, "x")
     threads = _resolve_n_threads(n_threads)
-    if out is None:
-        out = np.empty(x.shape, dtype=x.dtype)
-    else:
-        _check_writable_output(out, x, "out", forbid_overlap=[])
-    if np.may_share_memory(out, x) and not _same_elements(out, x):
-        raise ValueError("out overlaps x without being x itself; pass a separate array, or x")
-    z3 = _input3(x, axis)
-    out3, staging = _output3(out, axis)
+    if out is not None:
+        _check_output(out, x, _native(x.dtype), "x")
+        if not _same_elements(out, x) and _shares(out, x, "out and x"):
+            raise ValueError("out overlaps x without being x itself; pass a separate array, or x")
+    z3, z_copied = _input3(x, axis)
+    out3, result, staged = _destination(out, z3, z_copied, x.shape, axis)
     _run(mode, z3, threads, out3=out3)
-    if staging is not None:
-        out[...] = staging
-    return out
+    if staged is not None:
+        result[...] = staged
+    return result
 
 
 def softmax(x, *, axis=-1, n_threads=None, out=None):
@@ -616,7 +720,7 @@ def logsumexp(x, *, axis=-1, keepdims=False, n_threads=None):
     x = _as_float_array(x, "x")
     axis = _check_axis(axis, x.ndim, "x")
     threads = _resolve_n_threads(n_threads)
-    z3 = _input3(x, axis)
+    z3, _ = _input3(x, axis)
     row_value = np.empty((z3.shape[0], z3.shape[2]), dtype=z3.dtype)
     _run(Mode.LOGSUMEXP, z3, threads, row_value=row_value)
     shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1:]

@@ -261,3 +261,28 @@ def test_a_float32_loss_past_the_float_range_is_inf_without_a_warning(n_classes)
     assert loss.dtype == np.float32
     np.testing.assert_array_equal(loss, np.array([np.inf, 3e38], np.float32))
     assert grad is out and (out[:, 0] == [-10, -1]).all()
+
+
+def test_keepdims_must_be_a_bool():
+    with pytest.raises(TypeError, match="keepdims must be True or False, got str"):
+        ce.logsumexp(GOOD_LOGITS, keepdims="no")
+    assert ce.logsumexp(GOOD_LOGITS, keepdims=np.True_).shape == (4, 1)
+
+
+@pytest.mark.parametrize("shape", [(), (7,), (3, 70), (2, 3, 4)])
+def test_axis_none_reduces_over_every_element(shape):
+    x = np.random.default_rng(4).standard_normal(shape) * 3
+    flat = np.reshape(x, (1, -1))
+    expected = ref.logsumexp(flat)[0]
+    np.testing.assert_allclose(ce.logsumexp(x, axis=None), expected, rtol=1e-13)
+    assert ce.logsumexp(x, axis=None).shape == ()
+    assert ce.logsumexp(x, axis=None, keepdims=True).shape == (1,) * x.ndim
+    np.testing.assert_allclose(ce.softmax(x, axis=None), ref.softmax(flat).reshape(shape),
+                               rtol=1e-13)
+    np.testing.assert_allclose(ce.log_softmax(x, axis=None),
+                               ref.log_softmax(flat).reshape(shape), rtol=1e-13, atol=1e-13)
+    with pytest.raises(TypeError, match="axis must be an integer or None"):
+        ce.logsumexp(x, axis="all")
+    if x.ndim:
+        transposed = np.asfortranarray(x)
+        np.testing.assert_allclose(ce.logsumexp(transposed, axis=None), expected, rtol=1e-13)

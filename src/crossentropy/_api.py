@@ -134,8 +134,11 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
 
 
-def _check_axis(axis, ndim, name):
-    axis = _check_integer(axis, "axis")
+def _check_axis(axis, ndim, name, *, allow_none=False):
+    """`axis` as an index into `ndim` axes; None (every element) where allowed."""
+    if axis is None and allow_none:
+        return None
+    axis = _check_integer(axis, "axis", "an integer or None" if allow_none else "an integer")
     if ndim == 0:
         raise ValueError(f"{name} must have at least one dimension (the class axis), got a 0-d array")
     return normalize_axis_index(axis, ndim, msg_prefix=f"axis for {name}")
@@ -219,7 +222,10 @@ def _kernel_ready(a):
 
 
 def _split_shape(shape, axis):
-    """(outer, classes, inner) for viewing `shape` around `axis`."""
+    """(outer, classes, inner) for viewing `shape` around `axis` (None: every
+    element is one row's)."""
+    if axis is None:
+        return 1, math.prod(shape), 1
     return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
 
 
@@ -636,7 +642,7 @@ def cross_entropy_and_grad(logits, target, *, weight=None, ignore_index=-100, re
 def _normaliser(mode, x, axis, n_threads, out):
     """softmax / log_softmax: validate, run, return the output array."""
     x = _as_float_array(x, "x")
-    axis = _check_axis(axis, x.ndim, "x")
+    axis = _check_axis(axis, x.ndim, "x", allow_none=True)
     threads = _resolve_n_threads(n_threads)
     if out is not None:
         _check_output(out, x, _native(x.dtype), "x")
@@ -656,8 +662,8 @@ def softmax(x, *, axis=-1, n_threads=None, out=None):
     Parameters
     ----------
     x : array_like of float32 or float64
-    axis : int, keyword-only
-        Axis to normalise over (default: the last).
+    axis : int or None, keyword-only
+        Axis to normalise over (default: the last); None: every element.
     n_threads : int or None, keyword-only
         As in :func:`cross_entropy`.
     out : ndarray, optional, keyword-only
@@ -698,8 +704,8 @@ def logsumexp(x, *, axis=-1, keepdims=False, n_threads=None):
     Parameters
     ----------
     x : array_like of float32 or float64
-    axis : int, keyword-only
-        Axis to reduce (default: the last).
+    axis : int or None, keyword-only
+        Axis to reduce (default: the last); None: every element.
     keepdims : bool, keyword-only
         Keep the reduced axis with length one.
     n_threads : int or None, keyword-only
@@ -718,10 +724,14 @@ def logsumexp(x, *, axis=-1, keepdims=False, n_threads=None):
     3.407606
     """
     x = _as_float_array(x, "x")
-    axis = _check_axis(axis, x.ndim, "x")
+    axis = _check_axis(axis, x.ndim, "x", allow_none=True)
+    keepdims = _check_bool(keepdims, "keepdims")
     threads = _resolve_n_threads(n_threads)
     z3, _ = _input3(x, axis)
     row_value = np.empty((z3.shape[0], z3.shape[2]), dtype=z3.dtype)
     _run(Mode.LOGSUMEXP, z3, threads, row_value=row_value)
-    shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1:]
+    if axis is None:
+        shape = (1,) * x.ndim if keepdims else ()
+    else:
+        shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1:]
     return row_value.reshape(shape)[()]

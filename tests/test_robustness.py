@@ -286,3 +286,43 @@ def test_axis_none_reduces_over_every_element(shape):
     if x.ndim:
         transposed = np.asfortranarray(x)
         np.testing.assert_allclose(ce.logsumexp(transposed, axis=None), expected, rtol=1e-13)
+
+
+# n_classes on every path: short rows (hard; with smoothing, the general
+# block), long rows, rows in runs, and few very long rows shared by threads
+PATH_CLASSES = [3, 40, 100, 9000, 140_000]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_classes", PATH_CLASSES)
+@pytest.mark.parametrize("zero", ["class weight", "sample weight"])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_a_nan_or_inf_row_is_nan_even_where_its_weight_is_zero(dtype, n_classes, zero, smoothing):
+    # rows: NaN, +inf, a -inf target logit (its limit: 0 at weight 0), NaN but ignored
+    logits = np.zeros((4, n_classes), dtype)
+    logits[0, 2], logits[1, 2], logits[2, 1], logits[3, 2] = np.nan, np.inf, -np.inf, np.nan
+    target = np.array([1, 1, 1, -100])
+    kwargs = {"label_smoothing": smoothing, "reduction": "none"}
+    if zero == "class weight":
+        kwargs["weight"] = np.where(np.arange(n_classes) == 1, 0.0, 1.0)
+        if smoothing:       # smoothing brings every class's weight in: zero them all
+            kwargs["weight"] = np.zeros(n_classes)
+    else:
+        kwargs["sample_weight"] = np.zeros(4)
+    loss, grad = ce.cross_entropy_and_grad(logits, target, **kwargs)
+    assert np.isnan(loss[0]) and np.isnan(loss[1])
+    assert loss[2] == 0 and loss[3] == 0
+    np.testing.assert_array_equal(ce.cross_entropy(logits, target, **kwargs), loss)
+    assert np.isnan(grad[:2]).all() and (grad[3] == 0).all()
+    # and the reductions carry the NaN
+    kwargs.pop("reduction")
+    assert np.isnan(ce.cross_entropy(logits, target, reduction="sum", **kwargs))
+
+
+@pytest.mark.parametrize("n_classes", [3, 100])
+def test_a_nan_row_with_probability_targets_is_nan_even_at_sample_weight_zero(n_classes):
+    logits = np.zeros((2, n_classes))
+    logits[0, 1] = np.nan
+    target = np.full((2, n_classes), 1.0 / n_classes)
+    loss = ce.cross_entropy(logits, target, sample_weight=[0.0, 0.0], reduction="none")
+    assert np.isnan(loss[0]) and loss[1] == 0

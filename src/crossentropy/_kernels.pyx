@@ -59,6 +59,7 @@ cdef extern from "_simd.h" nogil:
     void ce_set_release_before_fork(int on)
     int CE_FORK_HANDLERS
     Py_ssize_t ce_class_or_ignored(Py_ssize_t t, Py_ssize_t ignore, Py_ssize_t m)
+    double ce_weigh(double w, double x, double log_s)
     Py_ssize_t ce_check_targets(const Py_ssize_t *t, Py_ssize_t n, Py_ssize_t m,
                                 Py_ssize_t ignore, Py_ssize_t *active)
     const char *ce_dispatch_target()
@@ -431,16 +432,9 @@ cdef inline double class_mass(const Problem *P, const floating *y, Py_ssize_t yc
 cdef inline double target_loss(const Problem *P, double wt, double zmax, double zt,
                                double log_s) noexcept nogil:
     """The target's own term of a hard-target loss, c_t (lse - z_t) with
-    c_t = (1 - eps) w_t; when c_t is 0 (a zero class weight, or eps = 1) it
-    contributes 0 even where z_t = -inf."""
-    cdef double c = P.keep * wt
-    return c * ((zmax - zt) + log_s) if c != 0.0 else 0.0
-
-
-cdef inline double weigh(double loss, double sample_weight) noexcept nogil:
-    """A position's loss times its weight; weight 0 contributes nothing, even an
-    infinite loss."""
-    return loss * sample_weight if sample_weight != 0.0 else 0.0
+    c_t = (1 - eps) w_t, weighed by ce_weigh (0 for a zero c_t, even where
+    z_t = -inf; NaN for a row holding NaN or +inf)."""
+    return ce_weigh(P.keep * wt, (zmax - zt) + log_s, log_s)
 
 
 # --- one row: prepare and finish -----------------------------------------------
@@ -516,7 +510,7 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
         loss = target_loss(P, row.wt, row.zmax, row.zt, log_s)
         if P.smoothing:
             loss = loss + P.each * (P.weight_total * log_s + row.gap)
-    loss = weigh(loss, sample_weight)
+    loss = ce_weigh(sample_weight, loss, log_s)
     if P.mode == LOSS:
         return loss
 
@@ -839,7 +833,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
     cdef double run_top[MAX_RUNS]
     cdef double run_sum[MAX_RUNS]
     cdef double run_scale[MAX_RUNS]
-    cdef double s, top, value, wt, sw, e_t, factor, target_term, zt = 0.0
+    cdef double s, log_s, top, value, wt, sw, e_t, factor, target_term, zt = 0.0
     cdef Pos pos = row_pos(0, P.inner)
     for r in range(n_rows):
         if r > 0:
@@ -880,7 +874,8 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
             wt = P.weight[t] if P.weight != NULL else 1.0
             sw = row_sample_weight(P, pos)
             target_term = P.keep * wt
-            value = weigh(target_loss(P, wt, top, zt, log(s)), sw)
+            log_s = log(s)
+            value = ce_weigh(sw, target_loss(P, wt, top, zt, log_s), log_s)
             if P.mode == LOSS_GRAD:
                 e_t = g[t] * run_scale[t // run]
                 factor = P.grad_scale * sw * target_term / s

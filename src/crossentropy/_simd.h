@@ -530,6 +530,16 @@ CE_DISPATCH void ce_scale_runs_##SFX(T *g, ptrdiff_t n, ptrdiff_t run,       \
     }                                                                         \
 }
 
+/* A loss term w * x: w a weight >= 0 (a class weight, a sample weight or both),
+   x the term's loss in a row whose sum of exps has the log log_s.  A zero
+   weight gives 0 even where x is infinite (a target logit of -inf: 0 log 0 is
+   taken as its limit), but not in a row holding a NaN or +inf, whose log_s is
+   NaN: that shows as NaN, whatever the weights, as in PyTorch. */
+CE_INLINE double ce_weigh(double w, double x, double log_s)
+{
+    return w != 0.0 || log_s != log_s ? w * x : 0.0;
+}
+
 /* A target as the kernels use it: its class, or -1 when it is `ignore` (or,
    defensively, outside 0..m-1; the shim has checked the targets). */
 CE_INLINE ptrdiff_t ce_class_or_ignored(ptrdiff_t t, ptrdiff_t ignore, ptrdiff_t m)
@@ -900,13 +910,15 @@ CE_DISPATCH double ce_short_xent_##SFX(                                       \
        n have weight 0 and are never written), so that the loss and the     \
        gradient factors are SIMD over rows too. */                          \
     double w[CE_ROWS], wl[CE_ROWS], zt[CE_ROWS], et[CE_ROWS], lossv[CE_ROWS]; \
+    int on[CE_ROWS];                  /* the row counts: not ignored, not padding */ \
     for (k = 0; k < n; k++) {                                                 \
+        on[k] = t[k] >= 0;                                                    \
         w[k] = weight ? weight[k] : 1.0;                                      \
         wl[k] = t[k] < 0 ? 0.0 : w[k];                                        \
         zt[k] = t[k] < 0 ? 0.0 : (double)zrows[k][t[k] * zc];                \
         et[k] = t[k] < 0 ? 0.0 : (double)buf[t[k] * CE_ROWS + k];             \
     }                                                                         \
-    for (; k < CE_ROWS; k++) { w[k] = wl[k] = zt[k] = et[k] = 0.0; }         \
+    for (; k < CE_ROWS; k++) { w[k] = wl[k] = zt[k] = et[k] = 0.0; on[k] = 0; } \
     int odd = 0;                          /* a sum that is not a normal number */ \
     for (k = 0; k < CE_ROWS; k++) {                                           \
         lg[k] = ce_log_normal(s[k]);                                          \
@@ -917,7 +929,7 @@ CE_DISPATCH double ce_short_xent_##SFX(                                       \
             if (!(s[k] >= 0x1p-1022 && s[k] <= 0x1.fffffffffffffp1023))       \
                 lg[k] = log(s[k]);            /* NaN, inf: libm's answer */   \
     for (k = 0; k < CE_ROWS; k++)                                             \
-        lossv[k] = wl[k] == 0.0 ? 0.0 : wl[k] * (((double)mx[k] - zt[k]) + lg[k]); \
+        lossv[k] = ce_weigh(wl[k], ((double)mx[k] - zt[k]) + lg[k], on[k] ? lg[k] : 0.0); \
     double total = ce_sum64(lossv);                                           \
     if (loss != NULL)                                                         \
         for (k = 0; k < n; k++) loss[k] = lossv[k];                           \

@@ -97,6 +97,7 @@ static long long tile_disagreements_##SFX(void)                               \
     long pg = sysconf(_SC_PAGESIZE);                                          \
     long long bad = 0;                                                        \
     uint64_t st = 99;                                                         \
+    static T blk[CE_SHORT_MAX * CE_ROWS] __attribute__((aligned(32)));       \
     if (zpages == NULL) { zpages = guarded_pages(CE_ROWS); gpages = guarded_pages(CE_ROWS); } \
     for (int at_end = 0; at_end < 2; at_end++)                                \
     for (int m = 1; m <= 64; m++)                                             \
@@ -127,12 +128,12 @@ static long long tile_disagreements_##SFX(void)                               \
         ce_rows z3 = {NULL, 0, zl}, g3 = {NULL, 0, gl};                       \
         ce_rows z2 = {NULL, 0, zl2}, gs2 = {NULL, 0, gl2};                    \
         ptrdiff_t ts = 2 * sizeof(ptrdiff_t);                                 \
-        double s2 = ce_short_xent_##SFX(&z2, CE_ROWS, t, ts, -100, NULL, n, m, &gs2, CE_ROWS, 0.5, l2); \
+        double s2 = ce_short_xent_##SFX(&z2, CE_ROWS, t, ts, -100, NULL, n, m, &gs2, CE_ROWS, 0.5, l2, blk); \
         for (int pass = 0; pass < 2; pass++) {                                \
             for (int k = 0; k < n; k++)       /* nothing left from the last */ \
                 for (int j = 0; j < m; j++) ((T *)gl[k])[j] = (T)12345;       \
             double s1 = ce_short_xent_##SFX(pass ? &z3 : &z1, 1, t, ts, -100, NULL, n, m, \
-                                            pass ? &g3 : &g1, 1, 0.5, l1);    \
+                                            pass ? &g3 : &g1, 1, 0.5, l1, blk); \
             bad += !CE_SAME(s1, s2);                                          \
             for (int k = 0; k < n; k++) {                                     \
                 bad += !CE_SAME(l1[k], l2[k]);                                \
@@ -142,7 +143,7 @@ static long long tile_disagreements_##SFX(void)                               \
             }                                                                 \
         }                                                                     \
         /* the loss alone: the same losses */                                \
-        ce_short_xent_##SFX(&z1, 1, t, ts, -100, NULL, n, m, NULL, 1, 0.5, l3); \
+        ce_short_xent_##SFX(&z1, 1, t, ts, -100, NULL, n, m, NULL, 1, 0.5, l3, blk); \
         for (int k = 0; k < n; k++) bad += !CE_SAME(l3[k], l2[k]);            \
         if (n > 3) bad += l2[3] != 0.0;          /* the ignored row */        \
     }                                                                         \
@@ -158,7 +159,7 @@ TILE_CHECK(double, f64)
 #define NAN_CHECK(T, SFX, UINT, QUIET)                                        \
 static long long nan_misses_##SFX(void)                                       \
 {                                                                             \
-    static T x[1000], out[1000];                                              \
+    static T x[1000], out[1000], blk[CE_BLOCK];                               \
     static const UINT payloads[] = {1, 0x1FF, 0x123, 0x3FF};                  \
     long long bad = 0;                                                        \
     for (int i = 0; i < 1000; i++) x[i] = (T)((i * 37 % 1000) / 100.0 - 5.0); \
@@ -170,7 +171,7 @@ static long long nan_misses_##SFX(void)                                       \
                 memcpy(&x[pos], &bits, sizeof(T));                            \
                 top = ce_max_##SFX(x, 1000, &lo);                             \
                 double s1 = ce_expsum_##SFX(x, out, 1000, top, lo, NULL);     \
-                double s2 = ce_sumexp_##SFX(x, 1000, top, lo, NULL);          \
+                double s2 = ce_sumexp_##SFX(x, 1000, top, lo, NULL, blk);     \
                 bad += !(s1 != s1) + !(s2 != s2);                             \
                 x[pos] = keep;                                                \
             }                                                                 \
@@ -222,10 +223,12 @@ int main(int argc, char **argv)
     double s = ce_expsum_f32(z, row, m, top, lo, NULL);
     memset(loss, 0, n * 8);
     memset(g, 0, n * m * 4);
+    static float blk[CE_SHORT_MAX * CE_ROWS] __attribute__((aligned(32)));
     for (long long b = 0; m <= CE_SHORT_MAX && b < n; b += CE_ROWS) {
         long long len = n - b < CE_ROWS ? n - b : CE_ROWS;
         ce_rows zr = {(char *)(z + b * m), m * 4, NULL}, gr = {(char *)(g + b * m), m * 4, NULL};
-        ce_short_xent_f32(&zr, 1, t + b, sizeof(ptrdiff_t), -100, NULL, len, m, &gr, 1, 1.0, loss + b);
+        ce_short_xent_f32(&zr, 1, t + b, sizeof(ptrdiff_t), -100, NULL, len, m, &gr, 1, 1.0,
+                          loss + b, blk);
     }
     /* row 0 in runs: its sum (storing the exps and not), max and softmax */
     ptrdiff_t run = ce_run_length(m);

@@ -4,6 +4,8 @@ crashes, never lies, never leaks."""
 import concurrent.futures
 import gc
 import os
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -326,3 +328,41 @@ def test_a_nan_row_with_probability_targets_is_nan_even_at_sample_weight_zero(n_
     target = np.full((2, n_classes), 1.0 / n_classes)
     loss = ce.cross_entropy(logits, target, sample_weight=[0.0, 0.0], reduction="none")
     assert np.isnan(loss[0]) and loss[1] == 0
+
+
+SMALL_STACK_SCRIPT = """
+import sys, threading
+import numpy as np
+import crossentropy as ce
+
+def every_path():
+    rng = np.random.default_rng(0)
+    for dtype in (np.float32, np.float64):
+        for m, kwargs in ((10, {}), (10, {"label_smoothing": 0.1}), (64, {}), (1000, {}),
+                          (20000, {}), (140000, {})):
+            z = rng.standard_normal((4 if m > 100000 else 300, m)).astype(dtype)
+            t = rng.integers(0, m, len(z))
+            for n_threads in (1, 2):
+                ce.cross_entropy_and_grad(z, t, n_threads=n_threads, **kwargs)
+                ce.cross_entropy_and_grad(np.asfortranarray(z), t, n_threads=n_threads)
+                ce.softmax(z, n_threads=n_threads)
+                ce.logsumexp(z, n_threads=n_threads)
+    print("done")
+
+threading.stack_size(int(sys.argv[1]))
+worker = threading.Thread(target=every_path)
+worker.start()
+worker.join()
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux stack sizes")
+def test_every_path_runs_on_a_thread_with_the_smallest_stack_python_allows(tmp_path):
+    # 32 KiB is the least threading.stack_size takes; NumPy's own ufuncs and
+    # sorts run there, and so must every kernel (scratch lives on the heap)
+    script = tmp_path / "small_stack.py"
+    script.write_text(SMALL_STACK_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, str(script), str(32 * 1024)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "done", (done.returncode, done.stderr)

@@ -388,13 +388,10 @@ def _run(mode, z3, threads, *, out3=None, y3=None, target2=None, sample_weight2=
     m = z3.shape[1]
     rows_per_chunk, n_chunks, threads = _chunking(n_rows, m, threads)
     chunk_sums = np.zeros(n_chunks, dtype=np.float64)
-    scratch = None
-    if _kernels.needs_scratch(z3, out3, y3):
-        scratch = np.empty((threads, 3 * m), dtype=z3.dtype)
     weight_total = float(np.sum(weight)) if weight is not None else float(m)
     _kernels.run(int(mode), z3, out3, y3, target2, sample_weight2, row_value,
                  weight, weight_total, ignore_index, label_smoothing, grad_scale,
-                 chunk_sums, rows_per_chunk, scratch, threads)
+                 chunk_sums, rows_per_chunk, threads)
     return chunk_sums
 
 

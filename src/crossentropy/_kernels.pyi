@@ -46,7 +46,6 @@ def run(
     grad_scale: float,
     chunk_sums: npt.NDArray[np.float64],
     rows_per_chunk: int,
-    scratch: npt.NDArray[np.floating[Any]] | None,
     n_threads: int,
 ) -> None: ...
 def exp(x: npt.NDArray[np.floating[Any]], out: npt.NDArray[np.floating[Any]]) -> None: ...

@@ -49,6 +49,7 @@ threads or on which thread ran which chunk.
 cimport cython
 from cython cimport floating
 from cython.parallel cimport prange, parallel, threadid
+from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport exp as libm_exp, isinf, isfinite, log, INFINITY
 
 cdef extern from "_simd.h" nogil:
@@ -70,9 +71,9 @@ cdef extern from "_simd.h" nogil:
     double ce_expsum_f64(const double *x, double *out, Py_ssize_t n, double shift,
                          double lo, const double *ahead)
     double ce_sumexp_f32(const float *x, Py_ssize_t n, float shift, float lo,
-                         const float *ahead)
+                         const float *ahead, float *buf)
     double ce_sumexp_f64(const double *x, Py_ssize_t n, double shift, double lo,
-                         const double *ahead)
+                         const double *ahead, double *buf)
     void ce_exp_f32(const float *x, float *out, Py_ssize_t n)
     void ce_exp_f64(const double *x, double *out, Py_ssize_t n)
     void ce_scale_f32(float *x, Py_ssize_t n, float a)
@@ -102,11 +103,12 @@ cdef extern from "_simd.h" nogil:
     double ce_short_xent_f32(const ce_rows *z, Py_ssize_t zc, const Py_ssize_t *target,
                              Py_ssize_t ts, Py_ssize_t ignore, const double *weight,
                              Py_ssize_t n, Py_ssize_t m, const ce_rows *g, Py_ssize_t gc,
-                             double gscale, double *loss)
+                             double gscale, double *loss, float *buf)
     double ce_short_xent_f64(const ce_rows *z, Py_ssize_t zc, const Py_ssize_t *target,
                              Py_ssize_t ts, Py_ssize_t ignore, const double *weight,
                              Py_ssize_t n, Py_ssize_t m, const ce_rows *g, Py_ssize_t gc,
-                             double gscale, double *loss)
+                             double gscale, double *loss, double *buf)
+    int CE_BLOCK
 
 
 # What a call computes.  Per row it yields one number (loss or log-sum-exp); the
@@ -135,10 +137,12 @@ cdef enum:
     # measured faster from about 6000 classes, slower at 4100).
     RUNS_MIN = 8192
     MAX_RUNS = 512              # == CE_MAX_RUNS
-    # Elements per row block (on the stack).
+    # Elements per row block (in the thread's workspace).
     BLOCK_ELEMENTS = 2048
     # Rows per block at most.
     BLOCK_ROWS = 256
+    # Where each thread's workspace starts (vectors are stored aligned).
+    WORKSPACE_ALIGN = 64
 
 # The header sizes its across-rows block by the same numbers.
 if FAST_ROWS != CE_ROWS or SMALL_ROW != CE_SHORT_MAX or MAX_RUNS != CE_MAX_RUNS:
@@ -266,11 +270,12 @@ cdef inline double vexpsum(const floating *x, floating *out, Py_ssize_t n,
 
 
 cdef inline double vsumexp(const floating *x, Py_ssize_t n, floating shift,
-                           floating lo, const floating *ahead=NULL) noexcept nogil:
+                           floating lo, const floating *ahead, floating *buf) noexcept nogil:
+    """The exps' sum alone, through `buf` (CE_BLOCK elements)."""
     if floating is float:
-        return ce_sumexp_f32(x, n, shift, lo, ahead)
+        return ce_sumexp_f32(x, n, shift, lo, ahead, buf)
     else:
-        return ce_sumexp_f64(x, n, shift, lo, ahead)
+        return ce_sumexp_f64(x, n, shift, lo, ahead, buf)
 
 
 cdef inline void run_parts(const floating *x, floating *out, Py_ssize_t n, Py_ssize_t run,
@@ -585,11 +590,13 @@ cdef inline bint writes_out(const Problem *P) noexcept nogil:
     return P.mode == LOSS_GRAD or P.mode == SOFTMAX or P.mode == LOG_SOFTMAX
 
 
-cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
-                      floating *scratch) noexcept nogil:
+cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
+                      const floating *element_type) noexcept nogil:
     """Rows r0..r1 with more than SMALL_ROW classes; returns their loss sum.
 
-    `scratch` (3 rows of m) is used only for rows whose classes are strided.
+    `ws` is the thread's workspace (run allocates it): the runs' bookkeeping, a
+    block of exps, and 3 rows of m for rows whose classes are strided;
+    `element_type` is unused: its type selects the float or double version.
     """
     cdef Py_ssize_t r, t, m = P.m
     cdef Py_ssize_t zc = P.z.sc // <Py_ssize_t>sizeof(floating)
@@ -600,9 +607,11 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     cdef bint prefetch = not strided and P.inner == 1 and PREFETCH_MIN <= m <= PREFETCH_MAX
     cdef bint runs = m >= RUNS_MIN and not P.probabilities and not P.smoothing
     cdef Py_ssize_t run = ce_run_length(m)
-    cdef double run_top[MAX_RUNS]
-    cdef double run_sum[MAX_RUNS]
-    cdef double run_scale[MAX_RUNS]
+    cdef double *run_top = <double *>ws
+    cdef double *run_sum = run_top + MAX_RUNS
+    cdef double *run_scale = run_sum + MAX_RUNS
+    cdef floating *block = <floating *>(run_scale + MAX_RUNS)
+    cdef floating *scratch = block + CE_BLOCK
     cdef const floating *z
     cdef const floating *ahead
     cdef const floating *y = NULL
@@ -652,7 +661,7 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
             if write and P.mode != LOG_SOFTMAX:
                 s = vexpsum(z, g, m, <floating>row.zmax, <floating>row.zmin, ahead)
             else:
-                s = vsumexp(z, m, <floating>row.zmax, <floating>row.zmin, ahead)
+                s = vsumexp(z, m, <floating>row.zmax, <floating>row.zmin, ahead, block)
             v = finish(P, z, 1, g, y, 1, s, &row, sw)
         if strided and write:
             scatter(g, g_dest, oc, m)
@@ -661,13 +670,36 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     return total
 
 
-cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
+cdef inline Py_ssize_t round_up(Py_ssize_t n, Py_ssize_t to) noexcept nogil:
+    return (n + to - 1) // to * to
+
+
+cdef inline Py_ssize_t short_block_rows(Py_ssize_t m) noexcept nogil:
+    """Rows in a block of short_rows (m >= 1 classes)."""
+    return min(BLOCK_ELEMENTS // m, BLOCK_ROWS)
+
+
+cdef Py_ssize_t short_rows_bytes(Py_ssize_t m, Py_ssize_t item) noexcept nogil:
+    """Workspace of short_rows: a block's exps, then its rows' RowPrep,
+    sample weights and positions."""
+    cdef Py_ssize_t rows = short_block_rows(m)
+    return (round_up(rows * m * item, WORKSPACE_ALIGN)
+            + rows * (sizeof(RowPrep) + sizeof(double) + sizeof(Pos)))
+
+
+cdef inline Py_ssize_t runs_bytes(Py_ssize_t item) noexcept nogil:
+    """Workspace of long_rows and split_rows before their strided rows: the
+    runs' tops, sums and scales, and a block of exps."""
+    return 3 * MAX_RUNS * sizeof(double) + CE_BLOCK * item
+
+
+cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
                        const floating *element_type) noexcept nogil:
     """Rows r0..r1 with at most SMALL_ROW classes, a block at a time; returns
     their loss sum.  `element_type` is unused: its type selects the float or
     double version."""
     cdef Py_ssize_t m = P.m, r, b0, b1, k, j, t
-    cdef Py_ssize_t per_block = BLOCK_ELEMENTS // m if m > 0 else BLOCK_ROWS
+    cdef Py_ssize_t per_block = short_block_rows(m)
     cdef Py_ssize_t zc = P.z.sc // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t oc = P.out.sc // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t yc = P.y.sc // <Py_ssize_t>sizeof(floating)
@@ -676,14 +708,13 @@ cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     cdef const floating *y
     cdef floating zmax
     cdef double s, v, total = 0.0
-    cdef floating exps[BLOCK_ELEMENTS]
-    cdef RowPrep prep[BLOCK_ROWS]
-    cdef double weights[BLOCK_ROWS]
-    cdef Pos positions[BLOCK_ROWS]
+    # the block's state, in the thread's workspace (short_rows_bytes)
+    cdef floating *exps = <floating *>ws
+    cdef RowPrep *prep = <RowPrep *>(ws + round_up(per_block * m * sizeof(floating), WORKSPACE_ALIGN))
+    cdef double *weights = <double *>(prep + per_block)
+    cdef Pos *positions = <Pos *>(weights + per_block)
     cdef Pos pos = row_pos(r0, P.inner)
 
-    if per_block > BLOCK_ROWS:
-        per_block = BLOCK_ROWS
     b0 = r0
     while b0 < r1:
         b1 = b0 + per_block
@@ -730,7 +761,7 @@ cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
     return total
 
 
-cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
+cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
                             const floating *element_type) noexcept nogil:
     """short_rows for the common case, hard targets without smoothing, in
     blocks of FAST_ROWS rows vectorised across rows by ce_short_xent."""
@@ -799,11 +830,13 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
         if floating is float:
             total = total + ce_short_xent_f32(
                 &zrows, zc, <Py_ssize_t *>tp, ts, ignore, weights if weighted else NULL, n, m,
-                &grows if write else NULL, oc, P.grad_scale, losses if keep_rows else NULL)
+                &grows if write else NULL, oc, P.grad_scale, losses if keep_rows else NULL,
+                <float *>ws)
         else:
             total = total + ce_short_xent_f64(
                 &zrows, zc, <Py_ssize_t *>tp, ts, ignore, weights if weighted else NULL, n, m,
-                &grows if write else NULL, oc, P.grad_scale, losses if keep_rows else NULL)
+                &grows if write else NULL, oc, P.grad_scale, losses if keep_rows else NULL,
+                <double *>ws)
         if keep_rows:
             for k in range(n):
                 store_row_value(P, row_pos(b0 + k, inner), losses[k])
@@ -812,13 +845,14 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1,
 
 
 cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
-                     floating *scratch, int n_threads) noexcept nogil:
+                     char *ws, const floating *element_type, int n_threads) noexcept nogil:
     """Few very long rows, each shared by all threads: the runs that long_rows
     makes of a row are computed in parallel, SEGMENT_RUNS at a time, combined
     in order, and scaled in parallel, so the results are long_rows' to the
     bit, whatever the thread count.  Hard targets without smoothing; loss,
     loss+grad, softmax or log-sum-exp.  Rows with strided classes go through
-    `scratch` (2 rows)."""
+    the workspace `ws` (runs_bytes: the runs' bookkeeping, then 2 rows of
+    m)."""
     cdef Py_ssize_t m = P.m, run = ce_run_length(m)
     cdef Py_ssize_t segment = SEGMENT_RUNS * run, n_seg = (m + segment - 1) // segment
     cdef Py_ssize_t zc = P.z.sc // <Py_ssize_t>sizeof(floating)
@@ -830,9 +864,10 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
     cdef const floating *z
     cdef floating *g = NULL
     cdef floating *g_dest = NULL
-    cdef double run_top[MAX_RUNS]
-    cdef double run_sum[MAX_RUNS]
-    cdef double run_scale[MAX_RUNS]
+    cdef double *run_top = <double *>ws
+    cdef double *run_sum = run_top + MAX_RUNS
+    cdef double *run_scale = run_sum + MAX_RUNS
+    cdef floating *scratch = <floating *>(run_scale + MAX_RUNS) + CE_BLOCK
     cdef double s, log_s, top, value, wt, sw, e_t, factor, target_term, zt = 0.0
     cdef Pos pos = row_pos(0, P.inner)
     for r in range(n_rows):
@@ -897,8 +932,7 @@ def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
         const double[:, :] sample_weight, floating[:, :] row_value,
         const double[::1] weight, double weight_total,
         Py_ssize_t ignore_index, double label_smoothing, double grad_scale,
-        double[::1] chunk_sums, Py_ssize_t rows_per_chunk,
-        floating[:, :] scratch, int n_threads):
+        double[::1] chunk_sums, Py_ssize_t rows_per_chunk, int n_threads):
     """Run `mode` over every row of `z` (outer, classes, inner).
 
     out            z's shape, for the modes that write an array; else None
@@ -909,14 +943,17 @@ def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
     weight         (classes,) class weights, or None; weight_total their sum
     grad_scale     multiplies the gradient (upstream gradient / denominator)
     chunk_sums     per-chunk loss sums, one per chunk of rows_per_chunk rows
-    scratch        (n_threads, 3 * classes) for strided long rows, or None
+
+    Each thread's scratch (a block's state, strided rows) is allocated here,
+    not on the threads' stacks, which can be small (threading.stack_size).
     """
     cdef Problem P
     cdef Py_ssize_t m = z.shape[1], n_rows = z.shape[0] * z.shape[2]
     cdef Py_ssize_t n_chunks = chunk_sums.shape[0], c, r0, r1
-    cdef floating *scratch_base = NULL
-    cdef Py_ssize_t scratch_stride = 0
-    cdef bint hard_plain
+    cdef Py_ssize_t item = sizeof(floating), per_thread, n_spaces = n_threads
+    cdef void *memory = NULL
+    cdef char *ws
+    cdef bint hard_plain, split, strided = needs_scratch(z, out, y)
 
     if n_rows == 0:
         return
@@ -963,35 +1000,43 @@ def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
     # Hard targets without smoothing: the across-rows SIMD block for short rows,
     # and for few very long rows, rows shared by all threads.
     hard_plain = (mode == LOSS or mode == LOSS_GRAD) and not P.probabilities and not P.smoothing
-    if (m >= SPLIT_MIN_CLASSES and n_rows <= SPLIT_MAX_ROWS and mode != LOG_SOFTMAX
-            and not P.probabilities and not P.smoothing):
-        if needs_scratch(z, out, y) and (scratch is None or scratch.shape[1] < 2 * m):
-            raise ValueError("internal error: strided split rows need a scratch row of 2 * classes")
-        with nogil:
-            split_rows(&P, n_rows, &chunk_sums[0],
-                       &scratch[0, 0] if scratch is not None else NULL, n_threads)
-        return
-    if needs_scratch(z, out, y):
-        if scratch is None or scratch.shape[0] < n_threads or scratch.shape[1] < 3 * m:
-            raise ValueError("internal error: strided long rows need a scratch buffer "
-                             "of (n_threads, 3 * classes)")
-        scratch_base = &scratch[0, 0]
-        scratch_stride = scratch.strides[0] // <Py_ssize_t>sizeof(floating)
-
-    with nogil, parallel(num_threads=n_threads):
-        for c in prange(n_chunks, schedule="dynamic"):
-            r0 = c * rows_per_chunk
-            r1 = r0 + rows_per_chunk
-            if r1 > n_rows:
-                r1 = n_rows
-            if m > SMALL_ROW:
-                chunk_sums[c] = long_rows(
-                    &P, r0, r1,
-                    scratch_base + threadid() * scratch_stride if scratch_base != NULL else NULL)
-            elif hard_plain:
-                chunk_sums[c] = short_rows_hard(&P, r0, r1, &z[0, 0, 0])
-            else:
-                chunk_sums[c] = short_rows(&P, r0, r1, &z[0, 0, 0])
+    split = (m >= SPLIT_MIN_CLASSES and n_rows <= SPLIT_MAX_ROWS and mode != LOG_SOFTMAX
+             and not P.probabilities and not P.smoothing)
+    if split:
+        per_thread, n_spaces = runs_bytes(item) + (2 * m * item if strided else 0), 1
+    elif m > SMALL_ROW:
+        per_thread = runs_bytes(item) + (3 * m * item if strided else 0)
+    elif hard_plain:
+        per_thread = m * CE_ROWS * item          # ce_short_xent's [class][row] block
+    else:
+        per_thread = short_rows_bytes(m, item)
+    per_thread = round_up(per_thread, WORKSPACE_ALIGN)
+    memory = PyMem_Malloc(n_spaces * per_thread + WORKSPACE_ALIGN)
+    if memory == NULL:
+        raise MemoryError()
+    ws = <char *>memory + (-<size_t>memory) % WORKSPACE_ALIGN
+    try:
+        if split:
+            with nogil:
+                split_rows(&P, n_rows, &chunk_sums[0], ws, &z[0, 0, 0], n_threads)
+            return
+        with nogil, parallel(num_threads=n_threads):
+            for c in prange(n_chunks, schedule="dynamic"):
+                r0 = c * rows_per_chunk
+                r1 = r0 + rows_per_chunk
+                if r1 > n_rows:
+                    r1 = n_rows
+                if m > SMALL_ROW:
+                    chunk_sums[c] = long_rows(&P, r0, r1, ws + threadid() * per_thread,
+                                              &z[0, 0, 0])
+                elif hard_plain:
+                    chunk_sums[c] = short_rows_hard(&P, r0, r1, ws + threadid() * per_thread,
+                                                    &z[0, 0, 0])
+                else:
+                    chunk_sums[c] = short_rows(&P, r0, r1, ws + threadid() * per_thread,
+                                               &z[0, 0, 0])
+    finally:
+        PyMem_Free(memory)
 
 
 cdef inline Strided describe(char *data, Py_ssize_t so, Py_ssize_t sc, Py_ssize_t si) noexcept:
@@ -1050,8 +1095,8 @@ def check_targets(const Py_ssize_t[:, :] target, Py_ssize_t n_classes,
 
 
 def needs_scratch(z, out, y):
-    """Whether run() needs a scratch buffer for these (outer, classes, inner) arrays:
-    long rows whose classes are not contiguous in one of them."""
+    """Whether rows of these (outer, classes, inner) arrays are gathered into
+    scratch rows: long rows whose classes are not contiguous in one of them."""
     if z.shape[1] <= SMALL_ROW:
         return False
     return any(a is not None and a.shape[1] > 1 and a.strides[1] != a.itemsize

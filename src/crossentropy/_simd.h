@@ -417,14 +417,14 @@ CE_DISPATCH double ce_expsum_##SFX(const T *x, T *out, ptrdiff_t n, T shift, \
     }                                                                         \
     return ce_lanetotal(lane);                                                \
 }                                                                             \
-/* The same loop as ce_expsum, into a block buffer: it must sum in the same  \
-   order (cross_entropy equals the loss of cross_entropy_and_grad bit for     \
-   bit).  One shared loop choosing its destination at run time measured      \
-   2-7% slower on the gradient path, so the twins stay. */                    \
+/* The same loop as ce_expsum, into a block buffer buf (CE_BLOCK elements,   \
+   the caller's: not on the stack): it must sum in the same order            \
+   (cross_entropy equals the loss of cross_entropy_and_grad bit for bit).    \
+   One shared loop choosing its destination at run time measured slower on   \
+   the gradient path, so the twins stay. */                                  \
 CE_DISPATCH double ce_sumexp_##SFX(const T *x, ptrdiff_t n, T shift, T lo,   \
-                                   const T *ahead)                            \
+                                   const T *ahead, T *buf)                    \
 {                                                                             \
-    T buf[CE_BLOCK];                                                          \
     double lane[CE_LANES] = {0};                                              \
     ptrdiff_t block = ce_block(ahead);                                        \
     for (ptrdiff_t i = 0; i < n; i += block) {                                \
@@ -703,6 +703,9 @@ CE_INLINE void ce_transpose_f64(ce_vec_f64 r[4])
  *   loss[k]     receives row k's weighted loss (0 for ignored rows), or
  *               loss == NULL
  *
+ *   buf         the [class][row] block: CE_SHORT_MAX * CE_ROWS elements,
+ *               32-byte aligned, the caller's (too large for a thread's stack)
+ *
  * Returns the sum of the n losses (in a fixed order: ce_sum64).
  * A row of weight 0 contributes 0 even where its target logit is -inf.
  */
@@ -839,10 +842,10 @@ CE_INLINE int ce_tiles(ptrdiff_t m, ptrdiff_t vl, ptrdiff_t *start, int *half)
 CE_DISPATCH double ce_short_xent_##SFX(                                       \
     const ce_rows *z, ptrdiff_t zc, const ptrdiff_t *target, ptrdiff_t ts,    \
     ptrdiff_t ignore, const double *weight, ptrdiff_t n, ptrdiff_t m,          \
-    const ce_rows *g, ptrdiff_t gc, double gscale, double *loss)              \
+    const ce_rows *g, ptrdiff_t gc, double gscale, double *loss, T *buf)      \
 {                                                                             \
     enum { VL = CE_VL_##SFX };                                                \
-    T buf[CE_SHORT_MAX * CE_ROWS] __attribute__((aligned(32)));               \
+    buf = __builtin_assume_aligned(buf, 32);                                  \
     T mx[CE_ROWS], mn[CE_ROWS], a[CE_ROWS] __attribute__((aligned(32)));      \
     double s[CE_ROWS], lg[CE_ROWS];                                           \
     const T *zrows[CE_ROWS];                                                  \

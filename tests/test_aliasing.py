@@ -222,6 +222,17 @@ def _transposed_4d(rng, dtype=np.float32):
     return base.transpose(2, 1, 3, 0)                          # (50, 40, 30, 6)
 
 
+def _swapped(a):
+    return a.astype(a.dtype.newbyteorder("S"))
+
+
+def _misaligned(a):
+    buffer = np.empty(a.nbytes + 1, np.uint8)
+    out = np.frombuffer(buffer[1:].data, a.dtype).reshape(a.shape)
+    out[...] = a
+    return out
+
+
 def _peak_bytes(call):
     tracemalloc.start()
     try:
@@ -231,25 +242,48 @@ def _peak_bytes(call):
         tracemalloc.stop()
 
 
-def test_layouts_without_a_view_cost_one_temporary_array_at_most(rng):
-    logits = _transposed_4d(rng)
-    assert _api._view3(logits, 1) is None
-    target = rng.integers(0, 40, (50, 30, 6))
-    expected_loss, expected_grad = ce.cross_entropy_and_grad(np.ascontiguousarray(logits),
-                                                             target, axis=1)
-    expected_softmax = ce.softmax(np.ascontiguousarray(logits), axis=1)
-    buffer = np.empty_like(logits.base).transpose(2, 1, 3, 0)
+# layouts the kernels cannot address: (logits, the same layout for out, class axis)
+LAYOUTS = {
+    "transposed 4-D": lambda rng: (_transposed_4d(rng), 1),
+    "other byte order": lambda rng: (_swapped(rng.standard_normal((300, 2000))), -1),
+    "misaligned": lambda rng: (_misaligned(rng.standard_normal((300, 2000))), -1),
+}
+
+
+def _like(a):
+    """An empty array of `a`'s shape in `a`'s layout kind."""
+    if not a.flags.aligned:
+        return _misaligned(np.zeros(a.shape, a.dtype))
+    if not a.dtype.isnative:
+        return np.zeros(a.shape, a.dtype)
+    return np.empty_like(a.base).transpose(2, 1, 3, 0)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_layouts_without_a_view_cost_one_temporary_array_at_most(rng, layout):
+    logits, axis = LAYOUTS[layout](rng)
+    assert _api._view3(logits, axis) is None
+    positions = logits.shape[:axis % logits.ndim] + logits.shape[axis % logits.ndim + 1:]
+    target = rng.integers(0, logits.shape[axis], positions)
+    plain = np.ascontiguousarray(logits, dtype=logits.dtype.newbyteorder("="))
+    expected_loss, expected_grad = ce.cross_entropy_and_grad(plain, target, axis=axis)
+    expected_softmax = ce.softmax(plain, axis=axis)
+    buffer = _like(logits)
     buffer[...] = logits
-    out = np.empty_like(logits.base).transpose(2, 1, 3, 0)
+    out = _like(logits)
+    x = _like(logits)
+    x[...] = logits
     calls = [
-        ("inplace", lambda: ce.cross_entropy_and_grad(buffer, target, axis=1, inplace=True),
+        ("inplace", lambda: ce.cross_entropy_and_grad(buffer, target, axis=axis, inplace=True),
          lambda result: result[1] is buffer, expected_grad),
-        ("out", lambda: ce.cross_entropy_and_grad(logits, target, axis=1, out=out),
+        ("out", lambda: ce.cross_entropy_and_grad(logits, target, axis=axis, out=out),
          lambda result: result[1] is out, expected_grad),
-        ("new", lambda: ce.cross_entropy_and_grad(logits, target, axis=1),
+        ("new", lambda: ce.cross_entropy_and_grad(logits, target, axis=axis),
          lambda result: True, expected_grad),
-        ("softmax out", lambda: ce.softmax(logits, axis=1, out=out),
+        ("softmax out", lambda: ce.softmax(logits, axis=axis, out=out),
          lambda result: result is out, expected_softmax),
+        ("softmax in place", lambda: ce.softmax(x, axis=axis, out=x),
+         lambda result: result is x, expected_softmax),
     ]
     for name, call, delivered, expected in calls:
         results = []

@@ -209,16 +209,18 @@ def _same_elements(a, b):
             and a.strides == b.strides)
 
 
-def _kernel_ready(a):
-    """`a`, or a copy of it if the kernels cannot address it element-wise
-    (misaligned, strides that are no multiple of the item, or the other byte
-    order)."""
+def _addressable(a):
+    """Whether the kernels can address `a` element-wise as it is: aligned, in
+    the machine's byte order, strides a multiple of the item."""
     flags = a.flags
-    if flags.aligned and flags.c_contiguous and a.dtype.isnative:
-        return a
-    if not flags.aligned or any(s % a.itemsize for s in a.strides) or not a.dtype.isnative:
-        return np.array(a, dtype=_native(a.dtype))
-    return a
+    if flags.aligned and flags.c_contiguous:
+        return a.dtype.isnative
+    return flags.aligned and a.dtype.isnative and not any(s % a.itemsize for s in a.strides)
+
+
+def _kernel_ready(a):
+    """`a`, or a copy of it the kernels can address (_addressable)."""
+    return a if _addressable(a) else np.array(a, dtype=_native(a.dtype))
 
 
 def _split_shape(shape, axis):
@@ -236,7 +238,7 @@ def _view3(a, axis):
         a3 = np.asarray(a).reshape(_split_shape(a.shape, axis), copy=False)
     except ValueError:
         return None
-    return a3 if _kernel_ready(a3) is a3 else None
+    return a3 if _addressable(a3) else None
 
 
 def _input3(a, axis):

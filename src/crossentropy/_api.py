@@ -154,7 +154,8 @@ def _check_output(out, like, dtype, like_name):
     """A caller's `out` for an array shaped like `like`, of float dtype `dtype`
     (either byte order)."""
     if not isinstance(out, np.ndarray) or _is_masked(out):
-        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}"
+                        + ("; pass out.data, its unmasked array" if _is_masked(out) else ""))
     if _native(out.dtype) != dtype:
         raise TypeError(f"out must have dtype {dtype} (as {like_name}), got {out.dtype}")
     if out.shape != like.shape:
@@ -204,9 +205,10 @@ def _shares(a, b, what):
 
 
 def _same_elements(a, b):
-    """Whether two arrays of one shape address exactly the same elements."""
+    """Whether two arrays of one shape address exactly the same elements (the
+    strides of axes of length one do not matter)."""
     return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
-            and a.strides == b.strides)
+            and all(sa == sb for n, sa, sb in zip(a.shape, a.strides, b.strides) if n > 1))
 
 
 def _addressable(a):
@@ -430,24 +432,12 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
     weight = None if weight is None else _asarray(weight, "weight")
     sample_weight = None if sample_weight is None else _asarray(sample_weight, "sample_weight")
 
-    if gradient:
-        # What the gradient overwrites must share no element with what the
-        # kernel reads (exactly: elements, not address ranges).
-        inputs = [(t, "target"), (weight, "weight"), (sample_weight, "sample_weight")]
-        if inplace:
-            if not logits.flags.writeable:
-                raise ValueError("inplace=True needs writeable logits, but logits is read-only")
-            _check_distinct_elements(logits, "logits")
-            for other, name in inputs:
-                if other is not None and _shares(logits, other, f"logits and {name}"):
-                    raise ValueError(f"inplace=True would overwrite {name}, which shares "
-                                     f"memory with logits")
-        elif out is not None:
-            _check_output(out, logits, _native(logits.dtype), "the logits")
-            for other, name in [(logits, "logits")] + inputs:
-                if other is not None and _shares(out, other, f"out and {name}"):
-                    raise ValueError(f"out overlaps {name}; pass a separate array"
-                                     + (" (or inplace=True)" if name == "logits" else ""))
+    if inplace:
+        if not logits.flags.writeable:
+            raise ValueError("inplace=True needs writeable logits, but logits is read-only")
+        _check_distinct_elements(logits, "logits")
+    elif out is not None:
+        _check_output(out, logits, _native(logits.dtype), "the logits")
 
     if weight is not None:
         weight = _check_nonnegative_weights(weight, "weight", (n_classes,), "one per class")
@@ -486,6 +476,21 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
     if gradient:
         out3, grad, staged = _destination(logits if inplace else out, z3, z_copied,
                                           logits.shape, axis)
+        # What the kernel writes must share no element with what it reads:
+        # checked on the arrays it reads, once every input is converted.
+        reads = [(target2, "target"), (y3, "target"), (weight, "weight"),
+                 (sample_weight2, "sample_weight")]
+        if inplace:
+            for other, name in reads:
+                if other is not None and _shares(out3, other, f"logits and {name}"):
+                    raise ValueError(f"inplace=True would overwrite {name}, which shares "
+                                     f"memory with logits")
+        else:
+            # (out3 is z3 where the kernel works in place on its own copy)
+            for other, name in [(None if out3 is z3 else z3, "logits")] + reads:
+                if other is not None and _shares(out3, other, f"out and {name}"):
+                    raise ValueError(f"out overlaps {name}; pass a separate array"
+                                     + (" (or inplace=True)" if name == "logits" else ""))
     chunk_sums = _run(Mode.LOSS_GRAD if gradient else Mode.LOSS, z3, threads,
                       out3=out3, y3=y3, target2=target2, sample_weight2=sample_weight2,
                       row_value=row_value, weight=weight, ignore_index=kernel_ignore,
@@ -599,10 +604,13 @@ def cross_entropy_and_grad(logits, target, *, weight=None, ignore_index=-100, re
         framework's backward needs no second pass.
     out : ndarray, optional, keyword-only
         Where to write the gradient: the logits' shape and dtype, writeable,
-        not overlapping ``logits`` or ``target``.  Nothing is allocated for it.
+        sharing no element with what the call reads (logits, target,
+        weights).  Nothing is allocated for it where the kernels can write
+        its layout, else one staging array.
     inplace : bool, keyword-only
         Write the gradient over ``logits`` (which must be a writeable float32 or
-        float64 ndarray): no memory at all for the gradient.  Not with ``out``.
+        float64 ndarray): no memory for the gradient where the kernels can
+        address the logits' layout, else one temporary copy.  Not with ``out``.
 
     Returns
     -------
@@ -645,10 +653,10 @@ def _normaliser(mode, x, axis, n_threads, out):
     threads = _resolve_n_threads(n_threads)
     if out is not None:
         _check_output(out, x, _native(x.dtype), "x")
-        if not _same_elements(out, x) and _shares(out, x, "out and x"):
-            raise ValueError("out overlaps x without being x itself; pass a separate array, or x")
     z3, z_copied = _input3(x, axis)
     out3, result, staged = _destination(out, z3, z_copied, x.shape, axis)
+    if not _same_elements(out3, z3) and _shares(out3, z3, "out and x"):
+        raise ValueError("out overlaps x without being x itself; pass a separate array, or x")
     _run(mode, z3, threads, out3=out3)
     if staged is not None:
         result[...] = staged

@@ -950,14 +950,14 @@ def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
     cdef Problem P
     cdef Py_ssize_t m = z.shape[1], n_rows = z.shape[0] * z.shape[2]
     cdef Py_ssize_t n_chunks = chunk_sums.shape[0], c, r0, r1
-    cdef Py_ssize_t item = sizeof(floating), per_thread, n_spaces = n_threads
+    cdef Py_ssize_t item = sizeof(floating), per_thread, n_spaces
     cdef void *memory = NULL
     cdef char *ws
     cdef bint hard_plain, split, strided = needs_scratch(z, out, y)
 
     if n_rows == 0:
         return
-    n_threads = ce_usable_threads(n_threads)
+    n_threads = n_spaces = ce_usable_threads(n_threads)
     P.mode = <Mode>mode
     P.m = m
     P.inner = z.shape[2]

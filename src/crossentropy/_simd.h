@@ -32,7 +32,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
-#if defined(_OPENMP) && defined(__unix__) && !defined(CE_NO_FORK_HANDLERS)
+#if defined(_OPENMP) && (defined(__unix__) || defined(__APPLE__)) && !defined(CE_NO_FORK_HANDLERS)
 #include <pthread.h>
 #define CE_FORK_HANDLERS 1
 static int ce_release_before_fork = 1;  /* off only in tests of the fallback */

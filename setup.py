@@ -1,12 +1,13 @@
 """Build the Cython extension, with OpenMP where the compiler supports it.
 
 Deliberately absent: -march=native (the wheel must run on any x86-64; AVX2+FMA
-code paths are selected at load time by target_clones in _simd.h) and
+code paths are selected at load time by target_clones, csrc/platform.h) and
 -ffast-math (it breaks NaN/inf semantics and, linked, turns on flush-to-zero for
 the whole process).  -fno-trapping-math lets GCC if-convert the exp loop and
 changes no result; -fno-math-errno only stops libm calls from setting errno.
 """
 
+import glob
 import os
 import sys
 import sysconfig
@@ -55,7 +56,7 @@ LIMITED_API = sys.version_info >= (3, 11) and not sysconfig.get_config_var("Py_G
 extension = Extension(
     "crossentropy._kernels",
     sources=["src/crossentropy/_kernels.pyx"],
-    depends=["src/crossentropy/_simd.h"],
+    depends=sorted(glob.glob("src/crossentropy/csrc/*.h")) + ["src/crossentropy/_kernels.pxd"],
     include_dirs=["src/crossentropy"],
     define_macros=[("Py_LIMITED_API", "0x030B0000"), ("CYTHON_LIMITED_API", "1")] if LIMITED_API else [],
     py_limited_api=LIMITED_API,

@@ -1,14 +1,15 @@
 """Every code path of the runtime dispatch, against NumPy.
 
 The extension runs the widest clones the CPU has (x86-64-v4, -v3 or
-baseline), so the others never run in it here.  This test compiles a small
-harness over the same _simd.h with dispatch (the clones this CPU picks) and,
-with -DCE_NO_DISPATCH, once for each level (baseline x86-64, -march=x86-64-v3,
--march=x86-64-v4), runs each level the CPU can run, and checks the exp, the
-fused exp-sum and the across-rows short-row kernel against NumPy; that the
-one-scale exp agrees bit for bit with the two-scale one and the register-tile
-moves with the element-by-element ones; and that the AVX2 and AVX-512 levels
-give the same bits.  Skipped where there is no C compiler or no source tree.
+baseline), so the others never run in it here.  These tests compile the C
+harness tests/c/harness.c over the kernels' C layer (src/crossentropy/csrc)
+with dispatch (the clones this CPU picks) and, with -DCE_NO_DISPATCH, once for
+each level (baseline, and on x86-64 -march=x86-64-v3 and -march=x86-64-v4),
+run each level the CPU can run, and check the exp, the fused exp-sum and the
+across-rows short-row kernel against NumPy; that the one-scale exp agrees bit
+for bit with the two-scale one and the register-tile moves with the
+element-by-element ones; and that the AVX2 and AVX-512 levels give the same
+bits.  Skipped where there is no C compiler or no source tree.
 """
 
 import os
@@ -21,242 +22,22 @@ import pytest
 
 import reference as ref
 
-HEADER_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "src", "crossentropy")
-CC = shutil.which("gcc") or shutil.which("cc")
+SOURCE = os.path.join(os.path.dirname(__file__), os.pardir, "src", "crossentropy")
+HARNESS = os.path.join(os.path.dirname(__file__), "c", "harness.c")
+CC = os.environ.get("CC") or shutil.which("gcc") or shutil.which("cc")
+X86_64 = platform.machine() in ("x86_64", "AMD64")
 
 pytestmark = pytest.mark.skipif(
-    CC is None or not os.path.exists(os.path.join(HEADER_DIR, "_simd.h"))
-    or platform.machine() != "x86_64" or not os.path.exists("/proc/cpuinfo"),
-    reason="needs a C compiler, the source tree and x86-64",
+    CC is None or not os.path.exists(os.path.join(SOURCE, "csrc", "ce.h")),
+    reason="needs a C compiler and the source tree",
 )
-
-HARNESS = r"""
-#include "_simd.h"
-#include <stdio.h>
-#include <stdlib.h>
-
-/* The one-scale exps (a multiply by 2^n, or an integer add of n) must give
-   the same bits as the two-scale one wherever the kernels use them: every
-   17th float in [-87, 0] (every residue of the low mantissa bits comes up),
-   every float in its lowest 2^20 and a sample of doubles in [-708, 0].
-   Returns the number of disagreements. */
-CE_DISPATCH long long exp_disagreements(void)
-{
-    long long bad = 0;
-    uint32_t stop;
-    float lowest = CE_NORMAL_f32;
-    memcpy(&stop, &lowest, 4);
-    for (uint32_t u = 0x80000000u; u <= stop; u += u + 0x100000u < stop ? 17 : 1) {
-        float x, a, b;
-        memcpy(&x, &u, 4);
-        a = ce_expf_normal(x);
-        b = ce_expf_nonpos(x);
-        bad += memcmp(&a, &b, 4) != 0;
-        a = ce_expf_normal_nonan(x);
-        bad += memcmp(&a, &b, 4) != 0;
-    }
-    uint64_t state = 12345;
-    for (int i = 0; i < 10000000; i++) {
-        state = state * 6364136223846793005u + 1442695040888963407u;
-        double x = CE_NORMAL_f64 * (double)(state >> 11) * 0x1p-53, a, b;
-        a = ce_exp_normal(x);
-        b = ce_exp_nonpos(x);
-        bad += memcmp(&a, &b, 8) != 0;
-        a = ce_exp_normal_nonan(x);
-        bad += memcmp(&a, &b, 8) != 0;
-    }
-    return bad;
-}
-
-/* The short-row block moves rows with contiguous classes by register tiles
-   (whole and half) and strided rows element by element: both must give the
-   same bits (loss, block sum and gradient; NaN for NaN), for every row length
-   1..64 and every block size 1..64, with rows given by a first row and a
-   step or by a list of addresses.  Each contiguous row sits at the very end
-   of a page followed by an inaccessible one, or at the very start of a page
-   after one, so a tile that reads or writes past a row's classes crashes the
-   harness.  Odd blocks span more than the one-scale exp's range (the
-   two-scale exp runs there) and hold a -inf and a NaN logit; row 3 is
-   ignored.  Returns the number of disagreements. */
-#include <sys/mman.h>
-#include <unistd.h>
-static char *guarded_pages(int n)       /* n read-write pages, 2 pages apart, */
-{                                       /* each between two inaccessible ones */
-    long pg = sysconf(_SC_PAGESIZE);
-    char *p = mmap(NULL, (2 * n + 1) * pg, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) abort();
-    for (int k = 0; k < n; k++) mprotect(p + (2 * k + 1) * pg, pg, PROT_READ | PROT_WRITE);
-    return p + pg;
-}
-#define CE_SAME(a, b) ((a) != (a) ? (b) != (b) : memcmp(&(a), &(b), sizeof(a)) == 0)
-#define TILE_CHECK(T, SFX)                                                    \
-static long long tile_disagreements_##SFX(void)                               \
-{                                                                             \
-    static char *zpages, *gpages;                                             \
-    static T zt[64 * CE_ROWS], g2[64 * CE_ROWS];                              \
-    long pg = sysconf(_SC_PAGESIZE);                                          \
-    long long bad = 0;                                                        \
-    uint64_t st = 99;                                                         \
-    static T blk[CE_SHORT_MAX * CE_ROWS] __attribute__((aligned(32)));       \
-    if (zpages == NULL) { zpages = guarded_pages(CE_ROWS); gpages = guarded_pages(CE_ROWS); } \
-    for (int at_end = 0; at_end < 2; at_end++)                                \
-    for (int m = 1; m <= 64; m++)                                             \
-    for (int n = 1; n <= CE_ROWS; n++) {                                      \
-        void *zl[CE_ROWS], *gl[CE_ROWS], *zl2[CE_ROWS], *gl2[CE_ROWS];        \
-        ptrdiff_t t[2 * CE_ROWS];                                             \
-        double l1[CE_ROWS], l2[CE_ROWS], l3[CE_ROWS];                         \
-        size_t off = at_end ? (size_t)pg - m * sizeof(T) : 0;                 \
-        for (int k = 0; k < n; k++) {                                         \
-            T *z = (T *)(zpages + 2 * k * pg + off);                          \
-            for (int j = 0; j < m; j++) {                                     \
-                st = st * 6364136223846793005u + 1442695040888963407u;       \
-                z[j] = (T)(((double)(st >> 11) * 0x1p-53 - 0.5) * (n % 2 ? 2000.0 : 20.0)); \
-            }                                                                 \
-            if (n % 2 && k == 1) z[0] = -INFINITY;                            \
-            if (n % 2 && k == 2) z[m / 2] = NAN;                              \
-            st = st * 6364136223846793005u + 1442695040888963407u;           \
-            t[2 * k] = k == 3 ? -100 : (ptrdiff_t)((st >> 33) % (uint64_t)m); \
-            t[2 * k + 1] = 0;                                                 \
-            for (int j = 0; j < m; j++) zt[j * CE_ROWS + k] = z[j];           \
-            zl[k] = z;                                                        \
-            gl[k] = gpages + 2 * k * pg + off;                                \
-            zl2[k] = zt + k;                                                  \
-            gl2[k] = g2 + k;                                                  \
-        }                                                                     \
-        /* contiguous rows: evenly spaced, then listed; strided rows */      \
-        ce_rows z1 = {zpages + off, 2 * pg, NULL}, g1 = {gpages + off, 2 * pg, NULL}; \
-        ce_rows z3 = {NULL, 0, zl}, g3 = {NULL, 0, gl};                       \
-        ce_rows z2 = {NULL, 0, zl2}, gs2 = {NULL, 0, gl2};                    \
-        ptrdiff_t ts = 2 * sizeof(ptrdiff_t);                                 \
-        double s2 = ce_short_xent_##SFX(&z2, CE_ROWS, t, ts, -100, NULL, n, m, &gs2, CE_ROWS, 0.5, l2, blk); \
-        for (int pass = 0; pass < 2; pass++) {                                \
-            for (int k = 0; k < n; k++)       /* nothing left from the last */ \
-                for (int j = 0; j < m; j++) ((T *)gl[k])[j] = (T)12345;       \
-            double s1 = ce_short_xent_##SFX(pass ? &z3 : &z1, 1, t, ts, -100, NULL, n, m, \
-                                            pass ? &g3 : &g1, 1, 0.5, l1, blk); \
-            bad += !CE_SAME(s1, s2);                                          \
-            for (int k = 0; k < n; k++) {                                     \
-                bad += !CE_SAME(l1[k], l2[k]);                                \
-                T *g = (T *)gl[k];                                            \
-                for (int j = 0; j < m; j++)                                   \
-                    bad += !CE_SAME(g[j], g2[j * CE_ROWS + k]);               \
-            }                                                                 \
-        }                                                                     \
-        /* the loss alone: the same losses */                                \
-        ce_short_xent_##SFX(&z1, 1, t, ts, -100, NULL, n, m, NULL, 1, 0.5, l3, blk); \
-        for (int k = 0; k < n; k++) bad += !CE_SAME(l3[k], l2[k]);            \
-        if (n > 3) bad += l2[3] != 0.0;          /* the ignored row */        \
-    }                                                                         \
-    return bad;                                                               \
-}
-TILE_CHECK(float, f32)
-TILE_CHECK(double, f64)
-
-/* A NaN in a row whose other logits are all within the one-scale exp's range
-   keeps the row off that exp (ce_max's min is NaN), whatever the NaN's
-   payload: the row's exp sum must be NaN, with and without storing the exps.
-   Returns the number of rows that came out as numbers. */
-#define NAN_CHECK(T, SFX, UINT, QUIET)                                        \
-static long long nan_misses_##SFX(void)                                       \
-{                                                                             \
-    static T x[1000], out[1000], blk[CE_BLOCK];                               \
-    static const UINT payloads[] = {1, 0x1FF, 0x123, 0x3FF};                  \
-    long long bad = 0;                                                        \
-    for (int i = 0; i < 1000; i++) x[i] = (T)((i * 37 % 1000) / 100.0 - 5.0); \
-    for (int q = 0; q < 4; q++)                                               \
-        for (int sign = 0; sign < 2; sign++)                                  \
-            for (int pos = 0; pos < 1000; pos += 111) {                       \
-                T keep = x[pos], lo, top;                                     \
-                UINT bits = QUIET | payloads[q] | ((UINT)sign << (8 * sizeof(T) - 1)); \
-                memcpy(&x[pos], &bits, sizeof(T));                            \
-                top = ce_max_##SFX(x, 1000, &lo);                             \
-                double s1 = ce_expsum_##SFX(x, out, 1000, top, lo, NULL);     \
-                double s2 = ce_sumexp_##SFX(x, 1000, top, lo, NULL, blk);     \
-                bad += !(s1 != s1) + !(s2 != s2);                             \
-                x[pos] = keep;                                                \
-            }                                                                 \
-    return bad;                                                               \
-}
-NAN_CHECK(float, f32, uint32_t, 0x7FC00000u)
-NAN_CHECK(double, f64, uint64_t, UINT64_C(0x7FF8000000000000))
-
-/* A row in runs, as long_rows computes it: its exp sum, max and run scales. */
-static double row_in_runs(const float *x, float *out, ptrdiff_t m, ptrdiff_t run,
-                          float *top, double *scale)
-{
-    double tops[CE_MAX_RUNS], sums[CE_MAX_RUNS], hi;
-    ce_run_parts_f32(x, out, m, run, tops, sums);
-    double s = ce_runs_total(tops, sums, (m + run - 1) / run, &hi, scale);
-    *top = (float)hi;
-    return s;
-}
-
-/* With an argument: "exp", "tiles" or "nan", the checks above.  Otherwise
-   stdin: n_rows, m, then n_rows*m floats (logits), then n_rows int64 targets.
-   stdout: n_rows*m exps of the flat logits, the expsum of row 0, then the
-   short-row loss (n_rows doubles) and gradient (n_rows*m floats), zeros for
-   m > CE_SHORT_MAX; for row 0 in runs, its exp sum (storing the exps, and
-   not), its max (both ways) and its softmax (m floats); every row's exp sum
-   in runs (n_rows doubles); then the clones that ran. */
-int main(int argc, char **argv)
-{
-    if (argc > 1) {
-        if (strcmp(argv[1], "exp") == 0)
-            printf("%lld", exp_disagreements());
-        else if (strcmp(argv[1], "nan") == 0)
-            printf("%lld", nan_misses_f32() + nan_misses_f64());
-        else
-            printf("%lld", tile_disagreements_f32() + tile_disagreements_f64());
-        return 0;
-    }
-    long long n, m;
-    if (fread(&n, 8, 1, stdin) != 1 || fread(&m, 8, 1, stdin) != 1) return 1;
-    float *z = malloc(n * m * 4), *e = malloc(n * m * 4), *g = malloc(n * m * 4);
-    ptrdiff_t *t = malloc(n * sizeof(ptrdiff_t));
-    double *loss = malloc(n * 8);
-    long long *t64 = malloc(n * 8);
-    if (fread(z, 4, n * m, stdin) != (size_t)(n * m) || fread(t64, 8, n, stdin) != (size_t)n) return 1;
-    for (long long k = 0; k < n; k++) t[k] = (ptrdiff_t)t64[k];
-    ce_exp_f32(z, e, n * m);
-    float *row = malloc(m * 4);
-    float lo, top = ce_max_f32(z, m, &lo);
-    double s = ce_expsum_f32(z, row, m, top, lo, NULL);
-    memset(loss, 0, n * 8);
-    memset(g, 0, n * m * 4);
-    static float blk[CE_SHORT_MAX * CE_ROWS] __attribute__((aligned(32)));
-    for (long long b = 0; m <= CE_SHORT_MAX && b < n; b += CE_ROWS) {
-        long long len = n - b < CE_ROWS ? n - b : CE_ROWS;
-        ce_rows zr = {(char *)(z + b * m), m * 4, NULL}, gr = {(char *)(g + b * m), m * 4, NULL};
-        ce_short_xent_f32(&zr, 1, t + b, sizeof(ptrdiff_t), -100, NULL, len, m, &gr, 1, 1.0,
-                          loss + b, blk);
-    }
-    /* row 0 in runs: its sum (storing the exps and not), max and softmax */
-    ptrdiff_t run = ce_run_length(m);
-    double *scale = malloc(CE_MAX_RUNS * 8), runs[2];
-    float run_top[2];
-    runs[0] = row_in_runs(z, row, m, run, &run_top[0], scale);
-    runs[1] = row_in_runs(z, NULL, m, run, &run_top[1], scale);
-    ce_scale_runs_f32(row, m, run, 1.0 / runs[0], scale);
-    double *row_sums = malloc(n * 8);
-    for (long long k = 0; k < n; k++)
-        row_sums[k] = row_in_runs(z + k * m, NULL, m, run, &run_top[1], scale);
-    fwrite(e, 4, n * m, stdout);
-    fwrite(&s, 8, 1, stdout);
-    fwrite(loss, 8, n, stdout);
-    fwrite(g, 4, n * m, stdout);
-    fwrite(runs, 8, 2, stdout);
-    fwrite(run_top, 4, 2, stdout);
-    fwrite(row, 4, m, stdout);
-    fwrite(row_sums, 8, n, stdout);
-    printf("%s", ce_dispatch_target());
-    return 0;
-}
-"""
 
 
 def cpu_level():
     """The widest x86-64 level /proc/cpuinfo's flags admit (GCC's levels, less
-    the flags every x86-64 CPU with AVX has)."""
+    the flags every x86-64 CPU with AVX has); "baseline" elsewhere."""
+    if not X86_64 or not os.path.exists("/proc/cpuinfo"):
+        return "baseline"
     with open("/proc/cpuinfo") as f:
         flags = set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
     v3 = {"avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "movbe", "abm", "xsave"}
@@ -266,11 +47,13 @@ def cpu_level():
     return "baseline"
 
 
-LEVELS = ["baseline", "x86-64-v3", "x86-64-v4"]
+LEVELS = ["baseline", "x86-64-v3", "x86-64-v4"] if X86_64 else ["baseline"]
 
 
 def runnable(build):
     """`build`, skipped where this CPU cannot run its instructions."""
+    if build.startswith("x86-64") and not X86_64:
+        pytest.skip(f"{build} is an x86-64 level")
     need = build if build in LEVELS else "baseline"
     if LEVELS.index(need) > LEVELS.index(cpu_level()):
         pytest.skip(f"this CPU cannot run {need} code")
@@ -280,16 +63,20 @@ def runnable(build):
 @pytest.fixture(scope="module")
 def harnesses(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dispatch")
-    src = tmp / "harness.c"
-    src.write_text(HARNESS)
+    builds = [("dispatched", []), ("baseline", ["-DCE_NO_DISPATCH"]),
+              ("old-shuffle", ["-DCE_NO_DISPATCH", "-DCE_OLD_SHUFFLE"])]
+    if X86_64:
+        builds += [("x86-64-v3", ["-DCE_NO_DISPATCH", "-march=x86-64-v3"]),
+                   ("x86-64-v4", ["-DCE_NO_DISPATCH", "-march=x86-64-v4"])]
+    # OpenMP where the compiler has it, else its SIMD pragmas alone
+    probe = subprocess.run([CC, "-fopenmp", "-x", "c", "-", "-o", str(tmp / "probe")],
+                           input="int main(void) { return 0; }", text=True, capture_output=True)
+    openmp = ["-fopenmp"] if probe.returncode == 0 else ["-fopenmp-simd", "-DCE_OPENMP_SIMD"]
     built = {}
-    for name, defines in [("dispatched", []), ("baseline", ["-DCE_NO_DISPATCH"]),
-                          ("x86-64-v3", ["-DCE_NO_DISPATCH", "-march=x86-64-v3"]),
-                          ("x86-64-v4", ["-DCE_NO_DISPATCH", "-march=x86-64-v4"]),
-                          ("old-shuffle", ["-DCE_NO_DISPATCH", "-DCE_OLD_SHUFFLE"])]:
+    for name, defines in builds:
         exe = tmp / name
-        subprocess.run([CC, "-O3", "-fno-trapping-math", "-fno-math-errno", "-fopenmp", *defines,
-                        "-I", HEADER_DIR, str(src), "-o", str(exe), "-lm"], check=True)
+        subprocess.run([CC, "-O3", "-fno-trapping-math", "-fno-math-errno", *openmp, *defines,
+                        "-I", SOURCE, HARNESS, "-o", str(exe), "-lm"], check=True)
         built[name] = exe
     return built
 

@@ -12,7 +12,7 @@ shim shows up as a wrong number in a test, never as a crash.
 Layout: every array is viewed as 3-D ``(outer, classes, inner)``; a "row" is one
 ``(o, i)`` pair, the classes of a row are ``x[o, :, i]``.  With the class axis
 last (the common case) ``inner == 1`` and rows are contiguous, which is what the
-SIMD primitives in ``_simd.h`` want.
+SIMD primitives of ``csrc/`` want.
 
 A row is computed in three steps that every path shares:
 
@@ -26,9 +26,10 @@ A row is computed in three steps that every path shares:
 
 Which loops run depends on the shape and the options, never on the layout:
 
-* short rows (``m <= SMALL_ROW``) with class-index targets and no smoothing:
+* short rows (``m <= CE_SHORT_MAX``) with class-index targets and no smoothing:
   ``short_rows_hard``, vectorised across blocks of 64 rows (``ce_short_xent``
-  in ``_simd.h``: the block is transposed so that every step is SIMD over rows).
+  in ``csrc/short_rows_template.h``: the block is transposed so that every step
+  is SIMD over rows).
 * other short rows: ``short_rows``: ``z - max`` of a block of rows goes into one
   buffer, one SIMD exp covers the whole block, the rest is plain loops.
 * long rows: ``long_rows``, SIMD primitives per row; a row whose classes are
@@ -52,65 +53,6 @@ from cython.parallel cimport prange, parallel, threadid
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.math cimport exp as libm_exp, isinf, isfinite, log, INFINITY
 
-cdef extern from "_simd.h" nogil:
-    int ce_omp_max_threads()
-    int ce_team_size(int n)
-    int ce_usable_threads(int n)
-    int ce_register_fork_handlers()
-    void ce_set_release_before_fork(int on)
-    int CE_FORK_HANDLERS
-    Py_ssize_t ce_class_or_ignored(Py_ssize_t t, Py_ssize_t ignore, Py_ssize_t m)
-    double ce_weigh(double w, double x, double log_s)
-    Py_ssize_t ce_check_targets(const Py_ssize_t *t, Py_ssize_t n, Py_ssize_t m,
-                                Py_ssize_t ignore, Py_ssize_t *active)
-    const char *ce_dispatch_target()
-    float ce_max_f32(const float *x, Py_ssize_t n, float *lo)
-    double ce_max_f64(const double *x, Py_ssize_t n, double *lo)
-    double ce_expsum_f32(const float *x, float *out, Py_ssize_t n, float shift, float lo,
-                         const float *ahead)
-    double ce_expsum_f64(const double *x, double *out, Py_ssize_t n, double shift,
-                         double lo, const double *ahead)
-    double ce_sumexp_f32(const float *x, Py_ssize_t n, float shift, float lo,
-                         const float *ahead, float *buf)
-    double ce_sumexp_f64(const double *x, Py_ssize_t n, double shift, double lo,
-                         const double *ahead, double *buf)
-    void ce_exp_f32(const float *x, float *out, Py_ssize_t n)
-    void ce_exp_f64(const double *x, double *out, Py_ssize_t n)
-    void ce_scale_f32(float *x, Py_ssize_t n, float a)
-    void ce_scale_f64(double *x, Py_ssize_t n, double a)
-    void ce_shift_f32(const float *x, float *out, Py_ssize_t n, float a, float b)
-    void ce_shift_f64(const double *x, double *out, Py_ssize_t n, double a, double b)
-    double ce_gapsum_f32(const float *x, const double *w, Py_ssize_t n, float top)
-    double ce_gapsum_f64(const double *x, const double *w, Py_ssize_t n, double top)
-    void ce_scale_sub_f32(float *g, const double *w, Py_ssize_t n, double a, double b)
-    void ce_scale_sub_f64(double *g, const double *w, Py_ssize_t n, double a, double b)
-    int CE_MAX_RUNS
-    Py_ssize_t ce_run_length(Py_ssize_t n)
-    double ce_runs_total(const double *tops, const double *sums, Py_ssize_t n_runs,
-                         double *top, double *scale)
-    void ce_run_parts_f32(const float *x, float *out, Py_ssize_t n, Py_ssize_t run,
-                          double *tops, double *sums)
-    void ce_run_parts_f64(const double *x, double *out, Py_ssize_t n, Py_ssize_t run,
-                          double *tops, double *sums)
-    void ce_scale_runs_f32(float *g, Py_ssize_t n, Py_ssize_t run, double a, const double *scale)
-    void ce_scale_runs_f64(double *g, Py_ssize_t n, Py_ssize_t run, double a, const double *scale)
-    int CE_ROWS
-    int CE_SHORT_MAX
-    ctypedef struct ce_rows:
-        char *base
-        Py_ssize_t step
-        void *const *at
-    double ce_short_xent_f32(const ce_rows *z, Py_ssize_t zc, const Py_ssize_t *target,
-                             Py_ssize_t ts, Py_ssize_t ignore, const double *weight,
-                             Py_ssize_t n, Py_ssize_t m, const ce_rows *g, Py_ssize_t gc,
-                             double gscale, double *loss, float *buf)
-    double ce_short_xent_f64(const ce_rows *z, Py_ssize_t zc, const Py_ssize_t *target,
-                             Py_ssize_t ts, Py_ssize_t ignore, const double *weight,
-                             Py_ssize_t n, Py_ssize_t m, const ce_rows *g, Py_ssize_t gc,
-                             double gscale, double *loss, double *buf)
-    int CE_BLOCK
-
-
 # What a call computes.  Per row it yields one number (loss or log-sum-exp); the
 # modes that write an array write it into `out`.
 cpdef enum Mode:
@@ -120,23 +62,20 @@ cpdef enum Mode:
     SOFTMAX = 3         # softmax into out
     LOG_SOFTMAX = 4     # log-softmax into out
 
+# The paths' boundaries (rows of up to CE_SHORT_MAX classes take the row-block
+# paths, CE_ROWS rows at a time across rows; csrc/platform.h sizes them).
 cdef enum:
-    # Rows up to this length take the row-block path (== CE_SHORT_MAX).
-    SMALL_ROW = 64
-    # Rows per call of the across-rows SIMD block (== CE_ROWS).
-    FAST_ROWS = 64
     # Few rows this long are split into segments that threads share.
     SPLIT_MIN_CLASSES = 131072
     SPLIT_MAX_ROWS = 64
-    SEGMENT_RUNS = 8            # runs a thread takes at a time (16384 classes or more)
+    SEGMENT_RUNS = 8            # runs a thread takes at a time
     # Rows this long fetch the next row's logits during their exp pass.
     PREFETCH_MIN = 512
     PREFETCH_MAX = 16384
     # Rows this long with hard targets without smoothing go in runs instead,
-    # each shifted by its own max, so that they are read once (ce_run_parts;
-    # measured faster from about 6000 classes, slower at 4100).
+    # each shifted by its own max, so that they are read once (ce_run_parts),
+    # which pays where a row no longer stays in the caches between passes.
     RUNS_MIN = 8192
-    MAX_RUNS = 512              # == CE_MAX_RUNS
     # Elements per row block (in the thread's workspace).
     BLOCK_ELEMENTS = 2048
     # Rows per block at most.
@@ -144,13 +83,9 @@ cdef enum:
     # Where each thread's workspace starts (vectors are stored aligned).
     WORKSPACE_ALIGN = 64
 
-# The header sizes its across-rows block by the same numbers.
-if FAST_ROWS != CE_ROWS or SMALL_ROW != CE_SHORT_MAX or MAX_RUNS != CE_MAX_RUNS:
-    raise ImportError("crossentropy._kernels and _simd.h disagree on the row-block sizes")
-
 # Exposed for the shim and the tests, which pick shapes on either side of them.
-SMALL_ROW_LEN = SMALL_ROW
-FAST_ROWS_LEN = FAST_ROWS
+SMALL_ROW_LEN = CE_SHORT_MAX
+FAST_ROWS_LEN = CE_ROWS
 SPLIT_MIN_CLASSES_LEN = SPLIT_MIN_CLASSES
 SPLIT_MAX_ROWS_LEN = SPLIT_MAX_ROWS
 RUNS_MIN_LEN = RUNS_MIN
@@ -307,7 +242,7 @@ cdef inline double vgapsum(const floating *x, const double *w, Py_ssize_t n,
 
 cdef inline void scale(floating *g, Py_ssize_t n, floating a) noexcept nogil:
     cdef Py_ssize_t j
-    if n > SMALL_ROW:
+    if n > CE_SHORT_MAX:
         if floating is float:
             ce_scale_f32(g, n, a)
         else:
@@ -321,7 +256,7 @@ cdef inline void scale_sub(floating *g, const double *w, Py_ssize_t n,
                            double a, double b) noexcept nogil:
     """g = g * a - b * w (w NULL: all ones), in double."""
     cdef Py_ssize_t j
-    if n > SMALL_ROW:
+    if n > CE_SHORT_MAX:
         if floating is float:
             ce_scale_sub_f32(g, w, n, a, b)
         else:
@@ -347,7 +282,7 @@ cdef inline void shift(const floating *z, Py_ssize_t zc, floating *out, Py_ssize
                        floating a, floating b) noexcept nogil:
     """out = (z - a) - b; z has class stride zc (1 for long rows)."""
     cdef Py_ssize_t j
-    if n > SMALL_ROW:
+    if n > CE_SHORT_MAX:
         if floating is float:
             ce_shift_f32(z, out, n, a, b)
         else:
@@ -363,7 +298,7 @@ cdef inline floating row_max(const floating *z, Py_ssize_t zc, Py_ssize_t n,
     their exps do not use it)."""
     cdef Py_ssize_t j
     cdef floating best
-    if n > SMALL_ROW:
+    if n > CE_SHORT_MAX:
         return vmax(z, n, lo)
     lo[0] = -INFINITY
     best = -INFINITY
@@ -396,7 +331,7 @@ cdef inline double gap_sum(const floating *z, Py_ssize_t zc, const double *w, Py
     """sum_j w_j (top - z_j), a zero weight contributing 0 even at z_j = -inf."""
     cdef Py_ssize_t j
     cdef double acc = 0.0
-    if n > SMALL_ROW:
+    if n > CE_SHORT_MAX:
         return vgapsum(z, w, n, top)
     if w == NULL:
         for j in range(n):
@@ -592,7 +527,7 @@ cdef inline bint writes_out(const Problem *P) noexcept nogil:
 
 cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
                       const floating *element_type) noexcept nogil:
-    """Rows r0..r1 with more than SMALL_ROW classes; returns their loss sum.
+    """Rows r0..r1 with more than CE_SHORT_MAX classes; returns their loss sum.
 
     `ws` is the thread's workspace (run allocates it): the runs' bookkeeping, a
     block of exps, and 3 rows of m for rows whose classes are strided;
@@ -608,9 +543,9 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
     cdef bint runs = m >= RUNS_MIN and not P.probabilities and not P.smoothing
     cdef Py_ssize_t run = ce_run_length(m)
     cdef double *run_top = <double *>ws
-    cdef double *run_sum = run_top + MAX_RUNS
-    cdef double *run_scale = run_sum + MAX_RUNS
-    cdef floating *block = <floating *>(run_scale + MAX_RUNS)
+    cdef double *run_sum = run_top + CE_MAX_RUNS
+    cdef double *run_scale = run_sum + CE_MAX_RUNS
+    cdef floating *block = <floating *>(run_scale + CE_MAX_RUNS)
     cdef floating *scratch = block + CE_BLOCK
     cdef const floating *z
     cdef const floating *ahead
@@ -690,12 +625,12 @@ cdef Py_ssize_t short_rows_bytes(Py_ssize_t m, Py_ssize_t item) noexcept nogil:
 cdef inline Py_ssize_t runs_bytes(Py_ssize_t item) noexcept nogil:
     """Workspace of long_rows and split_rows before their strided rows: the
     runs' tops, sums and scales, and a block of exps."""
-    return 3 * MAX_RUNS * sizeof(double) + CE_BLOCK * item
+    return 3 * CE_MAX_RUNS * sizeof(double) + CE_BLOCK * item
 
 
 cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
                        const floating *element_type) noexcept nogil:
-    """Rows r0..r1 with at most SMALL_ROW classes, a block at a time; returns
+    """Rows r0..r1 with at most CE_SHORT_MAX classes, a block at a time; returns
     their loss sum.  `element_type` is unused: its type selects the float or
     double version."""
     cdef Py_ssize_t m = P.m, r, b0, b1, k, j, t
@@ -764,7 +699,7 @@ cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
 cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
                             const floating *element_type) noexcept nogil:
     """short_rows for the common case, hard targets without smoothing, in
-    blocks of FAST_ROWS rows vectorised across rows by ce_short_xent."""
+    blocks of CE_ROWS rows vectorised across rows by ce_short_xent."""
     cdef Py_ssize_t m = P.m, inner = P.inner, ignore = P.ignore_index, b0, b1, k, n, t, ts
     cdef Py_ssize_t zc = P.z.sc // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t oc = P.out.sc // <Py_ssize_t>sizeof(floating)
@@ -779,11 +714,11 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char
     cdef Strided sample_weight = P.sample_weight
     cdef double total = 0.0
     cdef ce_rows zrows, grows
-    cdef void *zat[FAST_ROWS]
-    cdef void *gat[FAST_ROWS]
-    cdef Py_ssize_t targets[FAST_ROWS]
-    cdef double weights[FAST_ROWS]
-    cdef double losses[FAST_ROWS]
+    cdef void *zat[CE_ROWS]
+    cdef void *gat[CE_ROWS]
+    cdef Py_ssize_t targets[CE_ROWS]
+    cdef double weights[CE_ROWS]
+    cdef double losses[CE_ROWS]
     cdef Pos pos = row_pos(r0, inner)
     cdef char *tp
 
@@ -796,7 +731,7 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char
     grows.at = NULL if inner == 1 else gat
     b0 = r0
     while b0 < r1:
-        b1 = b0 + FAST_ROWS
+        b1 = b0 + CE_ROWS
         if b1 > r1:
             b1 = r1
         n = b1 - b0
@@ -865,9 +800,9 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
     cdef floating *g = NULL
     cdef floating *g_dest = NULL
     cdef double *run_top = <double *>ws
-    cdef double *run_sum = run_top + MAX_RUNS
-    cdef double *run_scale = run_sum + MAX_RUNS
-    cdef floating *scratch = <floating *>(run_scale + MAX_RUNS) + CE_BLOCK
+    cdef double *run_sum = run_top + CE_MAX_RUNS
+    cdef double *run_scale = run_sum + CE_MAX_RUNS
+    cdef floating *scratch = <floating *>(run_scale + CE_MAX_RUNS) + CE_BLOCK
     cdef double s, log_s, top, value, wt, sw, e_t, factor, target_term, zt = 0.0
     cdef Pos pos = row_pos(0, P.inner)
     for r in range(n_rows):
@@ -1004,7 +939,7 @@ def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
              and not P.probabilities and not P.smoothing)
     if split:
         per_thread, n_spaces = runs_bytes(item) + (2 * m * item if strided else 0), 1
-    elif m > SMALL_ROW:
+    elif m > CE_SHORT_MAX:
         per_thread = runs_bytes(item) + (3 * m * item if strided else 0)
     elif hard_plain:
         per_thread = m * CE_ROWS * item          # ce_short_xent's [class][row] block
@@ -1026,7 +961,7 @@ def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
                 r1 = r0 + rows_per_chunk
                 if r1 > n_rows:
                     r1 = n_rows
-                if m > SMALL_ROW:
+                if m > CE_SHORT_MAX:
                     chunk_sums[c] = long_rows(&P, r0, r1, ws + threadid() * per_thread,
                                               &z[0, 0, 0])
                 elif hard_plain:
@@ -1097,7 +1032,7 @@ def check_targets(const Py_ssize_t[:, :] target, Py_ssize_t n_classes,
 def needs_scratch(z, out, y):
     """Whether rows of these (outer, classes, inner) arrays are gathered into
     scratch rows: long rows whose classes are not contiguous in one of them."""
-    if z.shape[1] <= SMALL_ROW:
+    if z.shape[1] <= CE_SHORT_MAX:
         return False
     return any(a is not None and a.shape[1] > 1 and a.strides[1] != a.itemsize
                for a in (z, out, y))

@@ -1,0 +1,114 @@
+/*
+ * Row primitives: the loops over one row (or a stretch of one) that the
+ * Cython kernels call, dispatched per ISA; rows_template.h holds those
+ * written once for both types.  Also here: the rules the kernels share about
+ * a row's target, loss and gradient, and the runs of long rows.
+ */
+#ifndef CE_ROWS_H
+#define CE_ROWS_H
+
+#include "platform.h"
+#include "expmath.h"
+
+/* Rows in runs: CE_RUN elements a run, or more for rows of more than
+   CE_MAX_RUNS runs (whole blocks, so that no run is longer than needed). */
+_Static_assert(CE_RUN_PART % CE_LANES == 0, "run parts must hold whole lane rounds");
+static inline ptrdiff_t ce_run_length(ptrdiff_t n)
+{
+    ptrdiff_t per = (n + CE_MAX_RUNS - 1) / CE_MAX_RUNS;
+    return per <= CE_RUN ? CE_RUN : (per + CE_BLOCK - 1) / CE_BLOCK * CE_BLOCK;
+}
+/* ce_expsum and ce_sumexp split rows into blocks of CE_BLOCK or CE_BLOCK / 4;
+   both multiples of CE_LANES, so every element meets the same lane in the same
+   order either way (the same sum, bit for bit). */
+_Static_assert(CE_BLOCK / 4 % CE_LANES == 0, "blocks must hold whole lane rounds");
+
+/* A row with a next row to fetch (ahead != NULL) goes in quarter blocks, each
+   fetching the same span, bytes [from, to), of the next row: the requests
+   spread over the row's exps instead of queueing up at its start. */
+CE_INLINE ptrdiff_t ce_block(const void *ahead)
+{
+    return ahead != NULL ? CE_BLOCK / 4 : CE_BLOCK;
+}
+
+CE_INLINE void ce_fetch(const void *ahead, ptrdiff_t from, ptrdiff_t to)
+{
+    if (ahead != NULL)
+        for (ptrdiff_t p = from; p < to; p += 64)
+            __builtin_prefetch((const char *)ahead + p, 0, 3);
+}
+
+CE_INLINE double ce_lanetotal(const double *lane)
+{
+    double acc = 0.0;
+    for (int k = 0; k < CE_LANES; k++) acc += lane[k];
+    return acc;
+}
+
+/* The runs of a row combined (ce_run_parts): *top = the row's max, scale[b] =
+   exp(tops[b] - the row's max); returns the sum of the runs' sums times their
+   scales, in order.  A row of -inf gets NaN scales and sum, as exp(-inf - -inf)
+   gives them unshifted.  Dispatched, not inline, so that every caller gets
+   the same bits (an inlined copy could contract other multiply-adds); the
+   fma makes the baseline clone's sum the same too (libm's fma is exact). */
+CE_DISPATCH double ce_runs_total(const double *tops, const double *sums, ptrdiff_t n_runs,
+                                 double *top, double *scale)
+{
+    double hi = -INFINITY, acc = 0.0;
+    for (ptrdiff_t k = 0; k < n_runs; k++) hi = tops[k] > hi ? tops[k] : hi;
+    for (ptrdiff_t k = 0; k < n_runs; k++) scale[k] = ce_exp_nonpos_f64(tops[k] - hi);
+    /* an explicit fma: left to GCC, the in-order vector reduction fuses only
+       the terms past its last whole vector, which differ with the width */
+    for (ptrdiff_t k = 0; k < n_runs; k++) acc = __builtin_fma(sums[k], scale[k], acc);
+    *top = hi;
+    return acc;
+}
+
+/* A loss term w * x: w a weight >= 0 (a class weight, a sample weight or both),
+   x the term's loss in a row whose sum of exps has the log log_s.  A zero
+   weight gives 0 even where x is infinite (a target logit of -inf: 0 log 0 is
+   taken as its limit), but not in a row holding a NaN or +inf, whose log_s is
+   NaN: that shows as NaN, whatever the weights, as in PyTorch. */
+CE_INLINE double ce_weigh(double w, double x, double log_s)
+{
+    return w != 0.0 || log_s != log_s ? w * x : 0.0;
+}
+
+/* A target as the kernels use it: its class, or -1 when it is `ignore` (or,
+   defensively, outside 0..m-1; the shim has checked the targets). */
+CE_INLINE ptrdiff_t ce_class_or_ignored(ptrdiff_t t, ptrdiff_t ignore, ptrdiff_t m)
+{
+    return t == ignore || (size_t)t >= (size_t)m ? -1 : t;
+}
+
+/*
+ * One pass over n contiguous class-index targets, before anything is written:
+ * returns the index of the first that is neither `ignore` nor in [0, m), or
+ * -1, and sets *active to the number that are not `ignore`.  No early exit, so
+ * that it vectorises (a bad target is an error: the second loop finds it).
+ */
+CE_DISPATCH ptrdiff_t ce_check_targets(const ptrdiff_t *t, ptrdiff_t n, ptrdiff_t m,
+                                       ptrdiff_t ignore, ptrdiff_t *active)
+{
+    ptrdiff_t count = 0;
+    int bad = 0;
+    for (ptrdiff_t i = 0; i < n; i++) {
+        int kept = t[i] != ignore;
+        count += kept;
+        bad |= kept & ((size_t)t[i] >= (size_t)m);        /* t < 0 or t >= m */
+    }
+    *active = count;
+    if (bad)
+        for (ptrdiff_t i = 0; i < n; i++)
+            if (t[i] != ignore && (size_t)t[i] >= (size_t)m) return i;
+    return -1;
+}
+
+#include "type_f32.h"
+#include "rows_template.h"
+#include "type_undef.h"
+#include "type_f64.h"
+#include "rows_template.h"
+#include "type_undef.h"
+
+#endif /* CE_ROWS_H */

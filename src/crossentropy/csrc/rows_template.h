@@ -1,0 +1,208 @@
+/*
+ * The row primitives of rows.h for one type T (type_f32.h or type_f64.h is
+ * included before this file, type_undef.h after it).
+ *
+ *   ce_max      max over x[0:n], and the min into *lo, which is NaN when an
+ *               x[i] is; the max may or may not be NaN then (callers do not
+ *               care: a NaN in the row makes the exp sum NaN anyway); -inf
+ *               (and +inf) for n == 0
+ *   ce_expsum   out[i] = exp(x[i] - shift), returns the sum of out; lo is a
+ *               lower bound of x (ce_max's, or -inf) and NaN if an x[i] is,
+ *               which picks the exp; out may equal x (in place)
+ *   ce_sumexp   the same sum without storing anything
+ *   ce_exp      out[i] = exp(x[i]) (the row-block path and the tests)
+ *   ce_run_parts  a row in runs, each shifted by its own max (below)
+ *   ce_scale    x[i] *= a
+ *   ce_shift    out[i] = (x[i] - a) - b; out may equal x
+ *   ce_gapsum   sum of w[i] * (top - x[i]) in double (w NULL: all ones); a
+ *               term with w[i] == 0 counts 0 even where x[i] is -inf
+ *   ce_scale_sub  g[i] = g[i] * a - b * w[i], in double (w NULL: all ones)
+ *   ce_scale_runs g[i] *= a * scale[run of i]
+ *
+ * Sums accumulate in double whatever the element type.  The exp values are
+ * computed a block at a time and then summed by a second loop over the (L1-hot)
+ * block: fused into one loop, GCC sinks the exp's NaN-preserving clamps past the
+ * float->double conversion and the loop runs at half speed.  The sum uses
+ * CE_LANES independent accumulators, which GCC vectorises without -ffast-math
+ * or an OpenMP reduction, so the summation order is the same on every ISA and
+ * thread count.  Max is exact in any order, so it needs no such care.
+ */
+
+CE_INLINE T CE_FN(ce_maxmin)(const T *x, ptrdiff_t n, T *lo)
+{
+    T acc = -CE_INF, low = CE_INF;
+    int nan = 0;
+    CE_SIMD_MAXMIN(acc, low, nan)
+    for (ptrdiff_t i = 0; i < n; i++) {
+        acc = x[i] > acc ? x[i] : acc;
+        low = x[i] < low ? x[i] : low;
+        nan |= x[i] != x[i] ? -1 : 0;      /* the compare's mask, as is */
+    }
+    *lo = nan ? (T)NAN : low;
+    return acc;
+}
+
+CE_DISPATCH T CE_FN(ce_max)(const T *x, ptrdiff_t n, T *lo)
+{
+    return CE_FN(ce_maxmin)(x, n, lo);
+}
+
+/* out[i] = exp(x[i] - shift) for x[i] <= shift, where lo <= every x[i] (or
+   lo = -inf), and lo is NaN if an x[i] is.  When lo - shift >= CE_NORMAL,
+   every result is a normal number and no x[i] is NaN: the exp needs one
+   scaling, not two, and that by an integer add (the same bits, fewer
+   operations). */
+CE_INLINE void CE_FN(ce_expshift)(const T *x, T *out, ptrdiff_t n, T shift,
+                                  T lo)
+{
+    if (lo - shift >= CE_NORMAL) {
+        CE_SIMD
+        for (ptrdiff_t i = 0; i < n; i++)
+            out[i] = CE_FN(ce_exp_normal_nonan)(x[i] - shift);
+    } else {
+        CE_SIMD
+        for (ptrdiff_t i = 0; i < n; i++) out[i] = CE_FN(ce_exp_nonpos)(x[i] - shift);
+    }
+}
+
+CE_INLINE void CE_FN(ce_lanesum)(const T *x, ptrdiff_t n, double *lane)
+{
+    ptrdiff_t i = 0;
+    for (; i + CE_LANES <= n; i += CE_LANES)
+        for (int k = 0; k < CE_LANES; k++) lane[k] += (double)x[i + k];
+    for (int k = 0; i + k < n; k++) lane[k] += (double)x[i + k];
+}
+
+CE_DISPATCH double CE_FN(ce_expsum)(const T *x, T *out, ptrdiff_t n, T shift,
+                                    T lo, const T *ahead)
+{
+    double lane[CE_LANES] = {0};
+    ptrdiff_t block = ce_block(ahead);
+    for (ptrdiff_t i = 0; i < n; i += block) {
+        ptrdiff_t len = n - i < block ? n - i : block;
+        ce_fetch(ahead, i * sizeof(T), (i + len) * sizeof(T));
+        CE_FN(ce_expshift)(x + i, out + i, len, shift, lo);
+        CE_FN(ce_lanesum)(out + i, len, lane);
+    }
+    return ce_lanetotal(lane);
+}
+
+/* The same loop as ce_expsum, into a block buffer buf (CE_BLOCK elements,
+   the caller's: not on the stack): it must sum in the same order
+   (cross_entropy equals the loss of cross_entropy_and_grad bit for bit).
+   A twin, not one loop choosing its destination at run time, which is
+   slower on the gradient path. */
+CE_DISPATCH double CE_FN(ce_sumexp)(const T *x, ptrdiff_t n, T shift, T lo,
+                                    const T *ahead, T *buf)
+{
+    double lane[CE_LANES] = {0};
+    ptrdiff_t block = ce_block(ahead);
+    for (ptrdiff_t i = 0; i < n; i += block) {
+        ptrdiff_t len = n - i < block ? n - i : block;
+        ce_fetch(ahead, i * sizeof(T), (i + len) * sizeof(T));
+        CE_FN(ce_expshift)(x + i, buf, len, shift, lo);
+        CE_FN(ce_lanesum)(buf, len, lane);
+    }
+    return ce_lanetotal(lane);
+}
+
+CE_DISPATCH void CE_FN(ce_exp)(const T *x, T *out, ptrdiff_t n)
+{
+    CE_SIMD
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = CE_FN(ce_exp_any)(x[i]);
+}
+
+/* A row in runs (ce_run_length): each run's max and min, then its exps
+   shifted by its own max, into out (may equal x) or, for the sum alone, a
+   buffer for a part; each run summed in its own lanes.  The row is read
+   once: a run's max pass brings it into L1 and its exp pass reads it there,
+   while it fetches CE_RUN elements ahead (the next run, in rows of runs of
+   CE_RUN), CE_RUN_PART at a time: the hardware prefetcher alone leaves the
+   run's max pass waiting.  One function for both uses, unlike ce_expsum's
+   twins: the destination is picked per part, outside the element loops.
+   Run b's max goes to tops[b], the sum of its exp(x - that
+   max) to sums[b].  A run of -inf is shifted by 0: its exps are 0, not NaN.
+   x[0:n] is a row or whole runs of one (a segment that a thread takes);
+   ce_runs_total then combines the runs. */
+CE_DISPATCH void CE_FN(ce_run_parts)(const T *x, T *out, ptrdiff_t n,
+                                     ptrdiff_t run, double *tops, double *sums)
+{
+    T buf[CE_RUN_PART];
+    ptrdiff_t b = 0;
+    for (ptrdiff_t i = 0; i < n; i += run, b++) {
+        ptrdiff_t len = n - i < run ? n - i : run;
+        double lane[CE_LANES] = {0};
+        T lo, shift = CE_FN(ce_maxmin)(x + i, len, &lo);
+        tops[b] = shift;
+        if (shift == -CE_INF) shift = 0;
+        for (ptrdiff_t k = i; k < i + len; k += CE_RUN_PART) {
+            ptrdiff_t part = i + len - k < CE_RUN_PART ? i + len - k
+                                                       : CE_RUN_PART;
+            T *dest = out != NULL ? out + k : buf;
+            ptrdiff_t ahead = k + CE_RUN < n ? k + CE_RUN : n;
+            ce_fetch(x, ahead * sizeof(T),
+                     (ahead + part < n ? ahead + part : n) * sizeof(T));
+            CE_FN(ce_expshift)(x + k, dest, part, shift, lo);
+            CE_FN(ce_lanesum)(dest, part, lane);
+        }
+        sums[b] = ce_lanetotal(lane);
+    }
+}
+
+CE_DISPATCH void CE_FN(ce_scale)(T *x, ptrdiff_t n, T a)
+{
+    CE_SIMD
+    for (ptrdiff_t i = 0; i < n; i++) x[i] *= a;
+}
+
+CE_DISPATCH void CE_FN(ce_shift)(const T *x, T *out, ptrdiff_t n, T a, T b)
+{
+    CE_SIMD
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = (x[i] - a) - b;
+}
+
+CE_DISPATCH double CE_FN(ce_gapsum)(const T *x, const double *w, ptrdiff_t n,
+                                    T top)
+{
+    double acc = 0.0;
+    if (w == NULL) {
+        CE_SIMD_SUM
+        for (ptrdiff_t i = 0; i < n; i++) acc += (double)top - (double)x[i];
+    } else {
+        CE_SIMD_SUM
+        for (ptrdiff_t i = 0; i < n; i++) {
+            double d = w[i] * ((double)top - (double)x[i]);
+            acc += w[i] == 0.0 ? 0.0 : d;
+        }
+    }
+    return acc;
+}
+
+CE_DISPATCH void CE_FN(ce_scale_sub)(T *g, const double *w, ptrdiff_t n,
+                                     double a, double b)
+{
+    if (w == NULL) {
+        CE_SIMD
+        for (ptrdiff_t i = 0; i < n; i++) g[i] = (T)((double)g[i] * a - b);
+    } else {
+        CE_SIMD
+        for (ptrdiff_t i = 0; i < n; i++)
+            g[i] = (T)((double)g[i] * a - b * w[i]);
+    }
+}
+
+/* g[i] *= a * scale[run of i]: in T where that factor is a normal T, else
+   in double (a factor that overflows T, or, for a run far below the row's
+   max, one that underflows, while the products may be normal numbers). */
+CE_DISPATCH void CE_FN(ce_scale_runs)(T *g, ptrdiff_t n, ptrdiff_t run,
+                                      double a, const double *scale)
+{
+    for (ptrdiff_t i = 0, b = 0; i < n; i += run, b++) {
+        ptrdiff_t len = n - i < run ? n - i : run;
+        double f = a * scale[b];
+        if (__builtin_isnormal((T)f))
+            CE_FN(ce_scale)(g + i, len, (T)f);
+        else
+            CE_FN(ce_scale_sub)(g + i, NULL, len, f, 0.0);
+    }
+}

@@ -21,6 +21,8 @@ cdef extern from "csrc/ce.h" nogil:
     # a row's target, loss and gradient terms (csrc/rows.h)
     Py_ssize_t ce_class_or_ignored(Py_ssize_t t, Py_ssize_t ignore, Py_ssize_t m)
     double ce_weigh(double w, double x, double log_s)
+    double ce_target_loss(double c, double zmax, double zt, double log_s)
+    double ce_target_grad(double scale, double a, double p_t, double c_t, double c_s)
     Py_ssize_t ce_check_targets(const Py_ssize_t *t, Py_ssize_t n, Py_ssize_t m,
                                 Py_ssize_t ignore, Py_ssize_t *active)
 

@@ -369,12 +369,31 @@ cdef inline double class_mass(const Problem *P, const floating *y, Py_ssize_t yc
     return c * P.weight[j] if P.weight != NULL else c
 
 
-cdef inline double target_loss(const Problem *P, double wt, double zmax, double zt,
-                               double log_s) noexcept nogil:
-    """The target's own term of a hard-target loss, c_t (lse - z_t) with
-    c_t = (1 - eps) w_t, weighed by ce_weigh (0 for a zero c_t, even where
-    z_t = -inf; NaN for a row holding NaN or +inf)."""
-    return ce_weigh(P.keep * wt, (zmax - zt) + log_s, log_s)
+cdef inline double class_weight(const Problem *P, Py_ssize_t t) noexcept nogil:
+    """Class t's weight (1 without class weights)."""
+    return P.weight[t] if P.weight != NULL else 1.0
+
+
+cdef inline double hard_target_end(const Problem *P, const RowPrep *row, double s,
+                                   double log_s, double sample_weight, double e_t,
+                                   double *factor, double *g_t) noexcept nogil:
+    """The finish of a row with a class-index target (the rules are csrc/rows.h's
+    ce_target_loss and ce_target_grad, which the short-row block uses too):
+    returns the row's loss; with `factor` not NULL also the factor that turns
+    the row's exps into its gradient (less, with smoothing, gs * eps / C * w_j)
+    and, into g_t, the gradient's target entry, from e_t = exp(z_t - max)."""
+    cdef double loss = ce_target_loss(P.keep * row.wt, row.zmax, row.zt, log_s)
+    cdef double gs, a
+    if P.smoothing:
+        loss = loss + P.each * (P.weight_total * log_s + row.gap)
+    loss = ce_weigh(sample_weight, loss, log_s)
+    if factor != NULL:
+        gs = P.grad_scale * sample_weight
+        a = P.keep * row.wt + (P.each * P.weight_total if P.smoothing else 0.0)
+        factor[0] = gs * a / s
+        g_t[0] = ce_target_grad(gs, a, e_t / s, P.keep * row.wt,
+                                P.each * row.wt if P.smoothing else 0.0)
+    return loss
 
 
 # --- one row: prepare and finish -----------------------------------------------
@@ -408,7 +427,7 @@ cdef inline void prepare(const Problem *P, const floating *z, Py_ssize_t zc,
         row.gap = gap
         return
     row.zt = z[t * zc]
-    row.wt = P.weight[t] if P.weight != NULL else 1.0
+    row.wt = class_weight(P, t)
     if P.smoothing:
         row.gap = gap_sum(z, zc, P.weight, m, zmax)
 
@@ -428,7 +447,7 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
     zc, yc.
     """
     cdef Py_ssize_t j, t = row.t, m = P.m
-    cdef double log_s = log(s), loss, gs, a, e_t, factor
+    cdef double log_s = log(s), loss, gs, a, e_t, factor, g_t
     cdef floating zmax = <floating>row.zmax
     if P.mode == LOGSUMEXP:
         return unshifted_logsumexp(z, zc, m) if isinf(row.zmax) else row.zmax + log_s
@@ -443,30 +462,25 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
         return row.zmax + log_s
 
     # Loss of the row: sum_j c_j (lse - z_j), split as
-    # (sum_j c_j) log s + sum_j c_j (max - z_j) so that no large terms cancel.
-    if P.probabilities:
-        loss = row.mass * log_s + row.gap
-    else:
-        loss = target_loss(P, row.wt, row.zmax, row.zt, log_s)
-        if P.smoothing:
-            loss = loss + P.each * (P.weight_total * log_s + row.gap)
-    loss = ce_weigh(sample_weight, loss, log_s)
-    if P.mode == LOSS:
-        return loss
-
-    # Gradient: sum_j c_j (p - onehot_j) = p * mass - c, times the upstream
+    # (sum_j c_j) log s + sum_j c_j (max - z_j) so that no large terms cancel;
+    # gradient: sum_j c_j (p - onehot_j) = p * mass - c, times the upstream
     # gradient and this row's sample weight.
-    gs = P.grad_scale * sample_weight
     if P.probabilities:
+        loss = ce_weigh(sample_weight, row.mass * log_s + row.gap, log_s)
+        if P.mode == LOSS:
+            return loss
+        gs = P.grad_scale * sample_weight
         a = gs * row.mass / s
         for j in range(m):
             g[j] = <floating>(g[j] * a - gs * class_mass(P, y, yc, j))
         return loss
+    if P.mode == LOSS:
+        return hard_target_end(P, row, s, log_s, sample_weight, 0.0, NULL, NULL)
     e_t = g[t]
     if run_scale != NULL:
         e_t = e_t * run_scale[t // run]
-    a = P.keep * row.wt + (P.each * P.weight_total if P.smoothing else 0.0)
-    factor = gs * a / s
+    loss = hard_target_end(P, row, s, log_s, sample_weight, e_t, &factor, &g_t)
+    gs = P.grad_scale * sample_weight
     if run_scale != NULL:
         scale_runs(g, m, run, factor, run_scale)
     elif P.smoothing or not isfinite(<floating>factor):
@@ -475,10 +489,7 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
         scale_sub(g, P.weight, m, factor, gs * P.each if P.smoothing else 0.0)
     else:
         scale(g, m, <floating>factor)
-    # The target's entry in float64 from the unscaled exp: p_t - 1 is then
-    # exact where p_t is near 1, which is where a float subtraction cancels.
-    g[t] = <floating>(gs * (a * (e_t / s) - P.keep * row.wt
-                            - (P.each * row.wt if P.smoothing else 0.0)))
+    g[t] = <floating>g_t
     return loss
 
 
@@ -519,6 +530,12 @@ cdef inline void scatter(const floating *src, floating *dst, Py_ssize_t stride,
     cdef Py_ssize_t j
     for j in range(n):
         dst[j * stride] = src[j]
+
+
+cdef inline Py_ssize_t run_count(Py_ssize_t n, Py_ssize_t run) noexcept nogil:
+    """Runs (or segments) of `run` elements that n elements make, the last
+    one shorter."""
+    return (n + run - 1) // run
 
 
 cdef inline bint writes_out(const Problem *P) noexcept nogil:
@@ -583,10 +600,10 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
             # no max pass first: each run is shifted by its own max
             row.t = t
             row.zt = z[t]       # before the exps, which may write over z (in place)
-            row.wt = P.weight[t] if P.weight != NULL else 1.0
+            row.wt = class_weight(P, t)
             run_parts(z, g if write and P.mode != LOG_SOFTMAX else NULL, m, run,
                       run_top, run_sum)
-            s = ce_runs_total(run_top, run_sum, (m + run - 1) // run, &row.zmax, run_scale)
+            s = ce_runs_total(run_top, run_sum, run_count(m, run), &row.zmax, run_scale)
             v = finish(P, z, 1, g, y, 1, s, &row, sw, run_scale, run)
         else:
             # the next row's logits stream in during this row's exps (rows of a
@@ -789,13 +806,13 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
     the workspace `ws` (runs_bytes: the runs' bookkeeping, then 2 rows of
     m)."""
     cdef Py_ssize_t m = P.m, run = ce_run_length(m)
-    cdef Py_ssize_t segment = SEGMENT_RUNS * run, n_seg = (m + segment - 1) // segment
+    cdef Py_ssize_t segment = SEGMENT_RUNS * run, n_seg = run_count(m, segment)
     cdef Py_ssize_t zc = P.z.sc // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t oc = P.out.sc // <Py_ssize_t>sizeof(floating)
     cdef bint write = writes_out(P)
     cdef bint strided = zc != 1 or (write and oc != 1)
     cdef bint loss_mode = P.mode == LOSS or P.mode == LOSS_GRAD
-    cdef Py_ssize_t r, c, t, off, length
+    cdef Py_ssize_t r, c, t, off
     cdef const floating *z
     cdef floating *g = NULL
     cdef floating *g_dest = NULL
@@ -803,7 +820,8 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
     cdef double *run_sum = run_top + CE_MAX_RUNS
     cdef double *run_scale = run_sum + CE_MAX_RUNS
     cdef floating *scratch = <floating *>(run_scale + CE_MAX_RUNS) + CE_BLOCK
-    cdef double s, log_s, top, value, wt, sw, e_t, factor, target_term, zt = 0.0
+    cdef double s, log_s, value, factor = 0.0, g_t = 0.0
+    cdef RowPrep row
     cdef Pos pos = row_pos(0, P.inner)
     for r in range(n_rows):
         if r > 0:
@@ -823,37 +841,32 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
             z = scratch
             g = scratch + m
         if loss_mode:
-            zt = z[t]       # before the exp pass, which may write over z (in place)
+            row.zt = z[t]       # before the exp pass, which may write over z (in place)
+            row.wt = class_weight(P, t)
         for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
             off = c * segment
-            length = segment if off + segment <= m else m - off
-            run_parts(z + off, g + off if write else NULL, length, run,
+            run_parts(z + off, g + off if write else NULL, min(segment, m - off), run,
                       &run_top[c * SEGMENT_RUNS], &run_sum[c * SEGMENT_RUNS])
-        s = ce_runs_total(run_top, run_sum, (m + run - 1) // run, &top, run_scale)
+        s = ce_runs_total(run_top, run_sum, run_count(m, run), &row.zmax, run_scale)
+        log_s = log(s)
         if P.mode == LOGSUMEXP:
-            value = unshifted_logsumexp(z, 1, m) if isinf(top) else top + log(s)
+            value = unshifted_logsumexp(z, 1, m) if isinf(row.zmax) else row.zmax + log_s
         elif P.mode == SOFTMAX:
             factor = 1.0 / s
+            value = row.zmax + log_s
+        elif P.mode == LOSS:
+            value = hard_target_end(P, &row, s, log_s, row_sample_weight(P, pos), 0.0,
+                                    NULL, NULL)
+        else:
+            value = hard_target_end(P, &row, s, log_s, row_sample_weight(P, pos),
+                                    g[t] * run_scale[t // run], &factor, &g_t)
+        if P.mode == SOFTMAX or P.mode == LOSS_GRAD:
             for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
                 off = c * segment
-                length = segment if off + segment <= m else m - off
-                scale_runs(g + off, length, run, factor, &run_scale[c * SEGMENT_RUNS])
-            value = top + log(s)
-        else:
-            # as finish() for hard targets without smoothing
-            wt = P.weight[t] if P.weight != NULL else 1.0
-            sw = row_sample_weight(P, pos)
-            target_term = P.keep * wt
-            log_s = log(s)
-            value = ce_weigh(sw, target_loss(P, wt, top, zt, log_s), log_s)
+                scale_runs(g + off, min(segment, m - off), run, factor,
+                           &run_scale[c * SEGMENT_RUNS])
             if P.mode == LOSS_GRAD:
-                e_t = g[t] * run_scale[t // run]
-                factor = P.grad_scale * sw * target_term / s
-                for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
-                    off = c * segment
-                    length = segment if off + segment <= m else m - off
-                    scale_runs(g + off, length, run, factor, &run_scale[c * SEGMENT_RUNS])
-                g[t] = <floating>(P.grad_scale * sw * (target_term * (e_t / s) - target_term))
+                g[t] = <floating>g_t
         if strided and write:
             scatter(g, g_dest, oc, m)
         row_loss[r] = value

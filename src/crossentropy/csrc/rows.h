@@ -74,6 +74,30 @@ CE_INLINE double ce_weigh(double w, double x, double log_s)
     return w != 0.0 || log_s != log_s ? w * x : 0.0;
 }
 
+/*
+ * A hard target's own terms, the same rule on every path (the long rows'
+ * finish and split rows in _kernels.pyx, the short-row block below):
+ *
+ *   ce_target_loss  c (lse - z_t) = c ((zmax - z_t) + log_s), c the target's
+ *                   weight (ce_weigh: 0 where c is 0, unless the row holds
+ *                   NaN or +inf)
+ *   ce_target_grad  the gradient's target entry scale (a p_t - c_t - c_s), in
+ *                   double, with p_t = e_t / s from the unshifted exp: p_t - 1
+ *                   is then exact where p_t is near 1, which is where a float
+ *                   subtraction would cancel.  a is what multiplies every
+ *                   probability of the row, c_t the target's own mass and
+ *                   c_s smoothing's share of it (0 without smoothing).
+ */
+CE_INLINE double ce_target_loss(double c, double zmax, double zt, double log_s)
+{
+    return ce_weigh(c, (zmax - zt) + log_s, log_s);
+}
+
+CE_INLINE double ce_target_grad(double scale, double a, double p_t, double c_t, double c_s)
+{
+    return scale * (a * p_t - c_t - c_s);
+}
+
 /* A target as the kernels use it: its class, or -1 when it is `ignore` (or,
    defensively, outside 0..m-1; the shim has checked the targets). */
 CE_INLINE ptrdiff_t ce_class_or_ignored(ptrdiff_t t, ptrdiff_t ignore, ptrdiff_t m)

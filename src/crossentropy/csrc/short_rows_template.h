@@ -220,20 +220,20 @@ CE_DISPATCH double CE_FN(ce_short_xent)(
             if (!(s[k] >= 0x1p-1022 && s[k] <= 0x1.fffffffffffffp1023))
                 lg[k] = log(s[k]);            /* NaN, inf: libm's answer */
     for (k = 0; k < CE_ROWS; k++)
-        lossv[k] = ce_weigh(wl[k], ((double)mx[k] - zt[k]) + lg[k], on[k] ? lg[k] : 0.0);
+        lossv[k] = on[k] ? ce_target_loss(wl[k], (double)mx[k], zt[k], lg[k]) : 0.0;
     double total = ce_sum64(lossv);
     if (loss != NULL)
         for (k = 0; k < n; k++) loss[k] = lossv[k];
     if (grows == NULL) return total;
-    /* Gradient: p = e / s scaled by gscale * w, then p_t - 1 at the target,
-       formed in double from the unscaled exp (exact where p_t is near 1). */
+    /* Gradient: p = e / s scaled by gscale * w (the row's weight is its
+       target's), then the target's entry (ce_target_grad). */
     double gt[CE_ROWS], f[CE_ROWS];
     int overflow = 0;
     for (k = 0; k < CE_ROWS; k++) {
         double gw = gscale * w[k], inv = 1.0 / s[k];
         f[k] = gw * inv;
         a[k] = (T)f[k];
-        gt[k] = gw * (et[k] * inv - 1.0);
+        gt[k] = ce_target_grad(gw, 1.0, et[k] * inv, 1.0, 0.0);
         overflow |= (a[k] == CE_INF || a[k] == -CE_INF)
                     && !(f[k] == INFINITY || f[k] == -INFINITY);
     }

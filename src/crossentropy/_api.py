@@ -393,9 +393,11 @@ def _run(mode, z3, threads, *, out3=None, y3=None, target2=None, sample_weight2=
     rows_per_chunk, n_chunks, threads = _chunking(n_rows, m, threads)
     chunk_sums = np.zeros(n_chunks, dtype=np.float64)
     weight_total = float(np.sum(weight)) if weight is not None else float(m)
-    _kernels.run(int(mode), z3, out3, y3, target2, sample_weight2, row_value,
-                 weight, weight_total, ignore_index, label_smoothing, grad_scale,
-                 chunk_sums, rows_per_chunk, threads)
+    _kernels.run(mode=int(mode), z=z3, out=out3, y=y3, target=target2,
+                 sample_weight=sample_weight2, row_value=row_value, weight=weight,
+                 weight_total=weight_total, ignore_index=ignore_index,
+                 label_smoothing=label_smoothing, grad_scale=grad_scale,
+                 chunk_sums=chunk_sums, rows_per_chunk=rows_per_chunk, n_threads=threads)
     return chunk_sums
 
 

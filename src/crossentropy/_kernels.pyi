@@ -32,6 +32,7 @@ def check_targets(
 ) -> tuple[int, int, float]: ...
 def needs_scratch(z: Any, out: Any, y: Any) -> bool: ...
 def run(
+    *,
     mode: int,
     z: npt.NDArray[np.floating[Any]],
     out: npt.NDArray[np.floating[Any]] | None,

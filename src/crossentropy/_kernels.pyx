@@ -875,13 +875,14 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
 
 # --- the driver ----------------------------------------------------------------
 
-def run(int mode, const floating[:, :, :] z, floating[:, :, :] out,
+def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
         const floating[:, :, :] y, const Py_ssize_t[:, :] target,
         const double[:, :] sample_weight, floating[:, :] row_value,
         const double[::1] weight, double weight_total,
         Py_ssize_t ignore_index, double label_smoothing, double grad_scale,
         double[::1] chunk_sums, Py_ssize_t rows_per_chunk, int n_threads):
-    """Run `mode` over every row of `z` (outer, classes, inner).
+    """Run `mode` over every row of `z` (outer, classes, inner).  Every
+    argument is keyword-only: several are numbers that would swap silently.
 
     out            z's shape, for the modes that write an array; else None
     y              z's shape: class probabilities (probability targets), or None

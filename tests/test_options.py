@@ -9,7 +9,7 @@ import pytest
 import crossentropy as ce
 from crossentropy import _kernels
 
-from conftest import random_case, tolerance
+from conftest import option_id, random_case, shape_id, tolerance
 import reference as ref
 
 SMALL = _kernels.SMALL_ROW_LEN
@@ -17,6 +17,74 @@ LOG2 = np.log(2.0)
 
 
 # --- hand-computed cases ---------------------------------------------------------
+
+L2, L3, L4 = np.log(2.0), np.log(3.0), np.log(4.0)
+Q = np.log(3.0)             # logits (0, Q) give p = (1/4, 3/4)
+
+# (id, logits, target, options, loss, gradient), each worked out by hand from
+# loss = -sum_j c_j log p_j and gradient = (p * sum_j c_j - c) * sample weight,
+# over the mean's denominator (sum of weight[target] * sample_weight)
+SPECIFIC_VALUES = [
+    ("uniform", [[0, 0]], [0], {}, L2, [[-1 / 2, 1 / 2]]),
+    ("confident", [[0, Q]], [1], {}, L4 - L3, [[1 / 4, -1 / 4]]),
+    ("class weights, mean", [[0, 0], [0, 0]], [0, 1], {"weight": [1, 3]}, L2,
+     [[-1 / 8, 1 / 8], [3 / 8, -3 / 8]]),
+    ("class weights, sum", [[0, 0], [0, 0]], [0, 1], {"weight": [1, 3], "reduction": "sum"},
+     4 * L2, [[-1 / 2, 1 / 2], [3 / 2, -3 / 2]]),
+    ("class weights, none", [[0, 0], [0, 0]], [0, 1], {"weight": [1, 3], "reduction": "none"},
+     [L2, 3 * L2], [[-1 / 2, 1 / 2], [3 / 2, -3 / 2]]),
+    ("ignored position", [[0, Q], [5, -5]], [1, -100], {}, L4 - L3, [[1 / 4, -1 / 4], [0, 0]]),
+    ("ignore_index 0", [[0, Q], [5, -5]], [1, 0], {"ignore_index": 0}, L4 - L3,
+     [[1 / 4, -1 / 4], [0, 0]]),
+    ("smoothing", [[0, Q]], [1], {"label_smoothing": 0.5},      # c = (1/4, 3/4) = p
+     0.25 * L4 + 0.75 * (L4 - L3), [[0, 0]]),
+    ("smoothing with class weights", [[0, Q]], [1],             # c = (2 * 0.1, 1 * 0.9)
+     {"label_smoothing": 0.2, "weight": [2, 1]}, 0.2 * L4 + 0.9 * (L4 - L3),
+     [[0.25 * 1.1 - 0.2, 0.75 * 1.1 - 0.9]]),
+    ("probabilities", [[0, Q]], [[0.5, 0.5]], {}, L4 - 0.5 * L3, [[-1 / 4, 1 / 4]]),
+    ("probabilities, smoothing", [[0, Q]], [[1.0, 0.0]], {"label_smoothing": 0.5},
+     0.75 * L4 + 0.25 * (L4 - L3), [[-1 / 2, 1 / 2]]),        # c = (3/4, 1/4)
+    ("sample weights", [[0, 0], [0, Q]], [0, 1], {"sample_weight": [2, 0.5]},
+     (2 * L2 + 0.5 * (L4 - L3)) / 2.5, [[-0.4, 0.4], [0.05, -0.05]]),
+    ("sample and class weights", [[0, 0], [0, Q]], [0, 1],       # weights 2*1, 0.5*4
+     {"sample_weight": [2, 0.5], "weight": [1, 4]}, (2 * L2 + 2 * (L4 - L3)) / 4,
+     [[-1 / 4, 1 / 4], [1 / 8, -1 / 8]]),
+    ("-inf target logit", [[-np.inf, 0, 0]], [0], {}, np.inf, [[-1, 1 / 2, 1 / 2]]),
+    ("-inf target logit of weight 0", [[-np.inf, 0, 0], [0, 0, 0]], [0, 1],
+     {"weight": [0, 1, 1], "reduction": "sum"}, L3, [[0, 0, 0], [1 / 3, -2 / 3, 1 / 3]]),
+    ("every position ignored", [[0, 0]], [-100], {}, np.nan, [[0, 0]]),
+]
+
+
+# each case on a short row, and (but for smoothing, which spreads over every
+# class) padded with classes of -inf logits and weight 1 into a long row
+SPECIFIC_CASES = [(case, padded) for case in SPECIFIC_VALUES for padded in (False, True)
+                  if not (padded and "label_smoothing" in case[3])]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case, padded", SPECIFIC_CASES,
+                         ids=[f"{c[0]}{', long row' if p else ''}" for c, p in SPECIFIC_CASES])
+def test_loss_and_gradient_on_specific_values(case, padded, dtype):
+    _, logits, target, options, loss, grad = case
+    logits, grad = np.array(logits, dtype), np.array(grad)
+    target = np.array(target)
+    if padded:
+        extra = SMALL + 40 - logits.shape[1]
+        logits = np.pad(logits, ((0, 0), (0, extra)), constant_values=-np.inf)
+        grad = np.pad(grad, ((0, 0), (0, extra)))
+        if "weight" in options:
+            options = dict(options, weight=np.pad(options["weight"], (0, extra),
+                                                  constant_values=1.0))
+        if target.dtype.kind == "f":
+            target = np.pad(target, ((0, 0), (0, extra)))
+    got_loss, got_grad = ce.cross_entropy_and_grad(logits, target, **options)
+    rtol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(got_loss, loss, rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(got_grad, grad, rtol=rtol, atol=rtol)
+    np.testing.assert_array_equal(ce.cross_entropy(logits, target, **options), got_loss)
+
+
 
 def test_class_weights_and_their_mean_denominator():
     logits = np.zeros((3, 2))                     # every loss is log 2 before weighting
@@ -106,10 +174,11 @@ OPTION_GRID = [
 ]
 
 
-@pytest.mark.parametrize("probabilities, ignore, weighted, eps, sample_weighted", OPTION_GRID)
+@pytest.mark.parametrize("probabilities, ignore, weighted, eps, sample_weighted", OPTION_GRID,
+                         ids=[option_id(o) for o in OPTION_GRID])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, axis", [((17, 6), -1), ((9, SMALL + 9), -1), ((3, 5, 4, 2), 1),
-                                         ((2, 150, 3), 1)])
+                                         ((2, 150, 3), 1)], ids=shape_id)
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_every_option_matches_the_reference(rng, probabilities, ignore, weighted, eps,
                                             sample_weighted, dtype, shape, axis, reduction):
@@ -128,7 +197,8 @@ def test_every_option_matches_the_reference(rng, probabilities, ignore, weighted
                          **kwargs), loss)
 
 
-@pytest.mark.parametrize("probabilities, ignore, weighted, eps, sample_weighted", OPTION_GRID)
+@pytest.mark.parametrize("probabilities, ignore, weighted, eps, sample_weighted", OPTION_GRID,
+                         ids=[option_id(o) for o in OPTION_GRID])
 @pytest.mark.parametrize("n_classes", [5, SMALL + 3])
 def test_every_option_grad_matches_finite_differences(rng, probabilities, ignore, weighted, eps,
                                                       sample_weighted, n_classes):

@@ -42,7 +42,15 @@ def torch_loss_and_grad(logits, target, reduction, **kwargs):
     return loss.detach().numpy(), z.grad.numpy()
 
 
-@pytest.mark.parametrize("seed, case", list(enumerate(GRID)))
+def case_id(case):
+    dtype, reduction, weighted, ignore, eps, probabilities, shape_index = case
+    shape = "x".join(map(str, SHAPES[shape_index][0]))
+    flags = [name for name, on in (("weight", weighted), ("ignore", ignore),
+                                   (f"smooth{eps}", eps), ("probs", probabilities)) if on]
+    return "-".join([np.dtype(dtype).name, reduction, shape, *flags])
+
+
+@pytest.mark.parametrize("seed, case", list(enumerate(GRID)), ids=[case_id(c) for c in GRID])
 def test_same_loss_and_gradient_as_pytorch(seed, case):
     dtype, reduction, weighted, ignore, eps, probabilities, shape_index = case
     shape, _ = SHAPES[shape_index]

@@ -55,7 +55,16 @@ BAD_CALLS = [
 ]
 
 
-@pytest.mark.parametrize("bad, error, message", BAD_CALLS)
+def bad_call_id(case):
+    """A BAD_CALLS row as its argument and error, e.g. 'weight-ValueError-2'."""
+    bad, error, _ = case
+    return f"{'+'.join(bad)}-{error.__name__}"
+
+
+BAD_IDS = [f"{bad_call_id(c)}-{i}" for i, c in enumerate(BAD_CALLS)]
+
+
+@pytest.mark.parametrize("bad, error, message", BAD_CALLS, ids=BAD_IDS)
 @pytest.mark.parametrize("where", ["out", "inplace"])
 def test_bad_input_raises_before_anything_is_written(bad, error, message, where):
     kwargs = {"logits": GOOD_LOGITS.copy(), "target": GOOD_TARGET}
@@ -74,7 +83,9 @@ def test_bad_input_raises_before_anything_is_written(bad, error, message, where)
     np.testing.assert_array_equal(logits, before)
 
 
-@pytest.mark.parametrize("bad, error, message", [c for c in BAD_CALLS if "grad_scale" not in c[0]])
+@pytest.mark.parametrize("bad, error, message",
+                         [c for c in BAD_CALLS if "grad_scale" not in c[0]],
+                         ids=[i for c, i in zip(BAD_CALLS, BAD_IDS) if "grad_scale" not in c[0]])
 def test_bad_input_raises_from_the_loss_alone_too(bad, error, message):
     kwargs = {"logits": GOOD_LOGITS, "target": GOOD_TARGET, **bad}
     with pytest.raises(error, match=message):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import crossentropy as ce
-from crossentropy import _api
+from crossentropy import _validate
 
 import reference as ref
 
@@ -150,7 +150,7 @@ def test_interleaved_columns_of_one_array_are_separate_arrays(rng, n_classes):
 
 
 def test_an_overlap_that_cannot_be_decided_cheaply_is_refused_and_says_so(rng, monkeypatch):
-    monkeypatch.setattr(_api, "_OVERLAP_WORK", 0)
+    monkeypatch.setattr(_validate, "_OVERLAP_WORK", 0)
     backing = rng.standard_normal((6, 20))
     with pytest.raises(ValueError, match="could not decide whether out and logits share memory"):
         ce.cross_entropy_and_grad(backing[:, ::2], np.zeros(6, int), out=backing[:, 1::2])
@@ -285,7 +285,7 @@ def _like(a):
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_layouts_without_a_view_cost_one_temporary_array_at_most(rng, layout):
     logits, axis = LAYOUTS[layout](rng)
-    assert _api._view3(logits, axis) is None
+    assert _validate._view3(logits, axis) is None
     positions = logits.shape[:axis % logits.ndim] + logits.shape[axis % logits.ndim + 1:]
     target = rng.integers(0, logits.shape[axis], positions)
     plain = np.ascontiguousarray(logits, dtype=logits.dtype.newbyteorder("="))

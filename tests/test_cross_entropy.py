@@ -369,13 +369,13 @@ def test_results_do_not_depend_on_the_thread_count(rng, shape):
 
 def test_none_threads_follow_threadpoolctl():
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    from crossentropy._api import _resolve_n_threads
+    from crossentropy._validate import _resolve_n_threads
     with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
         assert _resolve_n_threads(None) == 1
 
 
 def test_negative_threads_count_back_from_the_cpu_count():
-    from crossentropy._api import _cpu_count, _resolve_n_threads
+    from crossentropy._validate import _cpu_count, _resolve_n_threads
     assert _resolve_n_threads(-1) == _cpu_count()
     assert _resolve_n_threads(-10_000) == 1
 

@@ -10,13 +10,15 @@ cdef extern from "csrc/ce.h" nogil:
         CE_MAX_RUNS         # runs of a row at most
         CE_FORK_HANDLERS    # whether fork() releases the thread pool first
 
-    # threads, fork and dispatch (csrc/platform.h)
+    # threads, fork and dispatch (csrc/platform.h, csrc/dispatch.h)
     int ce_omp_max_threads()
     int ce_team_size(int n)
     int ce_usable_threads(int n)
     int ce_register_fork_handlers()
     void ce_set_release_before_fork(int on)
+    const char *ce_select_kernels()
     const char *ce_dispatch_target()
+    const char *ce_dispatch_levels()
 
     # a row's target, loss and gradient terms (csrc/rows.h)
     Py_ssize_t ce_class_or_ignored(Py_ssize_t t, Py_ssize_t ignore, Py_ssize_t m)

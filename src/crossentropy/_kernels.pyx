@@ -91,6 +91,9 @@ SPLIT_MAX_ROWS_LEN = SPLIT_MAX_ROWS
 RUNS_MIN_LEN = RUNS_MIN
 
 
+# The widest ISA level this CPU runs (or the lower one CROSSENTROPY_ISA asks for).
+ce_select_kernels()
+
 if ce_register_fork_handlers() != 0:
     raise ImportError("crossentropy._kernels could not register its fork handlers")
 # Whether a fork releases the thread pool first (OpenMP builds on POSIX).
@@ -120,10 +123,17 @@ def _release_pool_before_fork(bint on):
 
 
 def dispatch_target():
-    """Which clones of the SIMD primitives run on this CPU: ``"x86-64-v4"``
+    """Which ISA level of the kernels runs on this CPU: ``"x86-64-v4"``
     (AVX-512), ``"x86-64-v3"`` (AVX2 + FMA) or ``"baseline"`` (also what a
-    build without runtime dispatch reports)."""
+    build without runtime dispatch reports).  The widest the CPU has, unless
+    the environment's ``CROSSENTROPY_ISA`` asked for a lower one at import."""
     return ce_dispatch_target().decode()
+
+
+def dispatch_levels():
+    """The ISA levels compiled in, widest first (``["baseline"]`` in a build
+    without runtime dispatch)."""
+    return ce_dispatch_levels().decode().split()
 
 
 # --- the problem, as plain C data ---------------------------------------------

@@ -1,9 +1,9 @@
 /*
  * A test harness over the kernels' C layer (src/crossentropy/csrc), compiled
- * by tests/test_dispatch.py once per dispatch level it can run: with runtime
- * dispatch, and without it for baseline, x86-64-v3 and x86-64-v4 (and GCC <
+ * by tests/test_dispatch.py: with runtime dispatch (the level this CPU
+ * picks), and without it for baseline, x86-64-v3 and x86-64-v4 (and GCC <
  * 12's shuffle spelling).  It checks what the extension cannot reach from
- * Python, the clones it does not run.
+ * Python, the levels it does not run.
  *
  *   harness exp | tiles | nan   the checks below; prints the number of
  *                               disagreements (0 is a pass)
@@ -18,7 +18,7 @@
    17th float in [-87, 0] (every residue of the low mantissa bits comes up),
    every float in its lowest 2^20 and a sample of doubles in [-708, 0].
    Returns the number of disagreements. */
-CE_DISPATCH long long exp_disagreements(void)
+static long long exp_disagreements(void)
 {
     long long bad = 0;
     uint32_t stop;
@@ -85,6 +85,7 @@ static double row_in_runs(const float *x, float *out, ptrdiff_t m, ptrdiff_t run
    in runs (n_rows doubles); then the clones that ran. */
 int main(int argc, char **argv)
 {
+    ce_select_kernels();
     if (argc > 1) {
         if (strcmp(argv[1], "exp") == 0)
             printf("%lld", exp_disagreements());

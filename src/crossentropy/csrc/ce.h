@@ -9,6 +9,8 @@
  *                       and gradient (rows_template.h per type)
  *   short_rows.h        the across-rows block for short rows and its
  *                       register tiles (short_rows_template.h per type)
+ *   dispatch.h          the kernels compiled per ISA level (kernels_template.h)
+ *                       and the table that runs the widest the CPU has
  *
  * Code written once for both types is a *_template.h in terms of T and
  * CE_FN(name), included between type_f32.h / type_f64.h and type_undef.h.
@@ -20,5 +22,6 @@
 #include "expmath.h"
 #include "rows.h"
 #include "short_rows.h"
+#include "dispatch.h"
 
 #endif /* CE_H */

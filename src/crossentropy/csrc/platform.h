@@ -99,27 +99,51 @@ static inline int ce_omp_max_threads(void) { return 1; }
 static inline int ce_team_size(int n) { (void)n; return 1; }
 #endif
 
-#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12 && \
-    defined(__x86_64__) && defined(__linux__) && !defined(CE_NO_DISPATCH)
-#define CE_DISPATCH \
-    __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+/*
+ * Runtime dispatch: the kernels are compiled once per ISA level, and the
+ * widest level the CPU (and its operating system) supports runs.  The levels
+ * are x86-64-v4 (AVX-512), x86-64-v3 (AVX2 + FMA) and baseline; this table is
+ * the one place they are defined: the target each level's code is compiled
+ * for, and the CPU features it needs (those of the level's -march).  Any GNU C
+ * compiler on x86-64 (GCC, clang) gets the levels; elsewhere, or with
+ * CE_NO_DISPATCH or CE_PORTABLE, the baseline alone is compiled.
+ */
+#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && \
+    !defined(CE_NO_DISPATCH) && !defined(CE_PORTABLE)
 #define CE_HAVE_DISPATCH 1
-#else
-#define CE_DISPATCH
-#define CE_HAVE_DISPATCH 0
+#if defined(__clang__) || __GNUC__ >= 11
+#define CE_ARCH_V3 "arch=x86-64-v3"
+#define CE_ARCH_V4 "arch=x86-64-v4"
+#else                                   /* GCC 10 knows the features, not the levels */
+#define CE_ARCH_V3 "avx,avx2,bmi,bmi2,f16c,fma,lzcnt,movbe,xsave"
+#define CE_ARCH_V4 CE_ARCH_V3 ",avx512f,avx512bw,avx512cd,avx512dq,avx512vl"
 #endif
+#include <cpuid.h>
 
-/* The clones that run here: the resolver's own test, widest level first.
-   "baseline" without dispatch (another compiler or architecture). */
-static inline const char *ce_dispatch_target(void)
+/* The widest level this CPU runs: 4 (x86-64-v4), 3 (x86-64-v3) or 0, by its
+   CPUID features and the register state the operating system saves (XCR0). */
+static inline int ce_cpu_level(void)
 {
-#if CE_HAVE_DISPATCH
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("x86-64-v4")) return "x86-64-v4";
-    if (__builtin_cpu_supports("x86-64-v3")) return "x86-64-v3";
-#endif
-    return "baseline";
+    unsigned a, b, c, d, b7, c81 = 0;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return 0;
+    unsigned c1 = c;
+    if (!__get_cpuid_count(7, 0, &a, &b7, &c, &d)) return 0;
+    if (__get_cpuid(0x80000001u, &a, &b, &c, &d)) c81 = c;
+    if (!(c1 & bit_OSXSAVE)) return 0;
+    unsigned xcr0_lo, xcr0_hi;
+    __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+    int v3 = (c1 & bit_AVX) && (c1 & bit_FMA) && (c1 & bit_F16C) && (c1 & bit_MOVBE)
+             && (c81 & bit_LZCNT) && (b7 & bit_AVX2) && (b7 & bit_BMI) && (b7 & bit_BMI2)
+             && (xcr0_lo & 0x6) == 0x6;                      /* XMM and YMM state */
+    int v4 = v3 && (b7 & bit_AVX512F) && (b7 & bit_AVX512BW) && (b7 & bit_AVX512CD)
+             && (b7 & bit_AVX512DQ) && (b7 & bit_AVX512VL)
+             && (xcr0_lo & 0xE6) == 0xE6;                    /* and opmask, ZMM state */
+    return v4 ? 4 : v3 ? 3 : 0;
 }
+#else
+#define CE_HAVE_DISPATCH 0
+static inline int ce_cpu_level(void) { return 0; }
+#endif
 
 #define CE_INLINE static inline __attribute__((always_inline))
 

@@ -45,25 +45,6 @@ CE_INLINE double ce_lanetotal(const double *lane)
     return acc;
 }
 
-/* The runs of a row combined (ce_run_parts): *top = the row's max, scale[b] =
-   exp(tops[b] - the row's max); returns the sum of the runs' sums times their
-   scales, in order.  A row of -inf gets NaN scales and sum, as exp(-inf - -inf)
-   gives them unshifted.  Dispatched, not inline, so that every caller gets
-   the same bits (an inlined copy could contract other multiply-adds); the
-   fma makes the baseline clone's sum the same too (libm's fma is exact). */
-CE_DISPATCH double ce_runs_total(const double *tops, const double *sums, ptrdiff_t n_runs,
-                                 double *top, double *scale)
-{
-    double hi = -INFINITY, acc = 0.0;
-    for (ptrdiff_t k = 0; k < n_runs; k++) hi = tops[k] > hi ? tops[k] : hi;
-    for (ptrdiff_t k = 0; k < n_runs; k++) scale[k] = ce_exp_nonpos_f64(tops[k] - hi);
-    /* an explicit fma: left to GCC, the in-order vector reduction fuses only
-       the terms past its last whole vector, which differ with the width */
-    for (ptrdiff_t k = 0; k < n_runs; k++) acc = __builtin_fma(sums[k], scale[k], acc);
-    *top = hi;
-    return acc;
-}
-
 /* A loss term w * x: w a weight >= 0 (a class weight, a sample weight or both),
    x the term's loss in a row whose sum of exps has the log log_s.  A zero
    weight gives 0 even where x is infinite (a target logit of -inf: 0 log 0 is
@@ -104,35 +85,5 @@ CE_INLINE ptrdiff_t ce_class_or_ignored(ptrdiff_t t, ptrdiff_t ignore, ptrdiff_t
 {
     return t == ignore || (size_t)t >= (size_t)m ? -1 : t;
 }
-
-/*
- * One pass over n contiguous class-index targets, before anything is written:
- * returns the index of the first that is neither `ignore` nor in [0, m), or
- * -1, and sets *active to the number that are not `ignore`.  No early exit, so
- * that it vectorises (a bad target is an error: the second loop finds it).
- */
-CE_DISPATCH ptrdiff_t ce_check_targets(const ptrdiff_t *t, ptrdiff_t n, ptrdiff_t m,
-                                       ptrdiff_t ignore, ptrdiff_t *active)
-{
-    ptrdiff_t count = 0;
-    int bad = 0;
-    for (ptrdiff_t i = 0; i < n; i++) {
-        int kept = t[i] != ignore;
-        count += kept;
-        bad |= kept & ((size_t)t[i] >= (size_t)m);        /* t < 0 or t >= m */
-    }
-    *active = count;
-    if (bad)
-        for (ptrdiff_t i = 0; i < n; i++)
-            if (t[i] != ignore && (size_t)t[i] >= (size_t)m) return i;
-    return -1;
-}
-
-#include "type_f32.h"
-#include "rows_template.h"
-#include "type_undef.h"
-#include "type_f64.h"
-#include "rows_template.h"
-#include "type_undef.h"
 
 #endif /* CE_ROWS_H */

@@ -1,6 +1,7 @@
 /*
- * The row primitives of rows.h for one type T (type_f32.h or type_f64.h is
- * included before this file, type_undef.h after it).
+ * The row primitives of rows.h for one type T and one ISA level: compiled
+ * once per (type, level) by kernels_template.h, with the type's parameters
+ * (type_f32.h, type_f64.h) and the level's (CE_TARGET, CE_FNL's suffix).
  *
  *   ce_max      max over x[0:n], and the min into *lo, which is NaN when an
  *               x[i] is; the max may or may not be NaN then (callers do not
@@ -28,7 +29,7 @@
  * thread count.  Max is exact in any order, so it needs no such care.
  */
 
-CE_INLINE T CE_FN(ce_maxmin)(const T *x, ptrdiff_t n, T *lo)
+CE_INLINE T CE_FNL(ce_maxmin)(const T *x, ptrdiff_t n, T *lo)
 {
     T acc = -CE_INF, low = CE_INF;
     int nan = 0;
@@ -42,9 +43,9 @@ CE_INLINE T CE_FN(ce_maxmin)(const T *x, ptrdiff_t n, T *lo)
     return acc;
 }
 
-CE_DISPATCH T CE_FN(ce_max)(const T *x, ptrdiff_t n, T *lo)
+static CE_TARGET T CE_FNL(ce_max)(const T *x, ptrdiff_t n, T *lo)
 {
-    return CE_FN(ce_maxmin)(x, n, lo);
+    return CE_FNL(ce_maxmin)(x, n, lo);
 }
 
 /* out[i] = exp(x[i] - shift) for x[i] <= shift, where lo <= every x[i] (or
@@ -52,7 +53,7 @@ CE_DISPATCH T CE_FN(ce_max)(const T *x, ptrdiff_t n, T *lo)
    every result is a normal number and no x[i] is NaN: the exp needs one
    scaling, not two, and that by an integer add (the same bits, fewer
    operations). */
-CE_INLINE void CE_FN(ce_expshift)(const T *x, T *out, ptrdiff_t n, T shift,
+CE_INLINE void CE_FNL(ce_expshift)(const T *x, T *out, ptrdiff_t n, T shift,
                                   T lo)
 {
     if (lo - shift >= CE_NORMAL) {
@@ -65,7 +66,7 @@ CE_INLINE void CE_FN(ce_expshift)(const T *x, T *out, ptrdiff_t n, T shift,
     }
 }
 
-CE_INLINE void CE_FN(ce_lanesum)(const T *x, ptrdiff_t n, double *lane)
+CE_INLINE void CE_FNL(ce_lanesum)(const T *x, ptrdiff_t n, double *lane)
 {
     ptrdiff_t i = 0;
     for (; i + CE_LANES <= n; i += CE_LANES)
@@ -73,7 +74,7 @@ CE_INLINE void CE_FN(ce_lanesum)(const T *x, ptrdiff_t n, double *lane)
     for (int k = 0; i + k < n; k++) lane[k] += (double)x[i + k];
 }
 
-CE_DISPATCH double CE_FN(ce_expsum)(const T *x, T *out, ptrdiff_t n, T shift,
+static CE_TARGET double CE_FNL(ce_expsum)(const T *x, T *out, ptrdiff_t n, T shift,
                                     T lo, const T *ahead)
 {
     double lane[CE_LANES] = {0};
@@ -81,8 +82,8 @@ CE_DISPATCH double CE_FN(ce_expsum)(const T *x, T *out, ptrdiff_t n, T shift,
     for (ptrdiff_t i = 0; i < n; i += block) {
         ptrdiff_t len = n - i < block ? n - i : block;
         ce_fetch(ahead, i * sizeof(T), (i + len) * sizeof(T));
-        CE_FN(ce_expshift)(x + i, out + i, len, shift, lo);
-        CE_FN(ce_lanesum)(out + i, len, lane);
+        CE_FNL(ce_expshift)(x + i, out + i, len, shift, lo);
+        CE_FNL(ce_lanesum)(out + i, len, lane);
     }
     return ce_lanetotal(lane);
 }
@@ -92,7 +93,7 @@ CE_DISPATCH double CE_FN(ce_expsum)(const T *x, T *out, ptrdiff_t n, T shift,
    (cross_entropy equals the loss of cross_entropy_and_grad bit for bit).
    A twin, not one loop choosing its destination at run time, which is
    slower on the gradient path. */
-CE_DISPATCH double CE_FN(ce_sumexp)(const T *x, ptrdiff_t n, T shift, T lo,
+static CE_TARGET double CE_FNL(ce_sumexp)(const T *x, ptrdiff_t n, T shift, T lo,
                                     const T *ahead, T *buf)
 {
     double lane[CE_LANES] = {0};
@@ -100,13 +101,13 @@ CE_DISPATCH double CE_FN(ce_sumexp)(const T *x, ptrdiff_t n, T shift, T lo,
     for (ptrdiff_t i = 0; i < n; i += block) {
         ptrdiff_t len = n - i < block ? n - i : block;
         ce_fetch(ahead, i * sizeof(T), (i + len) * sizeof(T));
-        CE_FN(ce_expshift)(x + i, buf, len, shift, lo);
-        CE_FN(ce_lanesum)(buf, len, lane);
+        CE_FNL(ce_expshift)(x + i, buf, len, shift, lo);
+        CE_FNL(ce_lanesum)(buf, len, lane);
     }
     return ce_lanetotal(lane);
 }
 
-CE_DISPATCH void CE_FN(ce_exp)(const T *x, T *out, ptrdiff_t n)
+static CE_TARGET void CE_FNL(ce_exp)(const T *x, T *out, ptrdiff_t n)
 {
     CE_SIMD
     for (ptrdiff_t i = 0; i < n; i++) out[i] = CE_FN(ce_exp_any)(x[i]);
@@ -124,7 +125,7 @@ CE_DISPATCH void CE_FN(ce_exp)(const T *x, T *out, ptrdiff_t n)
    max) to sums[b].  A run of -inf is shifted by 0: its exps are 0, not NaN.
    x[0:n] is a row or whole runs of one (a segment that a thread takes);
    ce_runs_total then combines the runs. */
-CE_DISPATCH void CE_FN(ce_run_parts)(const T *x, T *out, ptrdiff_t n,
+static CE_TARGET void CE_FNL(ce_run_parts)(const T *x, T *out, ptrdiff_t n,
                                      ptrdiff_t run, double *tops, double *sums)
 {
     T buf[CE_RUN_PART];
@@ -132,7 +133,7 @@ CE_DISPATCH void CE_FN(ce_run_parts)(const T *x, T *out, ptrdiff_t n,
     for (ptrdiff_t i = 0; i < n; i += run, b++) {
         ptrdiff_t len = n - i < run ? n - i : run;
         double lane[CE_LANES] = {0};
-        T lo, shift = CE_FN(ce_maxmin)(x + i, len, &lo);
+        T lo, shift = CE_FNL(ce_maxmin)(x + i, len, &lo);
         tops[b] = shift;
         if (shift == -CE_INF) shift = 0;
         for (ptrdiff_t k = i; k < i + len; k += CE_RUN_PART) {
@@ -142,27 +143,27 @@ CE_DISPATCH void CE_FN(ce_run_parts)(const T *x, T *out, ptrdiff_t n,
             ptrdiff_t ahead = k + CE_RUN < n ? k + CE_RUN : n;
             ce_fetch(x, ahead * sizeof(T),
                      (ahead + part < n ? ahead + part : n) * sizeof(T));
-            CE_FN(ce_expshift)(x + k, dest, part, shift, lo);
-            CE_FN(ce_lanesum)(dest, part, lane);
+            CE_FNL(ce_expshift)(x + k, dest, part, shift, lo);
+            CE_FNL(ce_lanesum)(dest, part, lane);
         }
         sums[b] = ce_lanetotal(lane);
     }
 }
 
-CE_DISPATCH void CE_FN(ce_scale)(T *x, ptrdiff_t n, T a)
+static CE_TARGET void CE_FNL(ce_scale)(T *x, ptrdiff_t n, T a)
 {
     CE_SIMD
     for (ptrdiff_t i = 0; i < n; i++) x[i] *= a;
 }
 
-CE_DISPATCH void CE_FN(ce_shift)(const T *x, T *out, ptrdiff_t n, T a, T b)
+static CE_TARGET void CE_FNL(ce_shift)(const T *x, T *out, ptrdiff_t n, T a, T b)
 {
     CE_SIMD
     for (ptrdiff_t i = 0; i < n; i++) out[i] = (x[i] - a) - b;
 }
 
-CE_DISPATCH double CE_FN(ce_gapsum)(const T *x, const double *w, ptrdiff_t n,
-                                    T top)
+static CE_TARGET double CE_FNL(ce_gapsum)(const T *x, const double *w, ptrdiff_t n,
+                                          T top)
 {
     double acc = 0.0;
     if (w == NULL) {
@@ -178,7 +179,7 @@ CE_DISPATCH double CE_FN(ce_gapsum)(const T *x, const double *w, ptrdiff_t n,
     return acc;
 }
 
-CE_DISPATCH void CE_FN(ce_scale_sub)(T *g, const double *w, ptrdiff_t n,
+static CE_TARGET void CE_FNL(ce_scale_sub)(T *g, const double *w, ptrdiff_t n,
                                      double a, double b)
 {
     if (w == NULL) {
@@ -194,15 +195,15 @@ CE_DISPATCH void CE_FN(ce_scale_sub)(T *g, const double *w, ptrdiff_t n,
 /* g[i] *= a * scale[run of i]: in T where that factor is a normal T, else
    in double (a factor that overflows T, or, for a run far below the row's
    max, one that underflows, while the products may be normal numbers). */
-CE_DISPATCH void CE_FN(ce_scale_runs)(T *g, ptrdiff_t n, ptrdiff_t run,
+static CE_TARGET void CE_FNL(ce_scale_runs)(T *g, ptrdiff_t n, ptrdiff_t run,
                                       double a, const double *scale)
 {
     for (ptrdiff_t i = 0, b = 0; i < n; i += run, b++) {
         ptrdiff_t len = n - i < run ? n - i : run;
         double f = a * scale[b];
         if (__builtin_isnormal((T)f))
-            CE_FN(ce_scale)(g + i, len, (T)f);
+            CE_FNL(ce_scale)(g + i, len, (T)f);
         else
-            CE_FN(ce_scale_sub)(g + i, NULL, len, f, 0.0);
+            CE_FNL(ce_scale_sub)(g + i, NULL, len, f, 0.0);
     }
 }

@@ -57,8 +57,9 @@ CE_INLINE int ce_tiles(ptrdiff_t m, ptrdiff_t vl, ptrdiff_t *start, int *half)
 }
 
 /*
- * The vector API (32-byte vectors of T, ce_vec, and 16-byte halves,
- * ce_half; see short_rows_template.h): two-vector shuffles with constant
+ * The vector API: 32-byte vectors (ce_vec) and 16-byte halves (ce_half) of
+ * each type, their unaligned forms for loads and stores at any element
+ * (ce_uvec, ce_uhalf), and index vectors (ce_idx); two-vector shuffles with constant
  * indices, CE_SHUFFLE(a, b, F) with F(j) the source of element j (b's
  * elements numbered from CE_VL on), two halves joined into one vector
  * (CE_JOIN) and a vector's halves (CE_LOW, CE_HIGH).  GCC >= 12 and clang
@@ -67,6 +68,17 @@ CE_INLINE int ce_tiles(ptrdiff_t m, ptrdiff_t vl, ptrdiff_t *start, int *half)
  * are built element by element.  CE_OLD_SHUFFLE forces the older spelling
  * (the tests build it both ways).
  */
+typedef float ce_vec_f32 __attribute__((vector_size(32)));
+typedef double ce_vec_f64 __attribute__((vector_size(32)));
+typedef float ce_uvec_f32 __attribute__((vector_size(32), aligned(4), may_alias));
+typedef double ce_uvec_f64 __attribute__((vector_size(32), aligned(8), may_alias));
+typedef uint32_t ce_idx_f32 __attribute__((vector_size(32)));
+typedef uint64_t ce_idx_f64 __attribute__((vector_size(32)));
+typedef float ce_half_f32 __attribute__((vector_size(16)));
+typedef double ce_half_f64 __attribute__((vector_size(16)));
+typedef float ce_uhalf_f32 __attribute__((vector_size(16), aligned(4), may_alias));
+typedef double ce_uhalf_f64 __attribute__((vector_size(16), aligned(8), may_alias));
+
 #if (defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)) && !defined(CE_OLD_SHUFFLE)
 #define CE_SHUFFLE_f32(a, b, F) \
     __builtin_shufflevector(a, b, F(0), F(1), F(2), F(3), F(4), F(5), F(6), F(7))
@@ -103,12 +115,5 @@ CE_INLINE int ce_tiles(ptrdiff_t m, ptrdiff_t vl, ptrdiff_t *start, int *half)
 #define CE_HI2(j) CE_IX_HI(j, 2)
 #define CE_HALF_LO(j) ((j) < CE_VL / 2 ? (j) : (j) + CE_VL / 2)
 #define CE_HALF_HI(j) ((j) < CE_VL / 2 ? (j) + CE_VL / 2 : (j) + CE_VL)
-
-#include "type_f32.h"
-#include "short_rows_template.h"
-#include "type_undef.h"
-#include "type_f64.h"
-#include "short_rows_template.h"
-#include "type_undef.h"
 
 #endif /* CE_SHORT_ROWS_H */

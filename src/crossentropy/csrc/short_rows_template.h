@@ -1,6 +1,6 @@
 /*
- * The short-row block kernel of short_rows.h for one type T (type_f32.h or
- * type_f64.h is included before this file, type_undef.h after it).
+ * The short-row block kernel of short_rows.h for one type T and one ISA
+ * level, compiled once per (type, level) by kernels_template.h.
  */
 
 /*
@@ -13,13 +13,9 @@
  * (memcpy would do the same, but GCC 12 copies it in 16-byte pieces, and a
  * 32-byte load of what two 16-byte stores just wrote stalls).  Half tiles,
  * for the classes a whole tile would overshoot: CE_VL rows of CE_VL/2
- * elements, loaded as CE_VL/2 vectors [row kk | row kk + CE_VL/2].
+ * elements, loaded as CE_VL/2 vectors [row kk | row kk + CE_VL/2].  The
+ * vector types are short_rows.h's.
  */
-typedef T CE_FN(ce_vec) __attribute__((vector_size(32)));
-typedef T CE_FN(ce_uvec) __attribute__((vector_size(32), aligned(sizeof(T)), may_alias));
-typedef U CE_FN(ce_idx) __attribute__((vector_size(32)));
-typedef T CE_FN(ce_half) __attribute__((vector_size(16)));
-typedef T CE_FN(ce_uhalf) __attribute__((vector_size(16), aligned(sizeof(T)), may_alias));
 
 /* The first stages of a transpose, within each 128-bit lane, from the n
    vectors r (n = CE_VL or CE_VL / 2) to out (which may be r): unpacked element
@@ -27,7 +23,7 @@ typedef T CE_FN(ce_uhalf) __attribute__((vector_size(16), aligned(sizeof(T)), ma
    pairs.  On CE_VL / 2 vectors [row kk | row kk + CE_VL/2] it is the whole
    transpose of a half tile, and the same turns its columns back into such
    row pairs. */
-CE_INLINE void CE_FN(ce_lane_transpose)(const CE_FN(ce_vec) *r, CE_FN(ce_vec) *out, int n)
+CE_INLINE void CE_FNL(ce_lane_transpose)(const CE_FN(ce_vec) *r, CE_FN(ce_vec) *out, int n)
 {
     CE_FN(ce_vec) t[CE_VL];
     for (int i = 0; i < n; i += 2) {
@@ -46,10 +42,10 @@ CE_INLINE void CE_FN(ce_lane_transpose)(const CE_FN(ce_vec) *r, CE_FN(ce_vec) *o
 }
 
 /* A whole tile's transpose: within the lanes, then 128-bit halves. */
-CE_INLINE void CE_FN(ce_transpose)(CE_FN(ce_vec) r[CE_VL])
+CE_INLINE void CE_FNL(ce_transpose)(CE_FN(ce_vec) r[CE_VL])
 {
     CE_FN(ce_vec) u[CE_VL];
-    CE_FN(ce_lane_transpose)(r, u, CE_VL);
+    CE_FNL(ce_lane_transpose)(r, u, CE_VL);
     for (int i = 0; i < CE_VL / 2; i++) {
         r[i] = CE_FN(CE_SHUFFLE)(u[i], u[i + CE_VL / 2], CE_HALF_LO);
         r[i + CE_VL / 2] = CE_FN(CE_SHUFFLE)(u[i], u[i + CE_VL / 2], CE_HALF_HI);
@@ -64,39 +60,39 @@ CE_INLINE void CE_FN(ce_transpose)(CE_FN(ce_vec) r[CE_VL])
  * out every row kk is multiplied by a[kk] (the same products, per column of
  * rows).
  */
-CE_INLINE void CE_FN(ce_tile_in)(const T *const *rows, ptrdiff_t jt, T *col)
+CE_INLINE void CE_FNL(ce_tile_in)(const T *const *rows, ptrdiff_t jt, T *col)
 {
     CE_FN(ce_vec) r[CE_VL];
     for (int kk = 0; kk < CE_VL; kk++) r[kk] = *(const CE_FN(ce_uvec) *)(rows[kk] + jt);
-    CE_FN(ce_transpose)(r);
+    CE_FNL(ce_transpose)(r);
     for (int kk = 0; kk < CE_VL; kk++) *(CE_FN(ce_vec) *)(col + kk * CE_ROWS) = r[kk];
 }
 
-CE_INLINE void CE_FN(ce_half_in)(const T *const *rows, ptrdiff_t jt, T *col)
+CE_INLINE void CE_FNL(ce_half_in)(const T *const *rows, ptrdiff_t jt, T *col)
 {
     CE_FN(ce_vec) r[CE_VL / 2];
     for (int kk = 0; kk < CE_VL / 2; kk++)
         r[kk] = CE_FN(CE_JOIN)(*(const CE_FN(ce_uhalf) *)(rows[kk] + jt),
                               *(const CE_FN(ce_uhalf) *)(rows[kk + CE_VL / 2] + jt));
-    CE_FN(ce_lane_transpose)(r, r, CE_VL / 2);
+    CE_FNL(ce_lane_transpose)(r, r, CE_VL / 2);
     for (int kk = 0; kk < CE_VL / 2; kk++) *(CE_FN(ce_vec) *)(col + kk * CE_ROWS) = r[kk];
 }
 
-CE_INLINE void CE_FN(ce_tile_out)(const T *col, const T *a, T *const *rows,
+CE_INLINE void CE_FNL(ce_tile_out)(const T *col, const T *a, T *const *rows,
                                   ptrdiff_t jt)
 {
     CE_FN(ce_vec) r[CE_VL], av = *(const CE_FN(ce_vec) *)a;
     for (int kk = 0; kk < CE_VL; kk++) r[kk] = *(const CE_FN(ce_vec) *)(col + kk * CE_ROWS) * av;
-    CE_FN(ce_transpose)(r);
+    CE_FNL(ce_transpose)(r);
     for (int kk = 0; kk < CE_VL; kk++) *(CE_FN(ce_uvec) *)(rows[kk] + jt) = r[kk];
 }
 
-CE_INLINE void CE_FN(ce_half_out)(const T *col, const T *a, T *const *rows,
+CE_INLINE void CE_FNL(ce_half_out)(const T *col, const T *a, T *const *rows,
                                   ptrdiff_t jt)
 {
     CE_FN(ce_vec) r[CE_VL / 2], av = *(const CE_FN(ce_vec) *)a;
     for (int kk = 0; kk < CE_VL / 2; kk++) r[kk] = *(const CE_FN(ce_vec) *)(col + kk * CE_ROWS) * av;
-    CE_FN(ce_lane_transpose)(r, r, CE_VL / 2);
+    CE_FNL(ce_lane_transpose)(r, r, CE_VL / 2);
     for (int kk = 0; kk < CE_VL / 2; kk++) {
         *(CE_FN(ce_uhalf) *)(rows[kk] + jt) = CE_FN(CE_LOW)(r[kk]);
         *(CE_FN(ce_uhalf) *)(rows[kk + CE_VL / 2] + jt) = CE_FN(CE_HIGH)(r[kk]);
@@ -128,7 +124,7 @@ CE_INLINE void CE_FN(ce_half_out)(const T *col, const T *a, T *const *rows,
  * Returns the sum of the n losses (in a fixed order: ce_sum64).
  * A row of weight 0 contributes 0 even where its target logit is -inf.
  */
-CE_DISPATCH double CE_FN(ce_short_xent)(
+static CE_TARGET double CE_FNL(ce_short_xent)(
     const ce_rows *z, ptrdiff_t zc, const ptrdiff_t *target, ptrdiff_t ts,
     ptrdiff_t ignore, const double *weight, ptrdiff_t n, ptrdiff_t m,
     const ce_rows *g, ptrdiff_t gc, double gscale, double *loss, T *buf)
@@ -163,9 +159,9 @@ CE_DISPATCH double CE_FN(ce_short_xent)(
         for (; k + CE_VL <= n; k += CE_VL)
             for (i = 0; i < n_tiles; i++) {
                 if (half[i])
-                    CE_FN(ce_half_in)(zrows + k, start[i], buf + start[i] * CE_ROWS + k);
+                    CE_FNL(ce_half_in)(zrows + k, start[i], buf + start[i] * CE_ROWS + k);
                 else
-                    CE_FN(ce_tile_in)(zrows + k, start[i], buf + start[i] * CE_ROWS + k);
+                    CE_FNL(ce_tile_in)(zrows + k, start[i], buf + start[i] * CE_ROWS + k);
             }
     for (; k < n; k++) {
         const T *zr = zrows[k];
@@ -246,9 +242,9 @@ CE_DISPATCH double CE_FN(ce_short_xent)(
         for (; k + CE_VL <= n; k += CE_VL)
             for (i = 0; i < n_tiles; i++) {
                 if (half[i])
-                    CE_FN(ce_half_out)(buf + start[i] * CE_ROWS + k, a + k, grows + k, start[i]);
+                    CE_FNL(ce_half_out)(buf + start[i] * CE_ROWS + k, a + k, grows + k, start[i]);
                 else
-                    CE_FN(ce_tile_out)(buf + start[i] * CE_ROWS + k, a + k, grows + k, start[i]);
+                    CE_FNL(ce_tile_out)(buf + start[i] * CE_ROWS + k, a + k, grows + k, start[i]);
             }
     }
     for (; k < n; k++)

@@ -6,6 +6,7 @@
 #define T float
 #define U uint32_t              /* T's bits */
 #define CE_FN(name) name##_f32
+#define CE_FNL(name) CE_LEVEL_NAME(name##_f32)   /* per ISA level too (kernels_template.h) */
 #define CE_MANT 23              /* mantissa bits */
 #define CE_BIAS 127u            /* exponent bias */
 #define CE_MAGIC 0x1.8p23f      /* 1.5 * 2^CE_MANT: adding it rounds to an integer */

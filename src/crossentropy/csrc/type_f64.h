@@ -2,6 +2,7 @@
 #define T double
 #define U uint64_t
 #define CE_FN(name) name##_f64
+#define CE_FNL(name) CE_LEVEL_NAME(name##_f64)   /* per ISA level too (kernels_template.h) */
 #define CE_MANT 52
 #define CE_BIAS UINT64_C(1023)
 #define CE_MAGIC 0x1.8p52

@@ -2,6 +2,7 @@
 #undef T
 #undef U
 #undef CE_FN
+#undef CE_FNL
 #undef CE_MANT
 #undef CE_BIAS
 #undef CE_MAGIC

@@ -152,12 +152,10 @@ static inline int ce_cpu_level(void) { return 0; }
 #define CE_SIMD_MAXMIN(hi, lo, flag) \
     CE_PRAGMA(omp simd reduction(max:hi) reduction(min:lo) reduction(|:flag))
 #define CE_SIMD_MIN(v) CE_PRAGMA(omp simd reduction(min:v))
-#define CE_SIMD_SUM _Pragma("omp simd reduction(+:acc)")
 #define CE_SIMD _Pragma("omp simd")
 #else
 #define CE_SIMD_MAXMIN(hi, lo, flag)
 #define CE_SIMD_MIN(v)
-#define CE_SIMD_SUM
 #define CE_SIMD
 #endif
 

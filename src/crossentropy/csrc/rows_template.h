@@ -162,21 +162,27 @@ static CE_TARGET void CE_FNL(ce_shift)(const T *x, T *out, ptrdiff_t n, T a, T b
     for (ptrdiff_t i = 0; i < n; i++) out[i] = (x[i] - a) - b;
 }
 
-static CE_TARGET double CE_FNL(ce_gapsum)(const T *x, const double *w, ptrdiff_t n,
-                                          T top)
+/* In CE_LANES lanes, as the exp sums: the same order on every ISA level. */
+static CE_TARGET double CE_FNL(ce_gapsum)(const T *x, const double *w, ptrdiff_t n, T top)
 {
-    double acc = 0.0;
+    double lane[CE_LANES] = {0};
+    ptrdiff_t i = 0;
     if (w == NULL) {
-        CE_SIMD_SUM
-        for (ptrdiff_t i = 0; i < n; i++) acc += (double)top - (double)x[i];
+        for (; i + CE_LANES <= n; i += CE_LANES)
+            for (int k = 0; k < CE_LANES; k++) lane[k] += (double)top - (double)x[i + k];
+        for (int k = 0; i + k < n; k++) lane[k] += (double)top - (double)x[i + k];
     } else {
-        CE_SIMD_SUM
-        for (ptrdiff_t i = 0; i < n; i++) {
-            double d = w[i] * ((double)top - (double)x[i]);
-            acc += w[i] == 0.0 ? 0.0 : d;
+        for (; i + CE_LANES <= n; i += CE_LANES)
+            for (int k = 0; k < CE_LANES; k++) {
+                double d = w[i + k] * ((double)top - (double)x[i + k]);
+                lane[k] += w[i + k] == 0.0 ? 0.0 : d;
+            }
+        for (int k = 0; i + k < n; k++) {
+            double d = w[i + k] * ((double)top - (double)x[i + k]);
+            lane[k] += w[i + k] == 0.0 ? 0.0 : d;
         }
     }
-    return acc;
+    return ce_lanetotal(lane);
 }
 
 static CE_TARGET void CE_FNL(ce_scale_sub)(T *g, const double *w, ptrdiff_t n,

@@ -48,10 +48,21 @@ def cpu_level():
 
 
 LEVELS = ["baseline", "x86-64-v3", "x86-64-v4"] if X86_64 else ["baseline"]
+# aarch64, cross-compiled and run under qemu-user where both are installed
+# (.ci/run installs them from the distribution's packages)
+CROSS_CC = shutil.which("aarch64-linux-gnu-gcc")
+QEMU = shutil.which("qemu-aarch64")
+CROSS_ROOT = "/usr/aarch64-linux-gnu"
+CROSS = ["aarch64", "aarch64-sve"]
+BUILDS = ["dispatched", *LEVELS, "old-shuffle", "portable", *CROSS]
 
 
 def runnable(build):
-    """`build`, skipped where this CPU cannot run its instructions."""
+    """`build`, skipped where this machine cannot build or run it."""
+    if build in CROSS:
+        if not (CROSS_CC and QEMU and os.path.isdir(CROSS_ROOT)):
+            pytest.skip("needs aarch64-linux-gnu-gcc and qemu-aarch64")
+        return build
     if build.startswith("x86-64") and not X86_64:
         pytest.skip(f"{build} is an x86-64 level")
     need = build if build in LEVELS else "baseline"
@@ -60,32 +71,41 @@ def runnable(build):
     return build
 
 
+def openmp_flags(cc, tmp):
+    """OpenMP where the compiler has it, else its SIMD pragmas alone."""
+    probe = subprocess.run([cc, "-fopenmp", "-x", "c", "-", "-o", str(tmp / "probe")],
+                           input="int main(void) { return 0; }", text=True, capture_output=True)
+    return ["-fopenmp"] if probe.returncode == 0 else ["-fopenmp-simd", "-DCE_OPENMP_SIMD"]
+
+
 @pytest.fixture(scope="module")
 def harnesses(tmp_path_factory):
+    """Each build's command: the harness compiled for it, under qemu for aarch64."""
     tmp = tmp_path_factory.mktemp("dispatch")
-    builds = [("dispatched", []), ("baseline", ["-DCE_NO_DISPATCH"]),
-              ("old-shuffle", ["-DCE_NO_DISPATCH", "-DCE_OLD_SHUFFLE"])]
+    builds = [("dispatched", CC, []), ("baseline", CC, ["-DCE_NO_DISPATCH"]),
+              ("old-shuffle", CC, ["-DCE_NO_DISPATCH", "-DCE_OLD_SHUFFLE"]),
+              # standard C alone, as a compiler without GNU C gets it
+              ("portable", CC, ["-DCE_PORTABLE", "-std=c11", "-pedantic-errors"])]
     if X86_64:
-        builds += [("x86-64-v3", ["-DCE_NO_DISPATCH", "-march=x86-64-v3"]),
-                   ("x86-64-v4", ["-DCE_NO_DISPATCH", "-march=x86-64-v4"])]
-    # OpenMP where the compiler has it, else its SIMD pragmas alone
-    probe = subprocess.run([CC, "-fopenmp", "-x", "c", "-", "-o", str(tmp / "probe")],
-                           input="int main(void) { return 0; }", text=True, capture_output=True)
-    openmp = ["-fopenmp"] if probe.returncode == 0 else ["-fopenmp-simd", "-DCE_OPENMP_SIMD"]
+        builds += [("x86-64-v3", CC, ["-DCE_NO_DISPATCH", "-march=x86-64-v3"]),
+                   ("x86-64-v4", CC, ["-DCE_NO_DISPATCH", "-march=x86-64-v4"])]
+    if CROSS_CC and QEMU and os.path.isdir(CROSS_ROOT):
+        builds += [("aarch64", CROSS_CC, []), ("aarch64-sve", CROSS_CC, ["-march=armv8-a+sve"])]
     built = {}
-    for name, defines in builds:
+    for name, cc, flags in builds:
         exe = tmp / name
-        subprocess.run([CC, "-O3", "-fno-trapping-math", "-fno-math-errno", *openmp, *defines,
-                        "-I", SOURCE, HARNESS, "-o", str(exe), "-lm"], check=True)
-        built[name] = exe
+        subprocess.run([cc, "-O3", "-fno-trapping-math", "-fno-math-errno",
+                        *openmp_flags(cc, tmp), *flags, "-I", SOURCE, HARNESS, "-o", str(exe),
+                        "-lm"], check=True)
+        built[name] = ([QEMU, "-cpu", "max", "-L", CROSS_ROOT] if name in CROSS else []) + [str(exe)]
     return built
 
 
-def run_harness(exe, z, t):
+def run_harness(command, z, t):
     n, m = z.shape
     payload = (np.array([n, m], dtype=np.int64).tobytes() + z.astype(np.float32).tobytes()
                + t.astype(np.int64).tobytes())
-    out = subprocess.run([str(exe)], input=payload, capture_output=True, check=True).stdout
+    out = subprocess.run(command, input=payload, capture_output=True, check=True).stdout
     k = n * m * 4
     exps = np.frombuffer(out[:k], dtype=np.float32).reshape(n, m)
     expsum = np.frombuffer(out[k:k + 8], dtype=np.float64)[0]
@@ -113,7 +133,7 @@ def specials_case():
     return z, t
 
 
-@pytest.mark.parametrize("build", ["dispatched", *LEVELS])
+@pytest.mark.parametrize("build", BUILDS)
 def test_each_dispatch_target_matches_numpy(harnesses, build):
     z, t = specials_case()
     exps, expsum, loss, grad, *_ = run_harness(harnesses[runnable(build)], z, t)
@@ -146,7 +166,7 @@ def runs_row(rng, m):
     return z.astype(np.float32)[None, :]
 
 
-@pytest.mark.parametrize("build", ["dispatched", *LEVELS])
+@pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("m", [100, 2047, 2049, 40_000, 1_100_000])
 def test_rows_in_runs_match_numpy_in_each_target(harnesses, build, m):
     # One run (m < 2048), a run and a bit, many runs, and more runs than
@@ -167,14 +187,13 @@ def test_rows_in_runs_match_numpy_in_each_target(harnesses, build, m):
     assert np.all(np.abs(softmax - expected) <= bound + np.finfo(np.float32).smallest_subnormal)
 
 
-BUILDS = ["dispatched", *LEVELS, "old-shuffle"]   # the last: GCC < 12's shuffle spelling
 
 
 @pytest.mark.parametrize("build", BUILDS)
 def test_one_scale_exp_gives_the_two_scale_bits_in_its_range(harnesses, build):
     # Rows whose exps are all normal numbers take the cheaper exp; results
     # must not depend on which one ran.
-    out = subprocess.run([str(harnesses[runnable(build)]), "exp"], capture_output=True,
+    out = subprocess.run([*harnesses[runnable(build)], "exp"], capture_output=True,
                          check=True)
     assert out.stdout == b"0"
 
@@ -183,14 +202,14 @@ def test_one_scale_exp_gives_the_two_scale_bits_in_its_range(harnesses, build):
 def test_register_tiles_give_the_strided_bits_and_stay_inside_the_rows(harnesses, build):
     # float and double, every row length and block size up to 64, rows against
     # inaccessible pages (a stray access crashes the harness: check=True).
-    out = subprocess.run([str(harnesses[runnable(build)]), "tiles"], capture_output=True,
+    out = subprocess.run([*harnesses[runnable(build)], "tiles"], capture_output=True,
                          check=True)
     assert out.stdout == b"0"
 
 
 @pytest.mark.parametrize("build", BUILDS)
 def test_a_nan_with_any_payload_keeps_its_row_off_the_one_scale_exp(harnesses, build):
-    out = subprocess.run([str(harnesses[runnable(build)]), "nan"], capture_output=True,
+    out = subprocess.run([*harnesses[runnable(build)], "nan"], capture_output=True,
                          check=True)
     assert out.stdout == b"0"
 
@@ -234,3 +253,15 @@ def test_the_installed_extension_runs_the_widest_level_the_cpu_has():
     if os.environ.get("CROSSENTROPY_ISA"):
         pytest.skip("CROSSENTROPY_ISA caps the level")
     assert _kernels.dispatch_target() == cpu_level()
+
+
+MINGW = shutil.which("x86_64-w64-mingw32-gcc")
+
+
+@pytest.mark.skipif(MINGW is None, reason="needs x86_64-w64-mingw32-gcc")
+@pytest.mark.parametrize("mode", [[], ["-DCE_PORTABLE"]], ids=["gnu", "portable"])
+def test_the_harness_compiles_for_windows(tmp_path, mode):
+    # MinGW's GCC (GNU C, with dispatch) and the portable mode that MSVC gets;
+    # compiled only: nothing here runs Windows programs
+    subprocess.run([MINGW, "-std=c11", "-pedantic-errors", "-O2", "-fopenmp", *mode, "-I", SOURCE,
+                    HARNESS, "-o", str(tmp_path / "harness.exe"), "-lm"], check=True)

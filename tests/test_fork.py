@@ -37,7 +37,8 @@ PRELUDE = textwrap.dedent("""
         return float(loss), grad.tobytes(), _kernels.team_size(2)
 
     expected = work()
-    assert expected[2] == 2, expected[2]
+    # two threads where the build has OpenMP, one without
+    assert expected[2] == (2 if _kernels.build_config()["openmp_version"] else 1), expected[2]
 """)
 
 SCENARIOS = {
@@ -45,7 +46,7 @@ SCENARIOS = {
         pid = os.fork()
         if pid == 0:
             got = work()
-            os._exit(0 if got[:2] == expected[:2] and got[2] == 2 else 3)
+            os._exit(0 if got == expected else 3)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0, status
         assert work() == expected           # the parent's threads are back
@@ -61,6 +62,20 @@ SCENARIOS = {
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0, status
     """,
+    "two forks in a row": """
+        # (multiprocessing's pool forks its workers so; LLVM's libomp refuses
+        # to release a pool it has already released)
+        first = os.fork()
+        if first == 0:
+            os._exit(0)
+        os.waitpid(first, 0)
+        pid = os.fork()
+        if pid == 0:
+            got = work()
+            os._exit(0 if got == expected else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+    """,
     "fork of a fork": """
         pid = os.fork()
         if pid == 0:
@@ -68,7 +83,7 @@ SCENARIOS = {
             pid2 = os.fork()
             if pid2 == 0:
                 got = work()
-                os._exit(0 if got[:2] == expected[:2] and got[2] == 2 else 3)
+                os._exit(0 if got == expected else 3)
             _, status = os.waitpid(pid2, 0)
             os._exit(os.waitstatus_to_exitcode(status))
         _, status = os.waitpid(pid, 0)

@@ -36,7 +36,8 @@ def test_float32_exp_is_within_the_readmes_bound_over_its_range():
     normal = exact >= np.finfo(np.float32).tiny
     errors = _ulp(_exp(x)[normal], exact[normal])
     assert errors.max() <= 1.03, errors.max()
-    assert errors[-1] > 1.02                       # (the worst point is in the sample)
+    if _kernels.dispatch_target() != "baseline":
+        assert errors[-1] > 1.02          # (the FMA levels' worst point is in the sample)
     # subnormal results: gradual underflow, within one subnormal step
     tiny_step = np.finfo(np.float32).smallest_subnormal
     assert np.abs(_exp(x[~normal]) - exact[~normal]).max() <= tiny_step
@@ -56,7 +57,8 @@ def test_float64_exp_is_within_the_readmes_bound_over_its_range():
     errors = np.array([float(abs(mpmath.mpf(float(g)) - e) / u)
                        for g, e, u in zip(got, exact, spacing)])
     assert errors.max() <= 1.06, errors.max()
-    assert errors[-1] > 1.05
+    if _kernels.dispatch_target() != "baseline":
+        assert errors[-1] > 1.05
     # subnormal results: within one subnormal step of the rounded exact value
     low = np.linspace(-745.0, -708.5, 20001)
     exact_low = np.array([float(mpmath.exp(mpmath.mpf(float(v)))) for v in low])

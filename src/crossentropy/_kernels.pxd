@@ -19,6 +19,12 @@ cdef extern from "csrc/ce.h" nogil:
     const char *ce_select_kernels()
     const char *ce_dispatch_target()
     const char *ce_dispatch_levels()
+    const char *ce_compiler()
+    const char *ce_build_openmp()
+    int ce_openmp_version()
+    int ce_simd_pragmas()
+    enum:
+        CE_GNU              # built with GNU C's extensions (else portable C)
 
     # a row's target, loss and gradient terms (csrc/rows.h)
     Py_ssize_t ce_class_or_ignored(Py_ssize_t t, Py_ssize_t ignore, Py_ssize_t m)

@@ -130,6 +130,19 @@ def dispatch_target():
     return ce_dispatch_target().decode()
 
 
+def build_config():
+    """What this build is: its compiler, OpenMP (the setup the build found and
+    the version of the standard; 0 without), whether the SIMD pragmas are on,
+    and whether it is the portable (standard C) build."""
+    return {
+        "compiler": ce_compiler().decode(),
+        "openmp": ce_build_openmp().decode(),
+        "openmp_version": ce_openmp_version(),
+        "simd_pragmas": bool(ce_simd_pragmas()),
+        "portable": not CE_GNU,
+    }
+
+
 def dispatch_levels():
     """The ISA levels compiled in, widest first (``["baseline"]`` in a build
     without runtime dispatch)."""

@@ -17,10 +17,10 @@ static long long CE_FN(tile_disagreements)(void)
 {
     static char *zpages, *gpages;
     static T zt[64 * CE_ROWS], g2[64 * CE_ROWS];
-    long pg = sysconf(_SC_PAGESIZE);
+    long pg = page_size();
     long long bad = 0;
     uint64_t st = 99;
-    static T blk[CE_SHORT_MAX * CE_ROWS] __attribute__((aligned(32)));
+    static T blk[CE_SHORT_MAX * CE_ROWS] CE_ALIGNED(32);
     if (zpages == NULL) { zpages = guarded_pages(CE_ROWS); gpages = guarded_pages(CE_ROWS); }
     for (int at_end = 0; at_end < 2; at_end++)
     for (int m = 1; m <= 64; m++)

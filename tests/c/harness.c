@@ -9,6 +9,7 @@
  *                               disagreements (0 is a pass)
  *   harness < problem           the row primitives on a problem (see main)
  */
+#define _DEFAULT_SOURCE            /* mmap and sysconf under -std=c11 */
 #include "csrc/ce.h"
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,16 +47,41 @@ static long long exp_disagreements(void)
     return bad;
 }
 
+/* n read-write pages, 2 pages apart, each between two inaccessible ones */
+#ifdef _WIN32
+#include <fcntl.h>
+#include <io.h>
+#include <windows.h>
+static long page_size(void)
+{
+    SYSTEM_INFO info;
+    GetSystemInfo(&info);
+    return (long)info.dwPageSize;
+}
+
+static char *guarded_pages(int n)
+{
+    long pg = page_size();
+    DWORD old;
+    char *p = VirtualAlloc(NULL, (2 * n + 1) * pg, MEM_RESERVE | MEM_COMMIT, PAGE_NOACCESS);
+    if (p == NULL) abort();
+    for (int k = 0; k < n; k++) VirtualProtect(p + (2 * k + 1) * pg, pg, PAGE_READWRITE, &old);
+    return p + pg;
+}
+#else
 #include <sys/mman.h>
 #include <unistd.h>
-static char *guarded_pages(int n)       /* n read-write pages, 2 pages apart, */
-{                                       /* each between two inaccessible ones */
-    long pg = sysconf(_SC_PAGESIZE);
+static long page_size(void) { return sysconf(_SC_PAGESIZE); }
+
+static char *guarded_pages(int n)
+{
+    long pg = page_size();
     char *p = mmap(NULL, (2 * n + 1) * pg, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) abort();
     for (int k = 0; k < n; k++) mprotect(p + (2 * k + 1) * pg, pg, PROT_READ | PROT_WRITE);
     return p + pg;
 }
+#endif
 #define CE_SAME(a, b) ((a) != (a) ? (b) != (b) : memcmp(&(a), &(b), sizeof(a)) == 0)
 
 #include "csrc/type_f32.h"
@@ -85,6 +111,10 @@ static double row_in_runs(const float *x, float *out, ptrdiff_t m, ptrdiff_t run
    in runs (n_rows doubles); then the clones that ran. */
 int main(int argc, char **argv)
 {
+#ifdef _WIN32
+    _setmode(_fileno(stdin), _O_BINARY);          /* the problem comes as bytes */
+    _setmode(_fileno(stdout), _O_BINARY);
+#endif
     ce_select_kernels();
     if (argc > 1) {
         if (strcmp(argv[1], "exp") == 0)
@@ -109,7 +139,7 @@ int main(int argc, char **argv)
     double s = ce_expsum_f32(z, row, m, top, lo, NULL);
     memset(loss, 0, n * 8);
     memset(g, 0, n * m * 4);
-    static float blk[CE_SHORT_MAX * CE_ROWS] __attribute__((aligned(32)));
+    static float blk[CE_SHORT_MAX * CE_ROWS] CE_ALIGNED(32);
     for (long long b = 0; m <= CE_SHORT_MAX && b < n; b += CE_ROWS) {
         long long len = n - b < CE_ROWS ? n - b : CE_ROWS;
         ce_rows zr = {(char *)(z + b * m), m * 4, NULL}, gr = {(char *)(g + b * m), m * 4, NULL};

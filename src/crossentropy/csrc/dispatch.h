@@ -32,6 +32,23 @@
 #undef CE_LEVEL_NAME
 #endif
 
+static const char *ce_level_names[5] = {"baseline", "baseline", "baseline", "x86-64-v3",
+                                        "x86-64-v4"};
+static int ce_level = -1;           /* the level that runs, once selected */
+
+/* The level that runs ("baseline" before ce_select_kernels). */
+static inline const char *ce_dispatch_target(void)
+{
+    return ce_level_names[ce_level < 0 ? 0 : ce_level];
+}
+
+/* The levels compiled in, widest first. */
+static inline const char *ce_dispatch_levels(void)
+{
+    return CE_HAVE_DISPATCH ? "x86-64-v4 x86-64-v3 baseline" : "baseline";
+}
+
+#if CE_HAVE_DISPATCH
 /* Every dispatched kernel, once: the table's fields, their filling per level. */
 #define CE_KERNELS(X) \
     X(ce_max_f32) X(ce_max_f64) X(ce_expsum_f32) X(ce_expsum_f64) \
@@ -44,10 +61,6 @@
 #define CE_FIELD(name) __typeof__(&name##_v0) name;
 static struct { CE_KERNELS(CE_FIELD) } ce_kernels;
 #undef CE_FIELD
-
-static const char *ce_level_names[5] = {"baseline", "baseline", "baseline", "x86-64-v3",
-                                        "x86-64-v4"};
-static int ce_level = -1;           /* the level that runs, once selected */
 
 /*
  * Points ce_kernels at the widest level the CPU runs, capped by the
@@ -64,37 +77,11 @@ static inline const char *ce_select_kernels(void)
         int cap = strcmp(asked, "x86-64-v4") == 0 ? 4 : strcmp(asked, "x86-64-v3") == 0 ? 3 : 0;
         level = level < cap ? level : cap;
     }
-#define CE_SET(name) ce_kernels.name = name##_v0;
+#define CE_SET(name) ce_kernels.name = level >= 4 ? name##_v4 : level >= 3 ? name##_v3 : name##_v0;
     CE_KERNELS(CE_SET)
 #undef CE_SET
-#if CE_HAVE_DISPATCH
-    if (level >= 3) {
-#define CE_SET(name) ce_kernels.name = name##_v3;
-        CE_KERNELS(CE_SET)
-#undef CE_SET
-    }
-    if (level >= 4) {
-#define CE_SET(name) ce_kernels.name = name##_v4;
-        CE_KERNELS(CE_SET)
-#undef CE_SET
-    }
-#else
-    level = 0;
-#endif
     ce_level = level;
     return ce_level_names[level];
-}
-
-/* The level that runs ("baseline" before ce_select_kernels). */
-static inline const char *ce_dispatch_target(void)
-{
-    return ce_level_names[ce_level < 0 ? 0 : ce_level];
-}
-
-/* The levels compiled in, widest first. */
-static inline const char *ce_dispatch_levels(void)
-{
-    return CE_HAVE_DISPATCH ? "x86-64-v4 x86-64-v3 baseline" : "baseline";
 }
 
 #define ce_max_f32 (ce_kernels.ce_max_f32)
@@ -121,5 +108,33 @@ static inline const char *ce_dispatch_levels(void)
 #define ce_short_xent_f64 (ce_kernels.ce_short_xent_f64)
 #define ce_check_targets (ce_kernels.ce_check_targets)
 #define ce_runs_total (ce_kernels.ce_runs_total)
+#else
+static inline const char *ce_select_kernels(void) { ce_level = 0; return "baseline"; }
+
+#define ce_max_f32 ce_max_f32_v0
+#define ce_max_f64 ce_max_f64_v0
+#define ce_expsum_f32 ce_expsum_f32_v0
+#define ce_expsum_f64 ce_expsum_f64_v0
+#define ce_sumexp_f32 ce_sumexp_f32_v0
+#define ce_sumexp_f64 ce_sumexp_f64_v0
+#define ce_exp_f32 ce_exp_f32_v0
+#define ce_exp_f64 ce_exp_f64_v0
+#define ce_run_parts_f32 ce_run_parts_f32_v0
+#define ce_run_parts_f64 ce_run_parts_f64_v0
+#define ce_scale_f32 ce_scale_f32_v0
+#define ce_scale_f64 ce_scale_f64_v0
+#define ce_shift_f32 ce_shift_f32_v0
+#define ce_shift_f64 ce_shift_f64_v0
+#define ce_gapsum_f32 ce_gapsum_f32_v0
+#define ce_gapsum_f64 ce_gapsum_f64_v0
+#define ce_scale_sub_f32 ce_scale_sub_f32_v0
+#define ce_scale_sub_f64 ce_scale_sub_f64_v0
+#define ce_scale_runs_f32 ce_scale_runs_f32_v0
+#define ce_scale_runs_f64 ce_scale_runs_f64_v0
+#define ce_short_xent_f32 ce_short_xent_f32_v0
+#define ce_short_xent_f64 ce_short_xent_f64_v0
+#define ce_check_targets ce_check_targets_v0
+#define ce_runs_total ce_runs_total_v0
+#endif
 
 #endif /* CE_DISPATCH_H */

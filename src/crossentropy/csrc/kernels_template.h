@@ -54,7 +54,7 @@ static CE_TARGET double CE_LEVEL_NAME(ce_runs_total)(const double *tops, const d
     for (ptrdiff_t k = 0; k < n_runs; k++) scale[k] = ce_exp_nonpos_f64(tops[k] - hi);
     /* an explicit fma: left to GCC, the in-order vector reduction fuses only
        the terms past its last whole vector, which differ with the width */
-    for (ptrdiff_t k = 0; k < n_runs; k++) acc = __builtin_fma(sums[k], scale[k], acc);
+    for (ptrdiff_t k = 0; k < n_runs; k++) acc = fma(sums[k], scale[k], acc);
     *top = hi;
     return acc;
 }

@@ -17,6 +17,34 @@
 #include <string.h>
 #include <math.h>
 
+/*
+ * GNU C (GCC, clang) gets the vector extensions, builtins and runtime
+ * dispatch; any other C11 compiler (MSVC), or CE_PORTABLE, a portable build:
+ * the same results from standard C alone, without the register tiles of the
+ * short-row block and at the baseline ISA level.
+ */
+#if defined(__GNUC__) && !defined(CE_PORTABLE)
+#define CE_GNU 1
+#else
+#define CE_GNU 0
+#endif
+#if CE_GNU
+#define CE_INLINE static inline __attribute__((always_inline))
+#define CE_ALIGNED(n) __attribute__((aligned(n)))
+#define CE_PREFETCH(p, write) __builtin_prefetch((p), (write), 3)
+#define CE_ASSUME_ALIGNED(p, n) __builtin_assume_aligned((p), (n))
+#elif defined(_MSC_VER)
+#define CE_INLINE static __forceinline
+#define CE_ALIGNED(n)
+#define CE_PREFETCH(p, write) ((void)(p))
+#define CE_ASSUME_ALIGNED(p, n) (p)
+#else
+#define CE_INLINE static inline
+#define CE_ALIGNED(n)
+#define CE_PREFETCH(p, write) ((void)(p))
+#define CE_ASSUME_ALIGNED(p, n) (p)
+#endif
+
 /* Sizes the kernels share with _kernels.pyx (through _kernels.pxd). */
 enum {
     CE_ROWS = 64,           /* rows in a block of the across-rows short-row kernel */
@@ -45,15 +73,23 @@ enum {
 #include <pthread.h>
 #define CE_FORK_HANDLERS 1
 static int ce_release_before_fork = 1;  /* off only in tests of the fallback */
+static int ce_pool_live;                /* a region may have started threads since */
 static int ce_pool_released;            /* by the last fork's prepare handler */
 static int ce_one_thread;               /* in a child whose pool was not released */
 
 static void ce_before_fork(void)
 {
-    /* a pool inherited from a parent it was not released in cannot be
-       released either (that would wait for threads that do not exist) */
+    /* Nothing to release if no region ran since the last release (LLVM's
+       libomp refuses to pause a paused runtime); a pool inherited from a
+       parent it was not released in cannot be released either (that would
+       wait for threads that do not exist). */
+    if (!ce_pool_live && !ce_one_thread) {
+        ce_pool_released = ce_release_before_fork;
+        return;
+    }
     ce_pool_released = ce_release_before_fork && !ce_one_thread
                        && omp_pause_resource_all(omp_pause_soft) == 0;
+    if (ce_pool_released) ce_pool_live = 0;
 }
 
 static void ce_in_forked_child(void)
@@ -70,18 +106,64 @@ static inline int ce_register_fork_handlers(void)
     return !registered;
 }
 static inline void ce_set_release_before_fork(int on) { ce_release_before_fork = on; }
+/* Before a parallel region that may start threads (the caller holds the GIL). */
+static inline void ce_pool_in_use(void) { ce_pool_live = 1; }
 #else
 #define CE_FORK_HANDLERS 0
 static const int ce_one_thread = 0;
+static inline void ce_pool_in_use(void) {}
 static inline int ce_register_fork_handlers(void) { return 0; }
 static inline void ce_set_release_before_fork(int on) { (void)on; }
 #endif
 
-/* The threads a parallel region may have: n, or 1 where the pool is unusable. */
-static inline int ce_usable_threads(int n) { return ce_one_thread ? 1 : n; }
+/* What was built, for show_config(): the compiler, the OpenMP setup the build
+   found (setup.py defines CE_BUILD_OPENMP), and its OpenMP version. */
+#define CE_STR2(x) #x
+#define CE_STR(x) CE_STR2(x)
+#ifndef CE_BUILD_OPENMP
+#define CE_BUILD_OPENMP "unknown"
+#endif
+static inline const char *ce_build_openmp(void) { return CE_BUILD_OPENMP; }
+static inline const char *ce_compiler(void)
+{
+#if defined(__clang__)
+    return "clang " __clang_version__;
+#elif defined(__GNUC__)
+    return "GCC " __VERSION__;
+#elif defined(_MSC_VER)
+    return "MSVC " CE_STR(_MSC_FULL_VER);
+#else
+    return "a C11 compiler";
+#endif
+}
+static inline int ce_openmp_version(void)
+{
+#ifdef _OPENMP
+    return _OPENMP;
+#else
+    return 0;
+#endif
+}
+static inline int ce_simd_pragmas(void)
+{
+#if (defined(_OPENMP) && _OPENMP >= 201307) || defined(CE_OPENMP_SIMD)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* The threads a parallel region about to run may have: n, or 1 where the
+   pool is unusable. */
+static inline int ce_usable_threads(int n)
+{
+    if (ce_one_thread) return 1;
+    ce_pool_in_use();
+    return n;
+}
 
 #ifdef _OPENMP
-static inline int ce_omp_max_threads(void) { return ce_usable_threads(omp_get_max_threads()); }
+static inline int ce_omp_max_threads(void) { return ce_one_thread ? 1 : omp_get_max_threads(); }
 
 /* How many threads a parallel region asking for n gets here (1 or more). */
 static inline int ce_team_size(int n)
@@ -108,8 +190,7 @@ static inline int ce_team_size(int n) { (void)n; return 1; }
  * compiler on x86-64 (GCC, clang) gets the levels; elsewhere, or with
  * CE_NO_DISPATCH or CE_PORTABLE, the baseline alone is compiled.
  */
-#if (defined(__x86_64__) || defined(_M_X64)) && defined(__GNUC__) && \
-    !defined(CE_NO_DISPATCH) && !defined(CE_PORTABLE)
+#if defined(__x86_64__) && CE_GNU && !defined(CE_NO_DISPATCH)
 #define CE_HAVE_DISPATCH 1
 #if defined(__clang__) || __GNUC__ >= 11
 #define CE_ARCH_V3 "arch=x86-64-v3"
@@ -145,17 +226,18 @@ static inline int ce_cpu_level(void)
 static inline int ce_cpu_level(void) { return 0; }
 #endif
 
-#define CE_INLINE static inline __attribute__((always_inline))
+/* For loops that clang would vectorise with AVX-512 gathers or scatters,
+   which cost more than the scalar loop. */
+#if defined(__clang__)
+#define CE_NO_VECTORIZE _Pragma("clang loop vectorize(disable)")
+#else
+#define CE_NO_VECTORIZE
+#endif
 
-#if defined(_OPENMP) || defined(CE_OPENMP_SIMD)
+#if (defined(_OPENMP) && _OPENMP >= 201307) || defined(CE_OPENMP_SIMD)    /* OpenMP 4.0 */
 #define CE_PRAGMA(x) _Pragma(#x)
-#define CE_SIMD_MAXMIN(hi, lo, flag) \
-    CE_PRAGMA(omp simd reduction(max:hi) reduction(min:lo) reduction(|:flag))
-#define CE_SIMD_MIN(v) CE_PRAGMA(omp simd reduction(min:v))
 #define CE_SIMD _Pragma("omp simd")
 #else
-#define CE_SIMD_MAXMIN(hi, lo, flag)
-#define CE_SIMD_MIN(v)
 #define CE_SIMD
 #endif
 

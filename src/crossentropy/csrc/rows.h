@@ -35,7 +35,7 @@ CE_INLINE void ce_fetch(const void *ahead, ptrdiff_t from, ptrdiff_t to)
 {
     if (ahead != NULL)
         for (ptrdiff_t p = from; p < to; p += 64)
-            __builtin_prefetch((const char *)ahead + p, 0, 3);
+            CE_PREFETCH((const char *)ahead + p, 0);
 }
 
 CE_INLINE double ce_lanetotal(const double *lane)

@@ -31,15 +31,36 @@
 
 CE_INLINE T CE_FNL(ce_maxmin)(const T *x, ptrdiff_t n, T *lo)
 {
-    T acc = -CE_INF, low = CE_INF;
-    int nan = 0;
-    CE_SIMD_MAXMIN(acc, low, nan)
-    for (ptrdiff_t i = 0; i < n; i++) {
-        acc = x[i] > acc ? x[i] : acc;
-        low = x[i] < low ? x[i] : low;
-        nan |= x[i] != x[i] ? -1 : 0;      /* the compare's mask, as is */
+    /* In CE_LANES lanes, which every compiler vectorises (clang does not
+       take the select form as a reduction without -ffast-math); max and min
+       are exact in any order. */
+    T hi[CE_LANES], low[CE_LANES];
+    int nan[CE_LANES];
+    for (int k = 0; k < CE_LANES; k++) { hi[k] = -CE_INF; low[k] = CE_INF; nan[k] = 0; }
+    ptrdiff_t i = 0;
+    for (; i + CE_LANES <= n; i += CE_LANES) {
+        CE_SIMD
+        for (int k = 0; k < CE_LANES; k++) {
+            T v = x[i + k];
+            hi[k] = v > hi[k] ? v : hi[k];
+            low[k] = v < low[k] ? v : low[k];
+            nan[k] |= v != v ? -1 : 0;          /* the compare's mask, as is */
+        }
     }
-    *lo = nan ? (T)NAN : low;
+    for (int k = 0; i + k < n; k++) {
+        T v = x[i + k];
+        hi[k] = v > hi[k] ? v : hi[k];
+        low[k] = v < low[k] ? v : low[k];
+        nan[k] |= v != v ? -1 : 0;
+    }
+    T acc = hi[0], least = low[0];
+    int any_nan = nan[0];
+    for (int k = 1; k < CE_LANES; k++) {
+        acc = hi[k] > acc ? hi[k] : acc;
+        least = low[k] < least ? low[k] : least;
+        any_nan |= nan[k];
+    }
+    *lo = any_nan ? (T)NAN : least;
     return acc;
 }
 
@@ -69,8 +90,10 @@ CE_INLINE void CE_FNL(ce_expshift)(const T *x, T *out, ptrdiff_t n, T shift,
 CE_INLINE void CE_FNL(ce_lanesum)(const T *x, ptrdiff_t n, double *lane)
 {
     ptrdiff_t i = 0;
-    for (; i + CE_LANES <= n; i += CE_LANES)
+    for (; i + CE_LANES <= n; i += CE_LANES) {
+        CE_SIMD
         for (int k = 0; k < CE_LANES; k++) lane[k] += (double)x[i + k];
+    }
     for (int k = 0; i + k < n; k++) lane[k] += (double)x[i + k];
 }
 
@@ -207,7 +230,7 @@ static CE_TARGET void CE_FNL(ce_scale_runs)(T *g, ptrdiff_t n, ptrdiff_t run,
     for (ptrdiff_t i = 0, b = 0; i < n; i += run, b++) {
         ptrdiff_t len = n - i < run ? n - i : run;
         double f = a * scale[b];
-        if (__builtin_isnormal((T)f))
+        if (isnormal((T)f))
             CE_FNL(ce_scale)(g + i, len, (T)f);
         else
             CE_FNL(ce_scale_sub)(g + i, NULL, len, f, 0.0);

@@ -56,6 +56,7 @@ CE_INLINE int ce_tiles(ptrdiff_t m, ptrdiff_t vl, ptrdiff_t *start, int *half)
     return n;
 }
 
+#if CE_GNU            /* the register tiles need GNU C's vector extensions */
 /*
  * The vector API: 32-byte vectors (ce_vec) and 16-byte halves (ce_half) of
  * each type, their unaligned forms for loads and stores at any element
@@ -115,5 +116,6 @@ typedef double ce_uhalf_f64 __attribute__((vector_size(16), aligned(8), may_alia
 #define CE_HI2(j) CE_IX_HI(j, 2)
 #define CE_HALF_LO(j) ((j) < CE_VL / 2 ? (j) : (j) + CE_VL / 2)
 #define CE_HALF_HI(j) ((j) < CE_VL / 2 ? (j) + CE_VL / 2 : (j) + CE_VL)
+#endif
 
 #endif /* CE_SHORT_ROWS_H */

@@ -3,6 +3,7 @@
  * level, compiled once per (type, level) by kernels_template.h.
  */
 
+#if CE_GNU
 /*
  * Square tiles for moving a block of rows between row-major memory and the
  * [class][row] layout of the block: one 32-byte vector per row (CE_VL
@@ -98,6 +99,7 @@ CE_INLINE void CE_FNL(ce_half_out)(const T *col, const T *a, T *const *rows,
         *(CE_FN(ce_uhalf) *)(rows[kk + CE_VL / 2] + jt) = CE_FN(CE_HIGH)(r[kk]);
     }
 }
+#endif
 
 /*
  * Short rows, many at a time: softmax cross-entropy with hard targets for up
@@ -129,8 +131,8 @@ static CE_TARGET double CE_FNL(ce_short_xent)(
     ptrdiff_t ignore, const double *weight, ptrdiff_t n, ptrdiff_t m,
     const ce_rows *g, ptrdiff_t gc, double gscale, double *loss, T *buf)
 {
-    buf = __builtin_assume_aligned(buf, 32);
-    T mx[CE_ROWS], mn[CE_ROWS], a[CE_ROWS] __attribute__((aligned(32)));
+    buf = CE_ASSUME_ALIGNED(buf, 32);
+    T mx[CE_ROWS], mn[CE_ROWS], a[CE_ROWS] CE_ALIGNED(32);
     double s[CE_ROWS], lg[CE_ROWS];
     const T *zrows[CE_ROWS];
     T *grow_list[CE_ROWS], *const *grows = g != NULL ? grow_list : NULL;
@@ -140,6 +142,7 @@ static CE_TARGET double CE_FNL(ce_short_xent)(
     for (k = 0; k < n; k++) zrows[k] = CE_ROW(const T, z, k);
     if (g != NULL)
         for (k = 0; k < n; k++) grow_list[k] = CE_ROW(T, g, k);
+    CE_NO_VECTORIZE
     for (k = 0; k < n; k++)
         t[k] = ce_class_or_ignored(
             *(const ptrdiff_t *)((const char *)target + k * ts), ignore, m);
@@ -148,13 +151,14 @@ static CE_TARGET double CE_FNL(ce_short_xent)(
        than it saves). */
     if (grows != NULL && m > 0 && ((m - 1) * gc + 1) * (ptrdiff_t)sizeof(T) >= 64)
         for (k = 0; k < n; k++) {
-            __builtin_prefetch(grows[k], 1, 3);
-            __builtin_prefetch(grows[k] + (m - 1) * gc, 1, 3);
+            CE_PREFETCH(grows[k], 1);
+            CE_PREFETCH(grows[k] + (m - 1) * gc, 1);
         }
+    k = 0;
+#if CE_GNU
     ptrdiff_t start[CE_SHORT_MAX / 2 + 2];
     int half[CE_SHORT_MAX / 2 + 2], n_tiles = 0, i;
     if (m >= CE_VL / 2) n_tiles = ce_tiles(m, CE_VL, start, half);
-    k = 0;
     if (zc == 1 && n_tiles > 0)
         for (; k + CE_VL <= n; k += CE_VL)
             for (i = 0; i < n_tiles; i++) {
@@ -163,8 +167,10 @@ static CE_TARGET double CE_FNL(ce_short_xent)(
                 else
                     CE_FNL(ce_tile_in)(zrows + k, start[i], buf + start[i] * CE_ROWS + k);
             }
+#endif
     for (; k < n; k++) {
         const T *zr = zrows[k];
+        CE_NO_VECTORIZE
         for (j = 0; j < m; j++) buf[j * CE_ROWS + k] = zr[j * zc];
     }
     for (j = 0; j < m; j++)
@@ -177,12 +183,17 @@ static CE_TARGET double CE_FNL(ce_short_xent)(
             mn[k] = col[k] < mn[k] ? col[k] : mn[k];
         }
     }
-    T lo = CE_INF;                  /* the least exp argument */
-    CE_SIMD_MIN(lo)
-    for (k = 0; k < CE_ROWS; k++) {
-        T d = mn[k] - mx[k];
-        lo = d < lo ? d : lo;
+    T least[CE_VL], lo;             /* the least exp argument, in CE_VL lanes */
+    for (k = 0; k < CE_VL; k++) least[k] = CE_INF;
+    for (j = 0; j < CE_ROWS; j += CE_VL) {
+        CE_SIMD
+        for (k = 0; k < CE_VL; k++) {
+            T d = mn[j + k] - mx[j + k];
+            least[k] = d < least[k] ? d : least[k];
+        }
     }
+    lo = least[0];
+    for (k = 1; k < CE_VL; k++) lo = least[k] < lo ? least[k] : lo;
     for (j = 0; j < m; j++) {
         T *col = buf + j * CE_ROWS;
         if (lo >= CE_NORMAL)
@@ -198,6 +209,7 @@ static CE_TARGET double CE_FNL(ce_short_xent)(
        gradient factors are SIMD over rows too. */
     double w[CE_ROWS], wl[CE_ROWS], zt[CE_ROWS], et[CE_ROWS], lossv[CE_ROWS];
     int on[CE_ROWS];                  /* the row counts: not ignored, not padding */
+    CE_NO_VECTORIZE
     for (k = 0; k < n; k++) {
         on[k] = t[k] >= 0;
         w[k] = weight ? weight[k] : 1.0;
@@ -236,9 +248,12 @@ static CE_TARGET double CE_FNL(ce_short_xent)(
     k = 0;
     if (overflow) {            /* a factor overflows T; the products may not */
         for (; k < n; k++)
+            CE_NO_VECTORIZE
             for (j = 0; j < m; j++)
                 grows[k][j * gc] = (T)(buf[j * CE_ROWS + k] * f[k]);
-    } else if (gc == 1 && n_tiles > 0) {
+    }
+#if CE_GNU
+    else if (gc == 1 && n_tiles > 0) {
         for (; k + CE_VL <= n; k += CE_VL)
             for (i = 0; i < n_tiles; i++) {
                 if (half[i])
@@ -247,7 +262,9 @@ static CE_TARGET double CE_FNL(ce_short_xent)(
                     CE_FNL(ce_tile_out)(buf + start[i] * CE_ROWS + k, a + k, grows + k, start[i]);
             }
     }
+#endif
     for (; k < n; k++)
+        CE_NO_VECTORIZE
         for (j = 0; j < m; j++) grows[k][j * gc] = buf[j * CE_ROWS + k] * a[k];
     for (k = 0; k < n; k++) {
         T *gk = grows[k];

@@ -10,7 +10,7 @@
 #define CE_MANT 23              /* mantissa bits */
 #define CE_BIAS 127u            /* exponent bias */
 #define CE_MAGIC 0x1.8p23f      /* 1.5 * 2^CE_MANT: adding it rounds to an integer */
-#define CE_INF __builtin_inff()
+#define CE_INF INFINITY
 #define CE_EXP_LOW (-110.0f)    /* the exp's clamps (see exp_template.h) */
 #define CE_EXP_HIGH 89.0f
 #define CE_NORMAL CE_NORMAL_f32

@@ -6,7 +6,7 @@
 #define CE_MANT 52
 #define CE_BIAS UINT64_C(1023)
 #define CE_MAGIC 0x1.8p52
-#define CE_INF __builtin_inf()
+#define CE_INF ((double)INFINITY)
 #define CE_EXP_LOW (-750.0)
 #define CE_EXP_HIGH 710.0
 #define CE_NORMAL CE_NORMAL_f64

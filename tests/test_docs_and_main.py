@@ -9,10 +9,10 @@ import pytest
 
 import crossentropy
 from crossentropy import __main__ as main_module
-from crossentropy import _api
+from crossentropy import _api, _config, _kernels
 
 
-@pytest.mark.parametrize("module", [crossentropy, _api], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [crossentropy, _api, _config], ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0
@@ -62,3 +62,21 @@ def test_bench_options():
     assert main_module.parse_args(["--bench", "--quick"]).bench
     with pytest.raises(SystemExit):
         main_module.parse_args(["--quick"])
+
+
+def test_show_config_says_what_was_built_and_what_runs(capsys):
+    config = crossentropy.show_config(mode="dicts")
+    build = _kernels.build_config()
+    assert config["crossentropy"] == crossentropy.__version__
+    assert config["compiler"] == build["compiler"] and build["compiler"].split()[0] in (
+        "GCC", "clang", "MSVC", "a")
+    assert config["OpenMP"]["build"] == build["openmp"]
+    assert (config["OpenMP"]["version"] is None) == (build["openmp"] == "none")
+    assert config["SIMD"]["level running"] == _kernels.dispatch_target()
+    assert config["SIMD"]["levels compiled"] == _kernels.dispatch_levels()
+    assert crossentropy.show_config() is None
+    printed = capsys.readouterr().out
+    assert f"compiler: {build['compiler']}" in printed
+    assert f"level running: {_kernels.dispatch_target()}" in printed
+    with pytest.raises(ValueError, match="mode must be 'stdout' or 'dicts'"):
+        crossentropy.show_config(mode="json")

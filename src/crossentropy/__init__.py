@@ -10,6 +10,7 @@ True
 __version__ = "0.1.0"
 
 from ._api import cross_entropy, cross_entropy_and_grad, log_softmax, logsumexp, softmax
+from ._config import show_config
 
 __all__ = [
     "__version__",
@@ -17,5 +18,6 @@ __all__ = [
     "cross_entropy_and_grad",
     "log_softmax",
     "logsumexp",
+    "show_config",
     "softmax",
 ]

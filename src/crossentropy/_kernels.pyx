@@ -397,6 +397,21 @@ cdef inline double class_weight(const Problem *P, Py_ssize_t t) noexcept nogil:
     return P.weight[t] if P.weight != NULL else 1.0
 
 
+cdef inline void keep_target(const Problem *P, const floating *z, Py_ssize_t zc, Py_ssize_t t,
+                             RowPrep *row) noexcept nogil:
+    """What the loss needs of the target before the exps may overwrite z (in
+    place): its logit and its class weight."""
+    row.zt = z[t * zc]
+    row.wt = class_weight(P, t)
+
+
+cdef inline double row_logsumexp(const floating *z, Py_ssize_t zc, Py_ssize_t m, double zmax,
+                                 double log_s) noexcept nogil:
+    """A row's log-sum-exp from its max and sum of exps; a row whose max is
+    infinite is summed unshifted (shifted, it would be NaN)."""
+    return unshifted_logsumexp(z, zc, m) if isinf(zmax) else zmax + log_s
+
+
 cdef inline double hard_target_end(const Problem *P, const RowPrep *row, double s,
                                    double log_s, double sample_weight, double e_t,
                                    double *factor, double *g_t) noexcept nogil:
@@ -449,8 +464,7 @@ cdef inline void prepare(const Problem *P, const floating *z, Py_ssize_t zc,
         row.mass = mass
         row.gap = gap
         return
-    row.zt = z[t * zc]
-    row.wt = class_weight(P, t)
+    keep_target(P, z, zc, t, row)
     if P.smoothing:
         row.gap = gap_sum(z, zc, P.weight, m, zmax)
 
@@ -473,7 +487,7 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
     cdef double log_s = log(s), loss, gs, a, e_t, factor, g_t
     cdef floating zmax = <floating>row.zmax
     if P.mode == LOGSUMEXP:
-        return unshifted_logsumexp(z, zc, m) if isinf(row.zmax) else row.zmax + log_s
+        return row_logsumexp(z, zc, m, row.zmax, log_s)
     if P.mode == SOFTMAX:
         if run_scale != NULL:
             scale_runs(g, m, run, 1.0 / s, run_scale)
@@ -622,8 +636,7 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
         if runs:
             # no max pass first: each run is shifted by its own max
             row.t = t
-            row.zt = z[t]       # before the exps, which may write over z (in place)
-            row.wt = class_weight(P, t)
+            keep_target(P, z, 1, t, &row)
             run_parts(z, g if write and P.mode != LOG_SOFTMAX else NULL, m, run,
                       run_top, run_sum)
             s = ce_runs_total(run_top, run_sum, run_count(m, run), &row.zmax, run_scale)
@@ -864,8 +877,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
             z = scratch
             g = scratch + m
         if loss_mode:
-            row.zt = z[t]       # before the exp pass, which may write over z (in place)
-            row.wt = class_weight(P, t)
+            keep_target(P, z, 1, t, &row)
         for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
             off = c * segment
             run_parts(z + off, g + off if write else NULL, min(segment, m - off), run,
@@ -873,7 +885,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
         s = ce_runs_total(run_top, run_sum, run_count(m, run), &row.zmax, run_scale)
         log_s = log(s)
         if P.mode == LOGSUMEXP:
-            value = unshifted_logsumexp(z, 1, m) if isinf(row.zmax) else row.zmax + log_s
+            value = row_logsumexp(z, 1, m, row.zmax, log_s)
         elif P.mode == SOFTMAX:
             factor = 1.0 / s
             value = row.zmax + log_s

@@ -20,9 +20,11 @@
 
 /* x = n*ln2 + r: returns p(r) ~ exp(r) and sets *b to x/ln2 + 1.5*2^23, a
    float whose low mantissa bits hold the integer n (two's complement).  q:
-   degree 4, the minimax relative error of p on |r| <= 0.34675 (ln2/2 and a
-   margin for the rounded reduction; 3.07e-9 before rounding), rounded to
-   float (tools/exp_coefficients.py reproduces them). */
+   degree 4, the minimax relative error of p on |r| <= 0.34675 (3.07e-9
+   before rounding), rounded to float.  The fit that made them was not
+   recorded; tools/exp_coefficients.py reproduces them exactly with that
+   half-width, found by search (ln2/2 itself gives two coefficients that
+   differ in the last place). */
 CE_INLINE float ce_exp_poly_f32(float x, float *b)
 {
     const float magic = 0x1.8p23f;
@@ -72,6 +74,13 @@ CE_INLINE double ce_exp_poly_f64(double x, double *b)
 #include "type_f64.h"
 #include "exp_template.h"
 #include "type_undef.h"
+
+/* Whether x is a positive normal double (what ce_log_normal takes); false
+   for NaN. */
+CE_INLINE int ce_normal_double(double x)
+{
+    return x >= 0x1p-1022 && x <= 0x1.fffffffffffffp1023;
+}
 
 /*
  * log(x) for double x > 0 (normal, finite), branch-free so that it vectorises.

@@ -221,11 +221,11 @@ static CE_TARGET double CE_FNL(ce_short_xent)(
     int odd = 0;                          /* a sum that is not a normal number */
     for (k = 0; k < CE_ROWS; k++) {
         lg[k] = ce_log_normal(s[k]);
-        odd |= !(s[k] >= 0x1p-1022 && s[k] <= 0x1.fffffffffffffp1023);
+        odd |= !ce_normal_double(s[k]);
     }
     if (odd)
         for (k = 0; k < CE_ROWS; k++)
-            if (!(s[k] >= 0x1p-1022 && s[k] <= 0x1.fffffffffffffp1023))
+            if (!ce_normal_double(s[k]))
                 lg[k] = log(s[k]);            /* NaN, inf: libm's answer */
     for (k = 0; k < CE_ROWS; k++)
         lossv[k] = on[k] ? ce_target_loss(wl[k], (double)mx[k], zt[k], lg[k]) : 0.0;

@@ -33,9 +33,9 @@ CE_INLINE T CE_FNL(ce_maxmin)(const T *x, ptrdiff_t n, T *lo)
 {
     /* In CE_LANES lanes, which every compiler vectorises (clang does not
        take the select form as a reduction without -ffast-math); max and min
-       are exact in any order. */
-    T hi[CE_LANES], low[CE_LANES];
-    int nan[CE_LANES];
+       are exact in any order.  A lane of nan holds a NaN once one came by
+       (a select of T, the data's own width). */
+    T hi[CE_LANES], low[CE_LANES], nan[CE_LANES];
     for (int k = 0; k < CE_LANES; k++) { hi[k] = -CE_INF; low[k] = CE_INF; nan[k] = 0; }
     ptrdiff_t i = 0;
     for (; i + CE_LANES <= n; i += CE_LANES) {
@@ -44,21 +44,21 @@ CE_INLINE T CE_FNL(ce_maxmin)(const T *x, ptrdiff_t n, T *lo)
             T v = x[i + k];
             hi[k] = v > hi[k] ? v : hi[k];
             low[k] = v < low[k] ? v : low[k];
-            nan[k] |= v != v ? -1 : 0;          /* the compare's mask, as is */
+            nan[k] = v != v ? v : nan[k];
         }
     }
     for (int k = 0; i + k < n; k++) {
         T v = x[i + k];
         hi[k] = v > hi[k] ? v : hi[k];
         low[k] = v < low[k] ? v : low[k];
-        nan[k] |= v != v ? -1 : 0;
+        nan[k] = v != v ? v : nan[k];
     }
     T acc = hi[0], least = low[0];
-    int any_nan = nan[0];
+    int any_nan = nan[0] != nan[0];
     for (int k = 1; k < CE_LANES; k++) {
         acc = hi[k] > acc ? hi[k] : acc;
         least = low[k] < least ? low[k] : least;
-        any_nan |= nan[k];
+        any_nan |= nan[k] != nan[k];
     }
     *lo = any_nan ? (T)NAN : least;
     return acc;

@@ -227,9 +227,9 @@ def test_the_avx2_and_avx512_clones_give_the_same_bits(harnesses):
         v4 = run_harness(harnesses["x86-64-v4"], z, t)
         for a, b in zip([*v3[:4], *v3[5]], [*v4[:4], *v4[5]]):
             assert np.asarray(a).tobytes() == np.asarray(b).tobytes(), m
-    # rows in runs: 100 rows for every count of runs from 2 to 21 (the sum of
-    # the runs' terms once fused some of them, which depended on the vector
-    # width: about 1 row in 80 differed), and many runs
+    # rows in runs: 100 rows for every count of runs from 2 to 21 (where a
+    # reduction that fused only some terms would depend on the vector
+    # width), and many runs
     for m in [2048 * k + 5 for k in range(1, 21)] + [150_000]:
         z = np.concatenate([runs_row(rng, m) for _ in range(100 if m < 150_000 else 1)])
         t = np.zeros(len(z), dtype=np.int64)

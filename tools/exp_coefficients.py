@@ -5,10 +5,13 @@
     python tools/exp_coefficients.py --ulp     # also measure the float exp over every float
 
 exp(x) = 2^n p(r), r = x - n ln2, p(r) = 1 + r + r^2 q(r).  For float, q (degree
-4) is the minimax fit of the relative error of p on |r| <= 0.34675 (ln2/2 with
-a margin for the rounded argument reduction), by the Remez exchange algorithm
-in mpmath, each coefficient then rounded to float: that gives expmath.h's
-float coefficients exactly.  For double (degree 9) expmath.h's coefficients are
+4) is the minimax fit of the relative error of p on |r| <= 0.34675, by the
+Remez exchange algorithm in mpmath, each coefficient then rounded to float:
+that gives expmath.h's float coefficients exactly.  How they were first made
+is not recorded: the half-width 0.34675 was found by searching for one that
+reproduces them (0.34674 and 0.34676 each miss some, and ln2/2 = 0.346574 two
+of the five by a unit in the last place; the reduction's rounding would
+justify a margin of about 1e-5, not the 1.8e-4 used).  For double (degree 9) expmath.h's coefficients are
 close to the Taylor series; how they were fitted is not recorded, and this
 fit (minimax, |r| <= ln2/2) differs from them in the last bits, so the script
 reports its own and measures theirs.  The log (ce_log_normal) sums the atanh

@@ -39,55 +39,39 @@ PRELUDE = textwrap.dedent("""
     expected = work()
     # two threads where the build has OpenMP, one without
     assert expected[2] == (2 if _kernels.build_config()["openmp_version"] else 1), expected[2]
+
+    def in_child(check):
+        # forks; the child exits 0 if check() holds, 3 if not; returns its exit code
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if check() else 3)
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+    def same_as_parent():
+        return work() == expected
 """)
 
 SCENARIOS = {
     "os.fork": """
-        pid = os.fork()
-        if pid == 0:
-            got = work()
-            os._exit(0 if got == expected else 3)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0, status
+        assert in_child(same_as_parent) == 0
         assert work() == expected           # the parent's threads are back
     """,
     "os.fork, fork handler off": """
-        _kernels._release_pool_before_fork(False)
-        pid = os.fork()
-        if pid == 0:
+        def one_thread_same_bits():          # the fallback
             got = work()
-            # the fallback: one thread in the child, the same bits
-            os._exit(0 if got[:2] == expected[:2] and got[2] == 1
-                     and _kernels.max_threads() == 1 else 3)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0, status
+            return got[:2] == expected[:2] and got[2] == 1 and _kernels.max_threads() == 1
+
+        _kernels._release_pool_before_fork(False)
+        assert in_child(one_thread_same_bits) == 0
     """,
     "two forks in a row": """
         # (multiprocessing's pool forks its workers so; LLVM's libomp refuses
         # to release a pool it has already released)
-        first = os.fork()
-        if first == 0:
-            os._exit(0)
-        os.waitpid(first, 0)
-        pid = os.fork()
-        if pid == 0:
-            got = work()
-            os._exit(0 if got == expected else 3)
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0, status
+        assert in_child(lambda: True) == 0
+        assert in_child(same_as_parent) == 0
     """,
     "fork of a fork": """
-        pid = os.fork()
-        if pid == 0:
-            work()
-            pid2 = os.fork()
-            if pid2 == 0:
-                got = work()
-                os._exit(0 if got == expected else 3)
-            _, status = os.waitpid(pid2, 0)
-            os._exit(os.waitstatus_to_exitcode(status))
-        _, status = os.waitpid(pid, 0)
-        assert os.waitstatus_to_exitcode(status) == 0, status
+        assert in_child(lambda: work() == expected and in_child(same_as_parent) == 0) == 0
     """,
     "multiprocessing fork": "METHOD = 'fork'",
     "multiprocessing forkserver": "METHOD = 'forkserver'",

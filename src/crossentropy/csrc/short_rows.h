@@ -21,10 +21,6 @@ typedef struct {
     void *const *at;
 } ce_rows;
 
-/* Row k's address in `rows`, as a pointer to T. */
-#define CE_ROW(T, rows, k) \
-    ((T *)((rows)->at != NULL ? (rows)->at[k] : (void *)((rows)->base + (k) * (rows)->step)))
-
 /* x[0] + ... + x[63] in a fixed order that vectorises: four lanes, then
    (lane 0 + lane 1) + (lane 2 + lane 3). */
 CE_INLINE double ce_sum64(const double *x)

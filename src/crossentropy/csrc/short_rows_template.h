@@ -61,7 +61,7 @@ CE_INLINE void CE_FNL(ce_transpose)(CE_FN(ce_vec) r[CE_VL])
  * out every row kk is multiplied by a[kk] (the same products, per column of
  * rows).
  */
-CE_INLINE void CE_FNL(ce_tile_in)(const T *const *rows, ptrdiff_t jt, T *col)
+CE_INLINE void CE_FNL(ce_tile_in)(T *const *rows, ptrdiff_t jt, T *col)
 {
     CE_FN(ce_vec) r[CE_VL];
     for (int kk = 0; kk < CE_VL; kk++) r[kk] = *(const CE_FN(ce_uvec) *)(rows[kk] + jt);
@@ -69,7 +69,7 @@ CE_INLINE void CE_FNL(ce_tile_in)(const T *const *rows, ptrdiff_t jt, T *col)
     for (int kk = 0; kk < CE_VL; kk++) *(CE_FN(ce_vec) *)(col + kk * CE_ROWS) = r[kk];
 }
 
-CE_INLINE void CE_FNL(ce_half_in)(const T *const *rows, ptrdiff_t jt, T *col)
+CE_INLINE void CE_FNL(ce_half_in)(T *const *rows, ptrdiff_t jt, T *col)
 {
     CE_FN(ce_vec) r[CE_VL / 2];
     for (int kk = 0; kk < CE_VL / 2; kk++)
@@ -100,6 +100,18 @@ CE_INLINE void CE_FNL(ce_half_out)(const T *col, const T *a, T *const *rows,
     }
 }
 #endif
+
+/* The addresses of rows 0..n-1 (two loops, so that either vectorises). */
+CE_INLINE void CE_FNL(ce_row_list)(const ce_rows *rows, ptrdiff_t n, T **out)
+{
+    void *const *at = rows->at;
+    char *base = rows->base;
+    ptrdiff_t step = rows->step;
+    if (at != NULL)
+        for (ptrdiff_t k = 0; k < n; k++) out[k] = (T *)at[k];
+    else
+        for (ptrdiff_t k = 0; k < n; k++) out[k] = (T *)(base + k * step);
+}
 
 /*
  * Short rows, many at a time: softmax cross-entropy with hard targets for up
@@ -134,14 +146,12 @@ static CE_TARGET double CE_FNL(ce_short_xent)(
     buf = CE_ASSUME_ALIGNED(buf, 32);
     T mx[CE_ROWS], mn[CE_ROWS], a[CE_ROWS] CE_ALIGNED(32);
     double s[CE_ROWS], lg[CE_ROWS];
-    const T *zrows[CE_ROWS];
+    T *zrows[CE_ROWS];            /* read only */
     T *grow_list[CE_ROWS], *const *grows = g != NULL ? grow_list : NULL;
     ptrdiff_t t[CE_ROWS], j, k;
-    /* Row addresses (for evenly spaced rows a loop that vectorises), and
-       each target as its class or -1. */
-    for (k = 0; k < n; k++) zrows[k] = CE_ROW(const T, z, k);
-    if (g != NULL)
-        for (k = 0; k < n; k++) grow_list[k] = CE_ROW(T, g, k);
+    /* Row addresses, and each target as its class or -1. */
+    CE_FNL(ce_row_list)(z, n, zrows);
+    if (g != NULL) CE_FNL(ce_row_list)(g, n, grow_list);
     CE_NO_VECTORIZE
     for (k = 0; k < n; k++)
         t[k] = ce_class_or_ignored(
@@ -175,13 +185,16 @@ static CE_TARGET double CE_FNL(ce_short_xent)(
     }
     for (j = 0; j < m; j++)
         for (k = n; k < CE_ROWS; k++) buf[j * CE_ROWS + k] = 0;
+    /* The maxima, then the minima: both at once would hold more
+       accumulators than AVX2 has registers. */
     for (k = 0; k < CE_ROWS; k++) { mx[k] = -CE_INF; mn[k] = CE_INF; }
     for (j = 0; j < m; j++) {
         const T *col = buf + j * CE_ROWS;
-        for (k = 0; k < CE_ROWS; k++) {
-            mx[k] = col[k] > mx[k] ? col[k] : mx[k];
-            mn[k] = col[k] < mn[k] ? col[k] : mn[k];
-        }
+        for (k = 0; k < CE_ROWS; k++) mx[k] = col[k] > mx[k] ? col[k] : mx[k];
+    }
+    for (j = 0; j < m; j++) {
+        const T *col = buf + j * CE_ROWS;
+        for (k = 0; k < CE_ROWS; k++) mn[k] = col[k] < mn[k] ? col[k] : mn[k];
     }
     T least[CE_VL], lo;             /* the least exp argument, in CE_VL lanes */
     for (k = 0; k < CE_VL; k++) least[k] = CE_INF;
@@ -209,13 +222,23 @@ static CE_TARGET double CE_FNL(ce_short_xent)(
        gradient factors are SIMD over rows too. */
     double w[CE_ROWS], wl[CE_ROWS], zt[CE_ROWS], et[CE_ROWS], lossv[CE_ROWS];
     int on[CE_ROWS];                  /* the row counts: not ignored, not padding */
+    if (weight != NULL)
+        for (k = 0; k < n; k++) w[k] = weight[k];
+    else
+        for (k = 0; k < n; k++) w[k] = 1.0;
+    /* The gathers read class 0 for an ignored row (any class would do: the
+       selects below drop it), so that the loop has no branch. */
     CE_NO_VECTORIZE
     for (k = 0; k < n; k++) {
+        ptrdiff_t c = t[k] < 0 ? 0 : t[k];
+        zt[k] = m > 0 ? (double)zrows[k][c * zc] : 0.0;
+        et[k] = m > 0 ? (double)buf[c * CE_ROWS + k] : 0.0;
+    }
+    for (k = 0; k < n; k++) {
         on[k] = t[k] >= 0;
-        w[k] = weight ? weight[k] : 1.0;
-        wl[k] = t[k] < 0 ? 0.0 : w[k];
-        zt[k] = t[k] < 0 ? 0.0 : (double)zrows[k][t[k] * zc];
-        et[k] = t[k] < 0 ? 0.0 : (double)buf[t[k] * CE_ROWS + k];
+        wl[k] = on[k] ? w[k] : 0.0;
+        zt[k] = on[k] ? zt[k] : 0.0;
+        et[k] = on[k] ? et[k] : 0.0;
     }
     for (; k < CE_ROWS; k++) { w[k] = wl[k] = zt[k] = et[k] = 0.0; on[k] = 0; }
     int odd = 0;                          /* a sum that is not a normal number */

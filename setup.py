@@ -75,6 +75,7 @@ def say(message):
 class BuildExt(build_ext):
     def build_extensions(self):
         gnu = gnu_like(self.compiler)
+        x86_64 = platform.machine().lower() in ("x86_64", "amd64")
         compile_args = list(GNU_OPTIMISE if gnu else MSVC_OPTIMISE)
         link_args = []
         macros = []
@@ -96,9 +97,15 @@ class BuildExt(build_ext):
             say(f"building without OpenMP ({why}): single-threaded"
                 + ("; SIMD loops kept (-fopenmp-simd)" if simd else ""))
         portable = bool(os.environ.get("CROSSENTROPY_PORTABLE")) or not gnu
+        # clang's x86-64-v4 prefers 256-bit vectors, which leaves its AVX-512
+        # clones no wider than the AVX2 ones (GCC's use 512 bits already)
+        wide = ["-mprefer-vector-width=512"]
+        if not portable and x86_64 and compiler_accepts(
+                self.compiler, wide, [], "int main(void) { return 0; }\n"):
+            compile_args += wide
         if portable:
             macros.append(("CE_PORTABLE", "1"))
-        if portable or platform.machine().lower() not in ("x86_64", "amd64"):
+        if portable or not x86_64:
             say("no runtime ISA dispatch here (" + ("portable C" if portable else
                 platform.machine()) + "): the kernels run baseline code")
         macros.append(("CE_BUILD_OPENMP", '"' + (openmp[0] if openmp else "none") + '"'))

@@ -2,6 +2,7 @@
 
 import doctest
 import io
+import json
 import subprocess
 import sys
 
@@ -42,20 +43,58 @@ def test_main_rejects_bad_options():
         main_module.parse_args(["--classes", "0"])
 
 
-def test_benchmark_runs_on_tiny_shapes(tmp_path):
+def in_process(peer, shape, dtype, n_threads, seconds):
     from crossentropy import _benchmark
+    return _benchmark.time_here(peer, shape, dtype, n_threads, seconds)["ms"]
+
+
+def test_benchmark_reports_every_peer_shape_and_thread_count():
+    from crossentropy import _benchmark
+    peers = ("crossentropy", "numpy", "copy")
     results = _benchmark.run([((64, 10), "float32"), ((8, 200), "float64")], [1, 2],
-                             repeats=3, budget_s=0.01)
+                             processes=2, seconds=0.01, peers=peers, timer=in_process,
+                             log=io.StringIO())
     assert [r["shape"] for r in results] == [[64, 10], [8, 200]]
     for r in results:
-        assert set(r["ms"]["crossentropy"]) == {"1", "2"}
+        assert set(r["ms"]) == set(peers)
+        for name in peers:
+            for n in ("1", "2"):
+                t = r["ms"][name][n]
+                assert 0 < t["min"] <= t["median"] <= t["max"]
+        # the single-threaded peers are timed once and stand for both counts
+        assert r["ms"]["copy"]["1"] == r["ms"]["copy"]["2"]
+        assert set(r["ratios"]) == {"vs_numpy", "per_copy", "speedup_from_threads"}
+        assert r["ratios"]["speedup_from_threads"]["1"]["median"] == 1.0
         assert r["grad_relative_error"]["crossentropy"] < 1e-5
         assert set(r["allocated_bytes"]) == {"new", "out=", "inplace"}
-        assert set(r["ratios"]["per_copy"]) == {"1", "2"}
-        assert r["ratios"]["speedup_from_threads"]["1"] == 1.0
     table = _benchmark.table(results, [1, 2])
     assert table.count("\n") == 1 + 2 * 2
-    assert "crossentropy ms" in table
+    assert "crossentropy ms" in table and "torch" not in table
+
+
+def test_benchmark_times_each_peer_in_a_process_of_its_own():
+    from crossentropy import _benchmark
+    ms = _benchmark.time_alone("crossentropy", (64, 10), "float32", 1, 0.01)
+    assert 0 < ms < 1000
+    with pytest.raises(RuntimeError, match="unknown implementation"):
+        _benchmark.time_alone("nonesuch", (64, 10), "float32", 1, 0.01)
+
+
+def test_bench_says_what_it_skipped_and_where_it_wrote(tmp_path, monkeypatch, capsys):
+    from crossentropy import _benchmark
+    monkeypatch.setattr(_benchmark, "why_missing",
+                        lambda peer: "jax not installed" if peer == "jax" else None)
+    monkeypatch.setattr(_benchmark, "time_alone", in_process)
+    monkeypatch.setattr(_benchmark, "QUICK_SHAPES", [((64, 10), "float32")])
+    assert _benchmark.main(["--quick", "--peers", "jax", "numpy", "--threads", "1",
+                            "--seconds", "0.01", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    assert "skipping jax: jax not installed" in out.err
+    assert "Skipped: jax (jax not installed)" in out.out
+    assert f"Results written to {tmp_path}" in out.out
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["skipped"] == {"jax": "jax not installed"}
+    assert set(report["results"][0]["ms"]) == {"crossentropy", "numpy", "copy"}
 
 
 def test_bench_options():

@@ -1,31 +1,53 @@
-"""Time crossentropy's loss + gradient against other implementations, in one run.
+"""Time crossentropy's loss + gradient against other implementations, each alone in its process.
 
     python -m crossentropy --bench              # the full benchmark
     python benchmarks/bench.py                  # the same, results in benchmarks/results/
-    python benchmarks/bench.py --quick          # smaller shapes, fewer repeats
+    python benchmarks/bench.py --quick          # smaller shapes, one process each
 
-Everything is measured in the same process, every implementation and thread
-count in the same rounds, and each ratio is the median of its per-round ratios,
-so the ratios hold on any machine (and through a shared machine's slow spells);
-the absolute numbers are this machine's.  Implementations (each skipped when not
-installed):
+Every implementation, at every shape and thread count, is timed in a fresh
+Python process of its own, on the same data (made from the same seed): a
+library's time depends on the allocator and cache state that other libraries
+leave behind in a shared process (torch took 2-3x its solo time at 4096x1000
+when it was timed beside the others).  In each process the first calls
+(torch.compile's and JAX's compilation among them) are untimed warm-up; then
+the calls are timed one by one for about a second, and the process reports
+their median.  Each implementation gets `--processes` such processes, taken in
+turns with the others, round after round, so that a slow spell of the machine
+falls on all of them alike; the table shows the median over the processes,
+and each ratio is the median (and range) of the per-round ratios.
 
-* crossentropy     cross_entropy_and_grad(..., out=preallocated)
-* torch            F.cross_entropy forward + backward (CPU)
-* sklearn          HalfMultinomialLoss.loss_gradient with preallocated outputs
-* numpy            the textbook NumPy version (single-threaded)
-* copy             np.copyto of the logits into a preallocated array: the floor
-                   for anything that reads the logits and writes a gradient
+One thread means one core: the process is pinned to one CPU with
+os.sched_setaffinity where that exists (Linux), and the library is asked for
+one thread.  JAX is the exception: pinned to one core, its runtime's threads
+hand each call to one another through the OS scheduler and it takes about
+five times longer, so at one thread it runs unpinned with XLA's one-thread
+flags.  Two threads: unpinned, two threads asked for.
 
-Also reported: the gradient's accuracy against a float64 reference (largest
-relative error of any entry whose reference is a normal float32), for
-crossentropy and torch, and how much memory each crossentropy mode allocates.
+Implementations (each skipped, and said so, when not installed):
+
+* crossentropy   cross_entropy_and_grad(..., out=preallocated)
+* torch          F.cross_entropy forward + backward, eager (CPU)
+* torch.compile  the same through torch.compile (inductor; needs a C++ compiler)
+* jax            jax.jit(jax.value_and_grad(mean of
+                 optax.softmax_cross_entropy_with_integer_labels))
+* sklearn        HalfMultinomialLoss.loss_gradient with preallocated outputs
+* numpy          the textbook NumPy version (single-threaded)
+* copy           np.copyto of the logits into a preallocated array: the floor
+                 for anything that reads the logits and writes a gradient
+
+Also reported (measured in the parent process, untimed): the gradient's
+accuracy against a float64 reference (largest relative error of any entry
+whose reference is a normal number), for crossentropy and torch, and how much
+memory each crossentropy mode allocates.
 """
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
+import shutil
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -38,66 +60,30 @@ SHAPES = [((65536, 10), "float32"), ((4096, 1000), "float32"), ((2048, 32000), "
           ((512, 128000), "float32"), ((4096, 1000), "float64"), ((2, 1000000), "float32")]
 QUICK_SHAPES = [((16384, 10), "float32"), ((1024, 1000), "float32"), ((256, 32000), "float32"),
                 ((64, 128000), "float32"), ((1024, 1000), "float64"), ((2, 300000), "float32")]
+PEERS = ("crossentropy", "torch", "torch.compile", "jax", "sklearn", "numpy", "copy")
+SINGLE_THREADED = ("numpy", "copy")        # timed once, at the first thread count
 ACCURACY_ROWS = 32
+WARM_UP_S = 0.2      # and at least WARM_UP_CALLS calls; compilation happens here
+WARM_UP_CALLS = 3
+MIN_CALLS = 5
+MAX_CALLS = 2000
 
 
-WARM_UP_S = 0.025    # longer than an OpenMP runtime's idle threads spin (~10 ms)
-BURST_S = 0.05
-MIN_ROUNDS = 5
-
-
-def call_for(fn, seconds):
-    """Call `fn` back to back, untimed, for about `seconds` (none for 0)."""
+def call_for(fn, seconds, at_least=0):
+    """Call `fn` back to back, untimed, for about `seconds` and `at_least` times."""
     until = time.perf_counter() + seconds
-    while time.perf_counter() < until:
+    calls = 0
+    while calls < at_least or time.perf_counter() < until:
         fn()
+        calls += 1
 
 
-def burst_rounds_ms(fns, repeats, budget_s):
-    """Per-round median wall times in ms of each callable in `fns` (key -> fn).
-
-    Each callable runs in bursts: untimed calls for WARM_UP_S, then calls back
-    to back for about BURST_S (2 to 10 of them), each timed; the burst's median
-    is its round's time.  The bursts take turns, round after round, so that a
-    slow spell of the machine (this is often a shared VM) falls on all of them
-    alike, and times from the same round can be compared pairwise.  The
-    warm-up is there because torch, scikit-learn and this package each bring
-    their own OpenMP runtime, whose idle threads spin for some milliseconds
-    after a parallel region: timed right after another library, a call would
-    compete with that library's spinning threads, and its own threads would
-    still be asleep.  (A call of 50 ms or more gets no warm-up: that is noise
-    to it.)  As many rounds as fit in about budget_s seconds, at least
-    MIN_ROUNDS and at most `repeats`.
-    """
-    call_s = {}
-    for key, fn in fns.items():        # a call's time once warm: a first call may be far slower
-        start = time.perf_counter()
-        fn()
-        call_s[key] = time.perf_counter() - start
-        if call_s[key] < 0.5:
-            start = time.perf_counter()
-            fn()
-            call_s[key] = time.perf_counter() - start
-    per_burst = {key: int(max(2, min(10, BURST_S / max(t, 1e-9)))) for key, t in call_s.items()}
-    warm_up = {key: WARM_UP_S if t < 0.05 else 0.0 for key, t in call_s.items()}
-    round_s = sum(per_burst[key] * call_s[key] + warm_up[key] for key in fns)
-    rounds = int(max(MIN_ROUNDS, min(repeats, budget_s / round_s)))
-    per_round = {key: [] for key in fns}
-    for _ in range(rounds):
-        for key, fn in fns.items():
-            call_for(fn, warm_up[key])
-            burst = []
-            for _ in range(per_burst[key]):
-                start = time.perf_counter()
-                fn()
-                burst.append(time.perf_counter() - start)
-            per_round[key].append(1e3 * float(np.median(burst)))
-    return per_round
-
-
-def paired_ratio(numerator, denominator):
-    """Median over rounds of numerator / denominator (per-round times)."""
-    return float(np.median(np.asarray(numerator) / np.asarray(denominator)))
+def problem(shape, dtype):
+    """The benchmark's data for a shape, the same in every process."""
+    rows, classes = shape
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((rows, classes), dtype=np.float32).astype(dtype) * 2
+    return logits, rng.integers(0, classes, rows)
 
 
 def numpy_loss_and_grad(logits, target):
@@ -113,6 +99,95 @@ def numpy_loss_and_grad(logits, target):
     return loss, grad
 
 
+def why_missing(peer):
+    """None if `peer` can run here, else what it lacks."""
+    absent = [name for name in MODULES.get(peer, []) if importlib.util.find_spec(name) is None]
+    if absent:
+        return " and ".join(absent) + " not installed"
+    if peer == "torch.compile" and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        return "no C++ compiler for inductor"
+    return None
+
+
+def make_step(peer, logits, target, n_threads):
+    """One loss-and-gradient call of `peer` on this data, as a callable."""
+    if peer == "crossentropy":
+        out = np.empty_like(logits)
+        return lambda: ce.cross_entropy_and_grad(logits, target, out=out, n_threads=n_threads)
+    if peer in ("torch", "torch.compile"):
+        import torch
+        import torch.nn.functional as F
+        torch.set_num_threads(n_threads)
+        z, t = torch.from_numpy(logits), torch.from_numpy(target.astype(np.int64))
+        loss = torch.compile(F.cross_entropy) if peer == "torch.compile" else F.cross_entropy
+
+        def step():
+            zz = z.detach().requires_grad_(True)
+            loss(zz, t).backward()
+            return zz.grad
+        return step
+    if peer == "jax":
+        import jax
+        import optax
+        z, t = jax.device_put(logits), jax.device_put(target.astype(np.int32))
+        value_and_grad = jax.jit(jax.value_and_grad(
+            lambda z, t: optax.softmax_cross_entropy_with_integer_labels(z, t).mean()))
+        return lambda: jax.block_until_ready(value_and_grad(z, t))
+    if peer == "sklearn":
+        from sklearn._loss.loss import HalfMultinomialLoss
+        loss = HalfMultinomialLoss(n_classes=logits.shape[1])
+        y = target.astype(logits.dtype)
+        loss_out, grad_out = np.empty(len(target), dtype=logits.dtype), np.empty_like(logits)
+        return lambda: loss.loss_gradient(y, logits, loss_out=loss_out, gradient_out=grad_out,
+                                          n_threads=n_threads)
+    if peer == "numpy":
+        return lambda: numpy_loss_and_grad(logits, target)
+    if peer == "copy":
+        out = np.empty_like(logits)
+        return lambda: np.copyto(out, logits)
+    raise ValueError(f"unknown implementation {peer!r}")
+
+
+def time_here(peer, shape, dtype, n_threads, seconds):
+    """In this process: warm up, then time calls for about `seconds`; ms."""
+    logits, target = problem(shape, dtype)
+    step = make_step(peer, logits, target, n_threads)
+    call_for(step, WARM_UP_S, WARM_UP_CALLS)
+    times = []
+    until = time.perf_counter() + seconds
+    while len(times) < MIN_CALLS or (time.perf_counter() < until and len(times) < MAX_CALLS):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return {"ms": 1e3 * float(np.median(times)), "calls": len(times)}
+
+
+def one_cpu():
+    """The CPU one-thread runs are pinned to, or None where that cannot be done."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    return max(os.sched_getaffinity(0))
+
+
+def time_alone(peer, shape, dtype, n_threads, seconds):
+    """Time `peer` in a fresh process of its own (see the module's docstring)."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(n_threads), JAX_PLATFORMS="cpu")
+    if peer == "jax":
+        env["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'false' if n_threads == 1 else 'true'} "
+                            f"intra_op_parallelism_threads={n_threads}")
+    cpu = one_cpu() if n_threads == 1 and peer != "jax" else None
+    spec = {"peer": peer, "shape": list(shape), "dtype": dtype, "threads": n_threads,
+            "seconds": seconds}
+    done = subprocess.run(
+        [sys.executable, "-m", "crossentropy._benchmark", "--child", json.dumps(spec)],
+        env=env, capture_output=True, text=True,
+        preexec_fn=None if cpu is None else lambda: os.sched_setaffinity(0, {cpu}))
+    if done.returncode != 0:
+        raise RuntimeError(f"{peer} {shape} {dtype} at {n_threads} thread(s) failed:\n"
+                           + done.stderr[-2000:])
+    return json.loads(done.stdout.strip().splitlines()[-1])["ms"]
+
+
 def reference_grad(logits, target):
     z = logits.astype(np.float64)
     p = np.exp(z - z.max(axis=1, keepdims=True))
@@ -126,67 +201,25 @@ def relative_error(grad, reference, dtype):
     return float(np.max(np.abs(grad[mask] - reference[mask]) / np.abs(reference[mask])))
 
 
-def implementations(logits, target, grad_out):
-    """name -> (make(n_threads) -> callable, threaded?)"""
-    impls = {}
-    impls["crossentropy"] = (lambda n: lambda: ce.cross_entropy_and_grad(
-        logits, target, out=grad_out, n_threads=n), True)
-    try:
-        import torch
-        import torch.nn.functional as F
-
-        z = torch.from_numpy(logits)
-        t = torch.from_numpy(target.astype(np.int64))
-
-        def make_torch(n):
-            def step():
-                torch.set_num_threads(n)
-                zz = z.detach().requires_grad_(True)
-                F.cross_entropy(zz, t).backward()
-                return zz.grad
-            return step
-        impls["torch"] = (make_torch, True)
-    except ImportError:
-        pass
-    try:
-        from sklearn._loss.loss import HalfMultinomialLoss
-
-        loss = HalfMultinomialLoss(n_classes=logits.shape[1])
-        y = target.astype(logits.dtype)
-        loss_out = np.empty(len(target), dtype=logits.dtype)
-        sk_grad = np.empty_like(logits)
-        impls["sklearn"] = (lambda n: lambda: loss.loss_gradient(
-            y, logits, loss_out=loss_out, gradient_out=sk_grad, n_threads=n), True)
-    except ImportError:
-        pass
-    impls["numpy"] = (lambda n: lambda: numpy_loss_and_grad(logits, target), False)
-    copy_out = np.empty_like(logits)
-    impls["copy"] = (lambda n: lambda: np.copyto(copy_out, logits), False)
-    return impls
-
-
-def accuracy(logits, target):
+def accuracy(logits, target, peers):
     rows = slice(0, ACCURACY_ROWS)
     z, t = logits[rows], target[rows]
     reference = reference_grad(z, t)
-    errors = {}
-    _, grad = ce.cross_entropy_and_grad(z, t)
-    errors["crossentropy"] = relative_error(grad, reference, logits.dtype)
-    try:
+    errors = {"crossentropy": relative_error(ce.cross_entropy_and_grad(z, t)[1], reference,
+                                             logits.dtype)}
+    if "torch" in peers:
         import torch
         import torch.nn.functional as F
         zz = torch.from_numpy(z.copy()).requires_grad_(True)
         F.cross_entropy(zz, torch.from_numpy(t.astype(np.int64))).backward()
         errors["torch"] = relative_error(zz.grad.numpy(), reference, logits.dtype)
-    except ImportError:
-        pass
     return errors
 
 
-def allocations(logits, target, grad_out):
+def allocations(logits, target):
     """Peak bytes NumPy allocates during one call, per crossentropy mode."""
     peaks = {}
-    buffer = logits.copy()
+    grad_out, buffer = np.empty_like(logits), logits.copy()
     for mode, call in [("new", lambda: ce.cross_entropy_and_grad(logits, target)),
                        ("out=", lambda: ce.cross_entropy_and_grad(logits, target, out=grad_out)),
                        ("inplace", lambda: ce.cross_entropy_and_grad(buffer, target, inplace=True))]:
@@ -197,69 +230,78 @@ def allocations(logits, target, grad_out):
     return peaks
 
 
-def run(shapes, thread_counts, repeats, budget_s):
-    """Each shape: every implementation at every thread count, in the same
-    rounds (single-threaded ones once).  Records median times, and ratios as
-    medians of the per-round ratios (paired, so that the machine's slow
-    spells cancel): against torch and NumPy, to the copy, and 1 thread to n."""
-    rng = np.random.default_rng(0)
+def spread(values):
+    values = sorted(values)
+    return {"median": float(np.median(values)), "min": values[0], "max": values[-1]}
+
+
+def run(shapes, thread_counts, processes, seconds, peers=PEERS, timer=time_alone, log=sys.stderr):
+    """Every implementation in `peers` at every shape and thread count, each
+    in `processes` processes of its own (by `timer`), in turns.  Records per
+    implementation the median time over its processes, and per ratio the
+    median and range of the per-round ratios: each peer against crossentropy,
+    crossentropy against the copy, and 1 thread against n."""
+    runs = [(shape, dtype, name, n) for shape, dtype in shapes for n in thread_counts
+            for name in peers if n == thread_counts[0] or name not in SINGLE_THREADED]
+    ms = {key: [] for key in runs}
+    for round_ in range(processes):
+        for key in runs:
+            ms[key].append(timer(key[2], *key[:2], key[3], seconds))
+            print(f"  round {round_ + 1}/{processes}: {key[2]} {key[0][0]}x{key[0][1]} {key[1]}, "
+                  f"{key[3]} thread(s): {ms[key][-1]:.3f} ms", file=log)
     results = []
-    for (rows, classes), dtype in shapes:
-        logits = rng.standard_normal((rows, classes), dtype=np.float32).astype(dtype) * 2
-        target = rng.integers(0, classes, rows)
-        grad_out = np.empty_like(logits)
-        impls = implementations(logits, target, grad_out)
-        entry = {"shape": [rows, classes], "dtype": dtype,
-                 "grad_relative_error": accuracy(logits, target),
-                 "allocated_bytes": allocations(logits, target, grad_out),
-                 "logits_bytes": logits.nbytes}
-        fns = {(name, n): make(n) for name, (make, threaded) in impls.items()
-               for n in (thread_counts if threaded else thread_counts[:1])}
-        per_round = burst_rounds_ms(fns, repeats, budget_s * len(thread_counts))
+    for shape, dtype in shapes:
+        logits, target = problem(shape, dtype)
 
         def times(name, n):
-            threaded = impls[name][1]
-            return per_round[(name, n if threaded else thread_counts[0])]
-
-        entry["ms"] = {name: {str(n): float(np.median(times(name, n))) for n in thread_counts}
-                       for name in impls}
+            return np.asarray(ms[(shape, dtype, name, thread_counts[0] if name in SINGLE_THREADED
+                                  else n)])
+        entry = {"shape": list(shape), "dtype": dtype, "logits_bytes": logits.nbytes,
+                 "grad_relative_error": accuracy(logits, target, peers),
+                 "allocated_bytes": allocations(logits, target),
+                 "ms": {name: {str(n): spread(times(name, n)) for n in thread_counts}
+                        for name in peers},
+                 "ratios": {}}
         ours = {n: times("crossentropy", n) for n in thread_counts}
-        entry["ratios"] = {
-            f"vs_{other}": {str(n): paired_ratio(times(other, n), ours[n]) for n in thread_counts}
-            for other in impls if other not in ("crossentropy", "copy")}
-        entry["ratios"]["per_copy"] = {str(n): paired_ratio(ours[n], times("copy", n))
+        for name in peers:
+            if name not in ("crossentropy", "copy"):
+                entry["ratios"][f"vs_{name}"] = {str(n): spread(times(name, n) / ours[n])
+                                                 for n in thread_counts}
+        entry["ratios"]["per_copy"] = {str(n): spread(ours[n] / times("copy", n))
                                        for n in thread_counts}
         entry["ratios"]["speedup_from_threads"] = {
-            str(n): paired_ratio(ours[thread_counts[0]], ours[n]) for n in thread_counts}
-        for n in thread_counts:
-            print(f"  {rows}x{classes} {dtype} {n} thread(s): "
-                  + ", ".join(f"{name} {entry['ms'][name][str(n)]:.3f} ms" for name in impls),
-                  file=sys.stderr)
+            str(n): spread(ours[thread_counts[0]] / ours[n]) for n in thread_counts}
         results.append(entry)
-        del logits, grad_out, impls, fns
     return results
 
 
-TABLE_NOTE = ("Times are medians; each ratio is the median of the per-round ratios (paired "
-              "by round), so it need not equal the quotient of two time columns.")
+TABLE_NOTE = ("Times are medians over the processes (each process's time is the median of its "
+              "calls); a ratio is the median over rounds of the per-round ratio, with its range "
+              "over the rounds in brackets when there were several.")
+
+
+def ratio_cell(r, bold=False):
+    text = f"{r['median']:.1f}×"
+    text = f"**{text}**" if bold else text
+    return text + (f" ({r['min']:.1f}–{r['max']:.1f})" if r["max"] > r["min"] else "")
 
 
 def table(results, thread_counts):
-    names = [n for n in ("crossentropy", "torch", "sklearn", "numpy", "copy")
-             if any(n in r["ms"] for r in results)]
+    names = [n for n in PEERS if any(n in r["ms"] for r in results)]
+    versus = [n for n in ("torch", "torch.compile", "jax") if n in names]
     head = (["shape", "dtype", "threads"] + [f"{n} ms" for n in names]
-            + ["vs torch", "vs numpy", "/ copy", f"{thread_counts[0]} thread / n"])
+            + [f"vs {n}" for n in versus] + ["/ copy", f"{thread_counts[0]} thread / n"])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         for n in thread_counts:
-            ms = {name: r["ms"][name][str(n)] for name in names if name in r["ms"]}
-            ratio = {key: value[str(n)] for key, value in r["ratios"].items()}
             cells = [f"{r['shape'][0]}×{r['shape'][1]}", r["dtype"], str(n)]
-            cells += [f"{ms[name]:.2f}" if name in ms else "–" for name in names]
-            cells.append(f"**{ratio['vs_torch']:.1f}×**" if "vs_torch" in ratio else "–")
-            cells.append(f"{ratio['vs_numpy']:.1f}×")
-            cells.append(f"{ratio['per_copy']:.1f}×")
-            cells.append(f"{ratio['speedup_from_threads']:.2f}×" if n != thread_counts[0] else "")
+            cells += [f"{r['ms'][name][str(n)]['median']:.2f}" if name in r["ms"] else "–"
+                      for name in names]
+            cells += [ratio_cell(r["ratios"][f"vs_{name}"][str(n)], bold=True)
+                      if f"vs_{name}" in r["ratios"] else "–" for name in versus]
+            cells.append(ratio_cell(r["ratios"]["per_copy"][str(n)]))
+            cells.append(ratio_cell(r["ratios"]["speedup_from_threads"][str(n)])
+                         if n != thread_counts[0] else "")
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -268,10 +310,14 @@ def accuracy_table(results):
     lines = ["| shape | dtype | crossentropy | torch |", "|---|---|---|---|"]
     for r in results:
         e = r["grad_relative_error"]
+        torch_cell = f"{e['torch']:.1e}" if "torch" in e else "–"
         lines.append(f"| {r['shape'][0]}×{r['shape'][1]} | {r['dtype']} | "
-                     f"{e['crossentropy']:.1e} | {e['torch']:.1e} |" if "torch" in e else
-                     f"| {r['shape'][0]}×{r['shape'][1]} | {r['dtype']} | {e['crossentropy']:.1e} | – |")
+                     f"{e['crossentropy']:.1e} | {torch_cell} |")
     return "\n".join(lines)
+
+
+COLOURS = {"crossentropy": "#1b7837", "torch": "#ee4c2c", "torch.compile": "#a50f15",
+           "jax": "#6a51a3", "sklearn": "#f89939", "numpy": "#4d77cf", "copy": "#999999"}
 
 
 def chart(results, thread_counts, path):
@@ -279,10 +325,7 @@ def chart(results, thread_counts, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = [n for n in ("crossentropy", "torch", "sklearn", "numpy", "copy")
-             if any(n in r["ms"] for r in results)]
-    colours = {"crossentropy": "#1b7837", "torch": "#ee4c2c", "sklearn": "#f89939",
-               "numpy": "#4d77cf", "copy": "#999999"}
+    names = [n for n in PEERS if any(n in r["ms"] for r in results)]
     labels = [f"{r['shape'][0]}×{r['shape'][1]}\n{r['dtype']}" for r in results]
     fig, axes = plt.subplots(1, len(thread_counts), figsize=(6 * len(thread_counts), 4.5),
                              sharey=True, squeeze=False)
@@ -290,11 +333,11 @@ def chart(results, thread_counts, path):
     for ax, n in zip(axes[0], thread_counts):
         for k, name in enumerate(names):
             xs = [i + (k - (len(names) - 1) / 2) * width for i in range(len(results))]
-            ys = [r["ms"].get(name, {}).get(str(n), np.nan) for r in results]
-            ax.bar(xs, ys, width, label=name, color=colours[name])
+            ys = [r["ms"][name][str(n)]["median"] if name in r["ms"] else np.nan for r in results]
+            ax.bar(xs, ys, width, label=name, color=COLOURS[name])
         ax.set_yscale("log")
         ax.set_xticks(range(len(results)), labels, fontsize=8)
-        ax.set_title(f"loss + gradient, {n} thread{'s' if n > 1 else ''}")
+        ax.set_title(f"loss + gradient, {n} thread{'s' if n > 1 else ''}, each alone")
         ax.grid(axis="y", which="both", alpha=0.3)
     axes[0][0].set_ylabel("ms (median, log scale)")
     axes[0][0].legend(fontsize=8)
@@ -302,39 +345,70 @@ def chart(results, thread_counts, path):
     fig.savefig(path, dpi=110)
 
 
+MODULES = {"torch": ["torch"], "torch.compile": ["torch"], "jax": ["jax", "optax"],
+           "sklearn": ["sklearn"]}
+
+
+def versions(peers):
+    found = {"crossentropy": ce.__version__, "numpy": np.__version__,
+             "python": platform.python_version()}
+    for module in dict.fromkeys(m for peer in peers for m in MODULES.get(peer, [])):
+        found[module] = __import__(module).__version__
+    return found
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def main(argv=None, default_out="crossentropy-benchmark"):
     parser = argparse.ArgumentParser(prog="python benchmarks/bench.py",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller shapes, fewer repeats")
+    parser.add_argument("--quick", action="store_true",
+                        help="smaller shapes, one process each, shorter timing")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
                         help="thread counts to measure (default: 1 2)")
-    parser.add_argument("--repeats", type=int, default=21, help="rounds per measurement at most")
-    parser.add_argument("--budget", type=float, default=12.0,
-                        help="seconds per shape and thread count, roughly (default: 12)")
+    parser.add_argument("--processes", type=int, default=None,
+                        help="processes per implementation, shape and thread count "
+                             "(default: 3; 1 with --quick)")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="timed seconds per process (default: 1; 0.2 with --quick)")
+    parser.add_argument("--peers", nargs="+", choices=PEERS, default=list(PEERS),
+                        help="implementations to time (default: all that are installed; "
+                             "crossentropy and copy are always timed)")
     parser.add_argument("--out", default=default_out,
                         help=f"directory for bench.json, bench.md and bench.png (default: {default_out})")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:                      # one timing process (time_alone)
+        spec = json.loads(args.child)
+        print(json.dumps(time_here(spec["peer"], tuple(spec["shape"]), spec["dtype"],
+                                   spec["threads"], spec["seconds"])))
+        return 0
+    if min(args.threads) < 1 or (args.processes is not None and args.processes < 1):
+        parser.error("--threads and --processes must be at least 1")
     shapes = QUICK_SHAPES if args.quick else SHAPES
-    repeats = 5 if args.quick else args.repeats
-    results = run(shapes, args.threads, repeats, args.budget)
-    versions = {"crossentropy": ce.__version__, "numpy": np.__version__,
-                "python": platform.python_version()}
-    for module in ("torch", "sklearn"):
-        try:
-            versions[module] = __import__(module).__version__
-        except ImportError:
-            pass
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    processes = args.processes or (1 if args.quick else 3)
+    seconds = args.seconds if args.seconds is not None else (0.2 if args.quick else 1.0)
+    asked = set(args.peers) | {"crossentropy", "copy"}
+    skipped = {peer: why for peer in PEERS if peer in asked and (why := why_missing(peer))}
+    peers = tuple(peer for peer in PEERS if peer in asked and peer not in skipped)
+    for peer, why in skipped.items():
+        print(f"skipping {peer}: {why}", file=sys.stderr)
+    results = run(shapes, args.threads, processes, seconds, peers)
+    found = versions(peers)
+    pinned = one_cpu() is not None
     report = {"command": "python benchmarks/bench.py" + (" --quick" if args.quick else ""),
               "argv": list(sys.argv[1:] if argv is None else argv),
-              "machine": {"cpu": cpu, "cpus": os.cpu_count(),
-                          "simd_clones": ce._kernels.dispatch_target()},
-              "versions": versions, "results": results}
+              "machine": {"cpu": cpu_name(), "cpus": os.cpu_count(),
+                          "simd_clones": ce._kernels.dispatch_target(),
+                          "one_thread_pinned": pinned},
+              "processes": processes, "seconds": seconds, "versions": found,
+              "skipped": skipped, "results": results}
     os.makedirs(args.out, exist_ok=True)
     text = (f"{table(results, args.threads)}\n\n{TABLE_NOTE}\n\nGradient accuracy (largest "
             f"relative error of an entry, against float64):\n\n{accuracy_table(results)}\n")
@@ -342,13 +416,19 @@ def main(argv=None, default_out="crossentropy-benchmark"):
         json.dump(report, f, indent=1)
     with open(os.path.join(args.out, "bench.md"), "w") as f:
         f.write(text)
+    written = ["bench.json", "bench.md"]
     try:
         chart(results, args.threads, os.path.join(args.out, "bench.png"))
+        written.append("bench.png")
     except ImportError:
         print("matplotlib not installed: no chart", file=sys.stderr)
-    print(f"{cpu}, {os.cpu_count()} CPUs, {ce._kernels.dispatch_target()} clones; "
-          f"{', '.join(f'{k} {v}' for k, v in versions.items())}\n")
+    print(f"{cpu_name()}, {os.cpu_count()} CPUs, {ce._kernels.dispatch_target()} clones, "
+          f"one-thread runs {'pinned to one CPU' if pinned else 'not pinned (no sched_setaffinity)'}; "
+          f"{', '.join(f'{k} {v}' for k, v in found.items())}\n")
     print(text)
+    if skipped:
+        print("Skipped: " + "; ".join(f"{peer} ({why})" for peer, why in skipped.items()))
+    print(f"Results written to {os.path.abspath(args.out)}: {', '.join(written)}")
     return 0
 
 

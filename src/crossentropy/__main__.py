@@ -14,6 +14,8 @@ import time
 import numpy as np
 
 from . import __version__, cross_entropy_and_grad
+from ._kernels import dispatch_target
+from ._validate import _resolve_n_threads
 from ._benchmark import call_for, numpy_loss_and_grad
 
 
@@ -31,15 +33,15 @@ def make_data(rng, n_samples, n_features, n_classes, dtype):
 WARM_UP_SECONDS = 0.2
 
 
-def median_time(fn, repeats):
-    """Median time of `repeats` calls of `fn`, after WARM_UP_SECONDS of calls."""
+def call_times(fn, repeats):
+    """Times of `repeats` calls of `fn` in seconds, after WARM_UP_SECONDS of calls."""
     call_for(fn, WARM_UP_SECONDS)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return float(np.median(times))
+    return np.asarray(times)
 
 
 def train(args, out):
@@ -85,18 +87,25 @@ def compare_speed(args, out):
     logits = rng.standard_normal((args.samples, args.classes)).astype(dtype)
     target = rng.integers(0, args.classes, args.samples)
     grad = np.empty_like(logits)
-    ours = median_time(lambda: cross_entropy_and_grad(logits, target, n_threads=args.threads, out=grad),
-                       args.repeats)
-    theirs = median_time(lambda: numpy_loss_and_grad(logits, target), args.repeats)
+    ours = call_times(lambda: cross_entropy_and_grad(logits, target, n_threads=args.threads,
+                                                     out=grad), args.repeats)
+    theirs = call_times(lambda: numpy_loss_and_grad(logits, target), args.repeats)
     loss_ours, grad_ours = cross_entropy_and_grad(logits, target, n_threads=args.threads)
-    loss_np, grad_np = numpy_loss_and_grad(logits.astype(np.float64), target)
-    print(f"\nloss + gradient of a {args.samples} x {args.classes} {dtype} batch "
-          f"(median of {args.repeats}):", file=out)
-    print(f"{'implementation':<24} {'ms/step':>9} {'speed-up':>9}", file=out)
-    print(f"{'numpy (textbook)':<24} {theirs * 1e3:>9.3f} {1.0:>8.1f}x", file=out)
-    print(f"{'crossentropy':<24} {ours * 1e3:>9.3f} {theirs / ours:>8.1f}x", file=out)
-    print(f"max |loss - float64 numpy| = {abs(float(loss_ours) - loss_np):.2e}, "
-          f"max |grad - float64 numpy| = {np.abs(grad_ours - grad_np).max():.2e}", file=out)
+    loss_exact, grad_exact = numpy_loss_and_grad(logits.astype(np.float64), target)
+    threads = _resolve_n_threads(args.threads)
+    print(f"\nloss + gradient of a {args.samples} x {args.classes} {dtype} batch, "
+          f"{threads} thread{'s' if threads > 1 else ''}, {dispatch_target()} kernels "
+          f"({args.repeats} calls each):", file=out)
+    print(f"{'implementation':<18} {'median ms':>10} {'min-max ms':>17} {'speed-up':>9}", file=out)
+    for name, times in (("numpy (textbook)", theirs), ("crossentropy", ours)):
+        ms = 1e3 * times
+        spread = f"{ms.min():.3f}-{ms.max():.3f}"
+        print(f"{name:<18} {np.median(ms):>10.3f} {spread:>17} "
+              f"{np.median(theirs) / np.median(times):>8.1f}x", file=out)
+    scale = float(np.abs(grad_exact).max())
+    print(f"error against float64: loss {abs(float(loss_ours) - loss_exact) / abs(loss_exact):.1e} "
+          f"relative, gradient {np.abs(grad_ours - grad_exact).max() / scale:.1e} of its largest "
+          f"entry", file=out)
 
 
 def parse_args(argv):
@@ -118,8 +127,9 @@ def parse_args(argv):
                         help="timing repeats (default: 20)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--bench", action="store_true",
-                        help="run the full benchmark instead (against torch, scikit-learn, "
-                             "NumPy and a copy; needs those installed to include them)")
+                        help="run the full benchmark instead (against torch eager and "
+                             "compiled, JAX, scikit-learn, NumPy and a copy, each in its own "
+                             "process; those not installed are skipped)")
     parser.add_argument("--quick", action="store_true",
                         help="with --bench: smaller shapes, fewer repeats")
     args = parser.parse_args(argv)

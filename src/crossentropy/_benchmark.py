@@ -18,10 +18,10 @@ and each ratio is the median (and range) of the per-round ratios.
 
 One thread means one core: the process is pinned to one CPU with
 os.sched_setaffinity where that exists (Linux), and the library is asked for
-one thread.  JAX is the exception: pinned to one core, its runtime's threads
-hand each call to one another through the OS scheduler and it takes about
-five times longer, so at one thread it runs unpinned with XLA's one-thread
-flags.  Two threads: unpinned, two threads asked for.
+one thread (JAX: XLA's one-thread flags, which alone do not keep it on one
+core, and synchronous dispatch, without which a pinned JAX passes each call
+between its threads through the OS scheduler and takes 2-3x longer).  Two
+threads: unpinned, two threads asked for.
 
 Implementations (each skipped, and said so, when not installed):
 
@@ -129,6 +129,10 @@ def make_step(peer, logits, target, n_threads):
     if peer == "jax":
         import jax
         import optax
+        jax.config.update("jax_enable_x64", True)      # else float64 runs as float32
+        # On one core, asynchronous dispatch hands every call from thread to
+        # thread through the scheduler: 11-15 ms a call at 4096x1000, not 5.
+        jax.config.update("jax_cpu_enable_async_dispatch", n_threads > 1)
         z, t = jax.device_put(logits), jax.device_put(target.astype(np.int32))
         value_and_grad = jax.jit(jax.value_and_grad(
             lambda z, t: optax.softmax_cross_entropy_with_integer_labels(z, t).mean()))
@@ -175,7 +179,7 @@ def time_alone(peer, shape, dtype, n_threads, seconds):
     if peer == "jax":
         env["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'false' if n_threads == 1 else 'true'} "
                             f"intra_op_parallelism_threads={n_threads}")
-    cpu = one_cpu() if n_threads == 1 and peer != "jax" else None
+    cpu = one_cpu() if n_threads == 1 else None
     spec = {"peer": peer, "shape": list(shape), "dtype": dtype, "threads": n_threads,
             "seconds": seconds}
     done = subprocess.run(

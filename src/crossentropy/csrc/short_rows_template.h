@@ -61,7 +61,7 @@ CE_INLINE void CE_FNL(ce_transpose)(CE_FN(ce_vec) r[CE_VL])
  * out every row kk is multiplied by a[kk] (the same products, per column of
  * rows).
  */
-CE_INLINE void CE_FNL(ce_tile_in)(T *const *rows, ptrdiff_t jt, T *col)
+CE_INLINE void CE_FNL(ce_tile_in)(const T *const *rows, ptrdiff_t jt, T *col)
 {
     CE_FN(ce_vec) r[CE_VL];
     for (int kk = 0; kk < CE_VL; kk++) r[kk] = *(const CE_FN(ce_uvec) *)(rows[kk] + jt);
@@ -69,7 +69,7 @@ CE_INLINE void CE_FNL(ce_tile_in)(T *const *rows, ptrdiff_t jt, T *col)
     for (int kk = 0; kk < CE_VL; kk++) *(CE_FN(ce_vec) *)(col + kk * CE_ROWS) = r[kk];
 }
 
-CE_INLINE void CE_FNL(ce_half_in)(T *const *rows, ptrdiff_t jt, T *col)
+CE_INLINE void CE_FNL(ce_half_in)(const T *const *rows, ptrdiff_t jt, T *col)
 {
     CE_FN(ce_vec) r[CE_VL / 2];
     for (int kk = 0; kk < CE_VL / 2; kk++)
@@ -132,7 +132,7 @@ CE_INLINE void CE_FNL(ce_row_list)(const ce_rows *rows, ptrdiff_t n, T **out)
  *   gscale      multiplies every gradient (upstream gradient / denominator)
  *   loss[k]     receives row k's weighted loss (0 for ignored rows), or
  *               loss == NULL
- *   buf         the [class][row] block: CE_SHORT_MAX * CE_ROWS elements,
+ *   buf         the [class][row] block: m * CE_ROWS elements or more,
  *               32-byte aligned, the caller's (too large for a thread's stack)
  *
  * Returns the sum of the n losses (in a fixed order: ce_sum64).
@@ -146,7 +146,7 @@ static CE_TARGET double CE_FNL(ce_short_xent)(
     buf = CE_ASSUME_ALIGNED(buf, 32);
     T mx[CE_ROWS], mn[CE_ROWS], a[CE_ROWS] CE_ALIGNED(32);
     double s[CE_ROWS], lg[CE_ROWS];
-    T *zrows[CE_ROWS];            /* read only */
+    T *zrows[CE_ROWS];            /* the logits: read only */
     T *grow_list[CE_ROWS], *const *grows = g != NULL ? grow_list : NULL;
     ptrdiff_t t[CE_ROWS], j, k;
     /* Row addresses, and each target as its class or -1. */
@@ -166,6 +166,7 @@ static CE_TARGET double CE_FNL(ce_short_xent)(
         }
     k = 0;
 #if CE_GNU
+    const T *const *zin = (const T *const *)zrows;
     ptrdiff_t start[CE_SHORT_MAX / 2 + 2];
     int half[CE_SHORT_MAX / 2 + 2], n_tiles = 0, i;
     if (m >= CE_VL / 2) n_tiles = ce_tiles(m, CE_VL, start, half);
@@ -173,9 +174,9 @@ static CE_TARGET double CE_FNL(ce_short_xent)(
         for (; k + CE_VL <= n; k += CE_VL)
             for (i = 0; i < n_tiles; i++) {
                 if (half[i])
-                    CE_FNL(ce_half_in)(zrows + k, start[i], buf + start[i] * CE_ROWS + k);
+                    CE_FNL(ce_half_in)(zin + k, start[i], buf + start[i] * CE_ROWS + k);
                 else
-                    CE_FNL(ce_tile_in)(zrows + k, start[i], buf + start[i] * CE_ROWS + k);
+                    CE_FNL(ce_tile_in)(zin + k, start[i], buf + start[i] * CE_ROWS + k);
             }
 #endif
     for (; k < n; k++) {

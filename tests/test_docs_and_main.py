@@ -72,6 +72,22 @@ def test_benchmark_reports_every_peer_shape_and_thread_count():
     assert "crossentropy ms" in table and "torch" not in table
 
 
+def test_benchmark_drops_a_peer_whose_process_fails():
+    from crossentropy import _benchmark
+
+    def timer(peer, *args):
+        if peer == "numpy":
+            raise RuntimeError("numpy 64x10 float32 at 1 thread(s) failed:\nit broke")
+        return in_process(peer, *args)
+    failed, log = {}, io.StringIO()
+    results = _benchmark.run([((64, 10), "float32")], [1], processes=2, seconds=0.01,
+                             peers=("crossentropy", "numpy", "copy"), timer=timer,
+                             log=log, failed=failed)
+    assert failed == {"numpy": "numpy 64x10 float32 at 1 thread(s) failed:"}
+    assert set(results[0]["ms"]) == {"crossentropy", "copy"}
+    assert "dropping numpy" in log.getvalue()
+
+
 def test_benchmark_times_each_peer_in_a_process_of_its_own():
     from crossentropy import _benchmark
     ms = _benchmark.time_alone("crossentropy", (64, 10), "float32", 1, 0.01)
@@ -93,7 +109,7 @@ def test_bench_says_what_it_skipped_and_where_it_wrote(tmp_path, monkeypatch, ca
     assert "Skipped: jax (jax not installed)" in out.out
     assert f"Results written to {tmp_path}" in out.out
     report = json.loads((tmp_path / "bench.json").read_text())
-    assert report["skipped"] == {"jax": "jax not installed"}
+    assert report["skipped"] == {"jax": "jax not installed"} and report["failed"] == {}
     assert set(report["results"][0]["ms"]) == {"crossentropy", "numpy", "copy"}
 
 

@@ -16,12 +16,15 @@ turns with the others, round after round, so that a slow spell of the machine
 falls on all of them alike; the table shows the median over the processes,
 and each ratio is the median (and range) of the per-round ratios.
 
-One thread means one core: the process is pinned to one CPU with
-os.sched_setaffinity where that exists (Linux), and the library is asked for
-one thread (JAX: XLA's one-thread flags, which alone do not keep it on one
-core, and synchronous dispatch, without which a pinned JAX passes each call
-between its threads through the OS scheduler and takes 2-3x longer).  Two
-threads: unpinned, two threads asked for.
+n threads means n cores: the process is pinned to n CPUs (the last n it
+may use) with os.sched_setaffinity where that exists (Linux), before it
+imports anything, and the library is asked for n threads; JAX, which has no
+such setting, gets XLA's one-thread flag at one thread and relies on the
+pinning otherwise.  Pinned to one core, JAX also gets synchronous dispatch,
+without which it passes each call between its threads through the OS
+scheduler and takes 2-3x longer.  n equal to every CPU there is leaves the
+process unpinned.  NumPy and the copy are single-threaded: timed at the
+first thread count, and that time stands for every thread count.
 
 Implementations (each skipped, and said so, when not installed):
 
@@ -99,6 +102,10 @@ def numpy_loss_and_grad(logits, target):
     return loss, grad
 
 
+MODULES = {"torch": ["torch"], "torch.compile": ["torch"], "jax": ["jax", "optax"],
+           "sklearn": ["sklearn"]}
+
+
 def why_missing(peer):
     """None if `peer` can run here, else what it lacks."""
     absent = [name for name in MODULES.get(peer, []) if importlib.util.find_spec(name) is None]
@@ -131,7 +138,7 @@ def make_step(peer, logits, target, n_threads):
         import optax
         jax.config.update("jax_enable_x64", True)      # else float64 runs as float32
         # On one core, asynchronous dispatch hands every call from thread to
-        # thread through the scheduler: 11-15 ms a call at 4096x1000, not 5.
+        # thread through the scheduler: 11-15 ms a call at 4096x1000, not 4.
         jax.config.update("jax_cpu_enable_async_dispatch", n_threads > 1)
         z, t = jax.device_put(logits), jax.device_put(target.astype(np.int32))
         value_and_grad = jax.jit(jax.value_and_grad(
@@ -163,33 +170,51 @@ def time_here(peer, shape, dtype, n_threads, seconds):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return {"ms": 1e3 * float(np.median(times)), "calls": len(times)}
+    return {"ms": 1e3 * float(np.median(times)), "module": ce.__file__}
 
 
-def one_cpu():
-    """The CPU one-thread runs are pinned to, or None where that cannot be done."""
+def cpus_for(n_threads):
+    """The CPUs an n-thread run is pinned to, or None (not pinned: n covers
+    every CPU this process may use, or the OS cannot pin)."""
     if not hasattr(os, "sched_setaffinity"):
         return None
-    return max(os.sched_getaffinity(0))
+    allowed = sorted(os.sched_getaffinity(0))
+    return allowed[-n_threads:] if n_threads < len(allowed) else None
+
+
+# The child pins itself before it imports anything (NumPy's BLAS starts its
+# threads at import), then times one implementation.
+CHILD = ("import json, os, sys\n"
+         "cpus = json.loads(sys.argv[1])\n"
+         "if cpus: os.sched_setaffinity(0, cpus)\n"
+         "from crossentropy._benchmark import time_here\n"
+         "spec = json.loads(sys.argv[2])\n"
+         "print(json.dumps(time_here(spec['peer'], tuple(spec['shape']), spec['dtype'],"
+         " spec['threads'], spec['seconds'])))\n")
+CHILD_TIMEOUT_S = 900
 
 
 def time_alone(peer, shape, dtype, n_threads, seconds):
     """Time `peer` in a fresh process of its own (see the module's docstring)."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(n_threads), JAX_PLATFORMS="cpu")
-    if peer == "jax":
-        env["XLA_FLAGS"] = (f"--xla_cpu_multi_thread_eigen={'false' if n_threads == 1 else 'true'} "
-                            f"intra_op_parallelism_threads={n_threads}")
-    cpu = one_cpu() if n_threads == 1 else None
+    env = dict(os.environ, OMP_NUM_THREADS=str(n_threads), JAX_PLATFORMS="cpu",
+               PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+    if peer == "jax" and n_threads == 1:
+        env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
     spec = {"peer": peer, "shape": list(shape), "dtype": dtype, "threads": n_threads,
             "seconds": seconds}
-    done = subprocess.run(
-        [sys.executable, "-m", "crossentropy._benchmark", "--child", json.dumps(spec)],
-        env=env, capture_output=True, text=True,
-        preexec_fn=None if cpu is None else lambda: os.sched_setaffinity(0, {cpu}))
-    if done.returncode != 0:
-        raise RuntimeError(f"{peer} {shape} {dtype} at {n_threads} thread(s) failed:\n"
-                           + done.stderr[-2000:])
-    return json.loads(done.stdout.strip().splitlines()[-1])["ms"]
+    what = f"{peer} {shape[0]}x{shape[1]} {dtype} at {n_threads} thread(s)"
+    try:
+        done = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cpus_for(n_threads)),
+                               json.dumps(spec)], env=env, capture_output=True, text=True,
+                              timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"{what}: no result within {CHILD_TIMEOUT_S} s") from None
+    if done.returncode != 0 or not done.stdout.strip():
+        raise RuntimeError(f"{what} failed:\n" + done.stderr[-2000:])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["module"] != ce.__file__:
+        raise RuntimeError(f"{what}: the child imported {result['module']}, not {ce.__file__}")
+    return result["ms"]
 
 
 def reference_grad(logits, target):
@@ -239,20 +264,36 @@ def spread(values):
     return {"median": float(np.median(values)), "min": values[0], "max": values[-1]}
 
 
-def run(shapes, thread_counts, processes, seconds, peers=PEERS, timer=time_alone, log=sys.stderr):
+def run(shapes, thread_counts, processes, seconds, peers=PEERS, timer=None, log=sys.stderr,
+        failed=None):
     """Every implementation in `peers` at every shape and thread count, each
-    in `processes` processes of its own (by `timer`), in turns.  Records per
-    implementation the median time over its processes, and per ratio the
-    median and range of the per-round ratios: each peer against crossentropy,
-    crossentropy against the copy, and 1 thread against n."""
+    in `processes` processes of its own (by `timer`, time_alone by default),
+    in turns.  Records per implementation the median time over its processes,
+    and per ratio the median and range of the per-round ratios: each peer
+    against crossentropy, crossentropy against the copy, and the first thread
+    count against n.  A peer whose process fails is dropped from the results,
+    with the reason in `failed` (a dict) and the log; crossentropy's or the
+    copy's failure is an error."""
+    timer = timer or time_alone
+    failed = {} if failed is None else failed
     runs = [(shape, dtype, name, n) for shape, dtype in shapes for n in thread_counts
             for name in peers if n == thread_counts[0] or name not in SINGLE_THREADED]
     ms = {key: [] for key in runs}
     for round_ in range(processes):
         for key in runs:
-            ms[key].append(timer(key[2], *key[:2], key[3], seconds))
+            if key[2] in failed:
+                continue
+            try:
+                ms[key].append(timer(key[2], *key[:2], key[3], seconds))
+            except RuntimeError as error:
+                if key[2] in ("crossentropy", "copy"):
+                    raise
+                failed[key[2]] = str(error).splitlines()[0]
+                print(f"  dropping {key[2]}: {error}", file=log)
+                continue
             print(f"  round {round_ + 1}/{processes}: {key[2]} {key[0][0]}x{key[0][1]} {key[1]}, "
                   f"{key[3]} thread(s): {ms[key][-1]:.3f} ms", file=log)
+    peers = tuple(name for name in peers if name not in failed)
     results = []
     for shape, dtype in shapes:
         logits, target = problem(shape, dtype)
@@ -281,7 +322,9 @@ def run(shapes, thread_counts, processes, seconds, peers=PEERS, timer=time_alone
 
 TABLE_NOTE = ("Times are medians over the processes (each process's time is the median of its "
               "calls); a ratio is the median over rounds of the per-round ratio, with its range "
-              "over the rounds in brackets when there were several.")
+              "over the rounds in brackets when there were several. NumPy and the copy are "
+              "single-threaded: their time at one thread stands in every row, and \"/ copy\" "
+              "compares with that one-thread copy.")
 
 
 def ratio_cell(r, bold=False):
@@ -349,10 +392,6 @@ def chart(results, thread_counts, path):
     fig.savefig(path, dpi=110)
 
 
-MODULES = {"torch": ["torch"], "torch.compile": ["torch"], "jax": ["jax", "optax"],
-           "sklearn": ["sklearn"]}
-
-
 def versions(peers):
     found = {"crossentropy": ce.__version__, "numpy": np.__version__,
              "python": platform.python_version()}
@@ -386,13 +425,7 @@ def main(argv=None, default_out="crossentropy-benchmark"):
                              "crossentropy and copy are always timed)")
     parser.add_argument("--out", default=default_out,
                         help=f"directory for bench.json, bench.md and bench.png (default: {default_out})")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.child:                      # one timing process (time_alone)
-        spec = json.loads(args.child)
-        print(json.dumps(time_here(spec["peer"], tuple(spec["shape"]), spec["dtype"],
-                                   spec["threads"], spec["seconds"])))
-        return 0
     if min(args.threads) < 1 or (args.processes is not None and args.processes < 1):
         parser.error("--threads and --processes must be at least 1")
     shapes = QUICK_SHAPES if args.quick else SHAPES
@@ -403,16 +436,18 @@ def main(argv=None, default_out="crossentropy-benchmark"):
     peers = tuple(peer for peer in PEERS if peer in asked and peer not in skipped)
     for peer, why in skipped.items():
         print(f"skipping {peer}: {why}", file=sys.stderr)
-    results = run(shapes, args.threads, processes, seconds, peers)
+    failed = {}
+    results = run(shapes, args.threads, processes, seconds, peers, failed=failed)
+    peers = tuple(peer for peer in peers if peer not in failed)
     found = versions(peers)
-    pinned = one_cpu() is not None
+    pinned = cpus_for(1) is not None
     report = {"command": "python benchmarks/bench.py" + (" --quick" if args.quick else ""),
               "argv": list(sys.argv[1:] if argv is None else argv),
               "machine": {"cpu": cpu_name(), "cpus": os.cpu_count(),
                           "simd_clones": ce._kernels.dispatch_target(),
                           "one_thread_pinned": pinned},
               "processes": processes, "seconds": seconds, "versions": found,
-              "skipped": skipped, "results": results}
+              "skipped": skipped, "failed": failed, "results": results}
     os.makedirs(args.out, exist_ok=True)
     text = (f"{table(results, args.threads)}\n\n{TABLE_NOTE}\n\nGradient accuracy (largest "
             f"relative error of an entry, against float64):\n\n{accuracy_table(results)}\n")
@@ -427,11 +462,13 @@ def main(argv=None, default_out="crossentropy-benchmark"):
     except ImportError:
         print("matplotlib not installed: no chart", file=sys.stderr)
     print(f"{cpu_name()}, {os.cpu_count()} CPUs, {ce._kernels.dispatch_target()} clones, "
-          f"one-thread runs {'pinned to one CPU' if pinned else 'not pinned (no sched_setaffinity)'}; "
+          f"runs {'pinned to as many CPUs as threads' if pinned else 'not pinned'}; "
           f"{', '.join(f'{k} {v}' for k, v in found.items())}\n")
     print(text)
     if skipped:
         print("Skipped: " + "; ".join(f"{peer} ({why})" for peer, why in skipped.items()))
+    if failed:
+        print("Failed, and left out: " + "; ".join(f"{peer} ({why})" for peer, why in failed.items()))
     print(f"Results written to {os.path.abspath(args.out)}: {', '.join(written)}")
     return 0
 

@@ -33,10 +33,13 @@ def gnu_like(compiler):
     return compiler.compiler_type != "msvc"
 
 
-def compiler_accepts(compiler, compile_flags, link_flags=(), source=None):
+OPENMP_PROBE = "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
+PLAIN_PROBE = "int main(void) { return 0; }\n"
+
+
+def compiler_accepts(compiler, compile_flags, link_flags=(), source=OPENMP_PROBE):
     """Whether `compiler` compiles and links a tiny program (by default an
     OpenMP one) with these flags."""
-    source = source or "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
     with tempfile.TemporaryDirectory() as tmp:
         src = os.path.join(tmp, "probe.c")
         with open(src, "w") as f:
@@ -89,8 +92,7 @@ class BuildExt(build_ext):
         else:
             why = "asked (CROSSENTROPY_NO_OPENMP)" if os.environ.get("CROSSENTROPY_NO_OPENMP") \
                 else "this compiler has none that links"
-            simd = gnu and compiler_accepts(self.compiler, ["-fopenmp-simd"], [],
-                                            "int main(void) { return 0; }\n")
+            simd = gnu and compiler_accepts(self.compiler, ["-fopenmp-simd"], [], PLAIN_PROBE)
             if simd:        # the SIMD pragmas without the runtime
                 compile_args += ["-fopenmp-simd"]
                 macros.append(("CE_OPENMP_SIMD", "1"))
@@ -100,8 +102,7 @@ class BuildExt(build_ext):
         # clang's x86-64-v4 prefers 256-bit vectors, which leaves its AVX-512
         # clones no wider than the AVX2 ones (GCC's use 512 bits already)
         wide = ["-mprefer-vector-width=512"]
-        if not portable and x86_64 and compiler_accepts(
-                self.compiler, wide, [], "int main(void) { return 0; }\n"):
+        if not portable and x86_64 and compiler_accepts(self.compiler, wide, [], PLAIN_PROBE):
             compile_args += wide
         if portable:
             macros.append(("CE_PORTABLE", "1"))

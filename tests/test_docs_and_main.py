@@ -32,6 +32,14 @@ def test_main_trains_and_compares_speed():
     assert "numpy (textbook)" in text and "crossentropy" in text
 
 
+def test_main_speed_line_names_the_threads_and_kernels_that_ran():
+    out = io.StringIO()
+    # 500 x 20 is one chunk of rows: one thread runs whatever is asked
+    main_module.compare_speed(main_module.parse_args(
+        ["--samples", "500", "--classes", "20", "--threads", "2", "--repeats", "2"]), out)
+    assert f"1 thread, {_kernels.dispatch_target()} kernels" in out.getvalue()
+
+
 def test_main_runs_as_a_module_and_has_help():
     done = subprocess.run([sys.executable, "-m", "crossentropy", "--help"],
                           capture_output=True, text=True, check=True)

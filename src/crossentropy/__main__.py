@@ -14,7 +14,8 @@ import time
 import numpy as np
 
 from . import __version__, cross_entropy_and_grad
-from ._kernels import dispatch_target
+from ._api import _chunking
+from ._kernels import build_config, dispatch_target
 from ._validate import _resolve_n_threads
 from ._benchmark import call_for, numpy_loss_and_grad
 
@@ -92,7 +93,9 @@ def compare_speed(args, out):
     theirs = call_times(lambda: numpy_loss_and_grad(logits, target), args.repeats)
     loss_ours, grad_ours = cross_entropy_and_grad(logits, target, n_threads=args.threads)
     loss_exact, grad_exact = numpy_loss_and_grad(logits.astype(np.float64), target)
-    threads = _resolve_n_threads(args.threads)
+    # the threads the kernel runs: the shim's own rule, and one without OpenMP
+    threads = 1 if build_config()["openmp"] == "none" else _chunking(
+        args.samples, args.classes, _resolve_n_threads(args.threads))[2]
     print(f"\nloss + gradient of a {args.samples} x {args.classes} {dtype} batch, "
           f"{threads} thread{'s' if threads > 1 else ''}, {dispatch_target()} kernels "
           f"({args.repeats} calls each):", file=out)

@@ -76,3 +76,6 @@ def log_softmax(
 def logsumexp(
     x: npt.ArrayLike, *, axis: int | None = -1, keepdims: bool = False, n_threads: int | None = None
 ) -> _Float | _FloatArray: ...
+
+# the shim's chunking rule, which the main job uses to name its threads
+def _chunking(n_rows: int, n_classes: int, n_threads: int) -> tuple[int, int, int]: ...

@@ -55,6 +55,10 @@ cdef extern from "csrc/ce.h" nogil:
     double ce_gapsum_f64(const double *x, const double *w, Py_ssize_t n, double top)
     void ce_scale_sub_f32(float *g, const double *w, Py_ssize_t n, double a, double b)
     void ce_scale_sub_f64(double *g, const double *w, Py_ssize_t n, double a, double b)
+    void ce_softcap_f32(const float *x, float *out, Py_ssize_t n, double cap)
+    void ce_softcap_f64(const double *x, double *out, Py_ssize_t n, double cap)
+    void ce_softcap_grad_f32(float *g, const float *y, Py_ssize_t n, double cap)
+    void ce_softcap_grad_f64(double *g, const double *y, Py_ssize_t n, double cap)
 
     # rows in runs (csrc/rows.h)
     Py_ssize_t ce_run_length(Py_ssize_t n)

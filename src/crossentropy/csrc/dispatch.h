@@ -56,7 +56,8 @@ static inline const char *ce_dispatch_levels(void)
     X(ce_run_parts_f32) X(ce_run_parts_f64) X(ce_scale_f32) X(ce_scale_f64) \
     X(ce_shift_f32) X(ce_shift_f64) X(ce_gapsum_f32) X(ce_gapsum_f64) \
     X(ce_scale_sub_f32) X(ce_scale_sub_f64) X(ce_scale_runs_f32) X(ce_scale_runs_f64) \
-    X(ce_short_xent_f32) X(ce_short_xent_f64) X(ce_check_targets) X(ce_runs_total)
+    X(ce_short_xent_f32) X(ce_short_xent_f64) X(ce_check_targets) X(ce_runs_total) \
+    X(ce_softcap_f32) X(ce_softcap_f64) X(ce_softcap_grad_f32) X(ce_softcap_grad_f64)
 
 #define CE_FIELD(name) __typeof__(&name##_v0) name;
 static struct { CE_KERNELS(CE_FIELD) } ce_kernels;
@@ -114,5 +115,9 @@ static inline const char *ce_select_kernels(void) { ce_level = 0; return "baseli
 #define ce_short_xent_f64 CE_KERNEL(ce_short_xent_f64)
 #define ce_check_targets CE_KERNEL(ce_check_targets)
 #define ce_runs_total CE_KERNEL(ce_runs_total)
+#define ce_softcap_f32 CE_KERNEL(ce_softcap_f32)
+#define ce_softcap_f64 CE_KERNEL(ce_softcap_f64)
+#define ce_softcap_grad_f32 CE_KERNEL(ce_softcap_grad_f32)
+#define ce_softcap_grad_f64 CE_KERNEL(ce_softcap_grad_f64)
 
 #endif /* CE_DISPATCH_H */

@@ -19,6 +19,9 @@
  *               term with w[i] == 0 counts 0 even where x[i] is -inf
  *   ce_scale_sub  g[i] = g[i] * a - b * w[i], in double (w NULL: all ones)
  *   ce_scale_runs g[i] *= a * scale[run of i]
+ *   ce_softcap  out[i] = cap * tanh(x[i] / cap), in double; out may equal x
+ *   ce_softcap_grad  g[i] *= 1 - (y[i] / cap)^2, the derivative of the cap at
+ *               the capped logit y[i] (as torch's tanh backward takes it)
  *
  * Sums accumulate in double whatever the element type.  The exp values are
  * computed a block at a time and then summed by a second loop over the (L1-hot)
@@ -234,5 +237,22 @@ static CE_TARGET void CE_FNL(ce_scale_runs)(T *g, ptrdiff_t n, ptrdiff_t run,
             CE_FNL(ce_scale)(g + i, len, (T)f);
         else
             CE_FNL(ce_scale_sub)(g + i, NULL, len, f, 0.0);
+    }
+}
+
+static CE_TARGET void CE_FNL(ce_softcap)(const T *x, T *out, ptrdiff_t n, double cap)
+{
+    double inv = 1.0 / cap;
+    CE_SIMD
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = (T)(cap * ce_tanh((double)x[i] * inv));
+}
+
+static CE_TARGET void CE_FNL(ce_softcap_grad)(T *g, const T *y, ptrdiff_t n, double cap)
+{
+    double inv = 1.0 / cap;
+    CE_SIMD
+    for (ptrdiff_t i = 0; i < n; i++) {
+        double u = (double)y[i] * inv;
+        g[i] = (T)((double)g[i] * (1.0 - u * u));
     }
 }

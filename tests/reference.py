@@ -83,24 +83,38 @@ def _target_distribution(logits_moved, target, axis, ignore_index, label_smoothi
 
 
 def cross_entropy_full(logits, target, weight=None, ignore_index=-100, reduction="mean",
-                       label_smoothing=0.0, sample_weight=None, axis=-1):
-    """PyTorch's cross_entropy with every option, plus sample_weight, in float64.
+                       label_smoothing=0.0, sample_weight=None, axis=-1, z_loss=0.0,
+                       softcap=None, return_lse=False):
+    """PyTorch's cross_entropy with every option, plus sample_weight, z-loss
+    (``z_loss * lse**2`` per position, weighted as the position's loss) and
+    softcapping (``softcap * tanh(logits / softcap)`` first), in float64.
 
-    Returns (loss, grad); a class with c_j == 0 contributes 0 even at logp = -inf.
+    Returns (loss, grad), and the positions' log-sum-exps (0 where ignored)
+    with `return_lse`; a class with c_j == 0 contributes 0 even at logp = -inf.
     """
-    logp = np.moveaxis(log_softmax(logits, axis), axis, -1)
+    z = np.moveaxis(np.asarray(logits, dtype=np.float64), axis, -1)
+    if softcap is not None:
+        z = softcap * np.tanh(z / softcap)
+    logp = log_softmax(z)
     c, active = _target_distribution(logp, target, axis, ignore_index, label_smoothing, weight)
     sw = np.ones(active.shape) if sample_weight is None else np.asarray(sample_weight, np.float64)
-    with np.errstate(invalid="ignore"):
-        losses = -np.where(c == 0, 0.0, c * logp).sum(axis=-1) * sw
     target = np.asarray(target)
+    w = np.ones(logp.shape[-1]) if weight is None else np.asarray(weight, np.float64)
     if target.dtype.kind == "f":
+        row_weight = sw
         denominator = sw.sum()
     else:
-        w = np.ones(logp.shape[-1]) if weight is None else np.asarray(weight, np.float64)
-        denominator = (w[np.where(active, target, 0).astype(np.int64)] * sw)[active].sum()
+        row_weight = np.where(active, w[np.where(active, target, 0).astype(np.int64)], 0.0) * sw
+        denominator = row_weight[active].sum()
+    lse = np.where(active, logsumexp(z), 0.0)
+    with np.errstate(invalid="ignore"):
+        losses = -np.where(c == 0, 0.0, c * logp).sum(axis=-1) * sw
+    losses = losses + z_loss * lse**2 * row_weight
     p = np.exp(logp)
     grad = (p * c.sum(axis=-1, keepdims=True) - c) * sw[..., None]
+    grad = grad + 2.0 * z_loss * (lse * row_weight)[..., None] * p
+    if softcap is not None:
+        grad = grad * (1.0 - (z / softcap) ** 2)
     if reduction == "none":
         loss = losses
     elif reduction == "sum":
@@ -109,4 +123,5 @@ def cross_entropy_full(logits, target, weight=None, ignore_index=-100, reduction
         with np.errstate(invalid="ignore", divide="ignore"):
             loss = losses.sum() / denominator if denominator else np.nan
             grad = grad / denominator if denominator else grad * (0.0 if not active.any() else np.nan)
-    return loss, np.moveaxis(grad, -1, axis)
+    grad = np.moveaxis(grad, -1, axis)
+    return (loss, grad, lse) if return_lse else (loss, grad)

@@ -112,3 +112,30 @@ def test_pytorch_gives_nan_where_we_give_the_limit_for_a_zero_weight_class_at_mi
     loss = ce.cross_entropy(logits, [0], weight=weight, label_smoothing=0.1)
     # terms: 0.9 * 1 * log 2 + 0.1 / 3 * (1 * log 2 + 0 + 1 * log 2), over weight 1
     assert loss == pytest.approx(0.9 * np.log(2.0) + 0.2 / 3 * np.log(2.0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [6, SMALL + 36, 3000])
+def test_z_loss_and_softcap_as_torch_composes_them(dtype, m):
+    # torch has neither option in F.cross_entropy: the same loss written with
+    # torch ops (Gemma 2's tanh cap, PaLM's z-loss weighted per position)
+    rng = np.random.default_rng(m)
+    logits, target, kwargs = random_case(rng, (9, m), -1, dtype=dtype, ignore=True,
+                                         weighted=True)
+    z = torch.tensor(logits, requires_grad=True)
+    w = torch.tensor(kwargs["weight"], dtype=z.dtype)
+    t = torch.tensor(target)
+    capped = 3.0 * torch.tanh(z / 3.0)
+    lse = torch.logsumexp(capped, dim=1)
+    kept = t != -100
+    row_weight = torch.where(kept, w[torch.where(kept, t, 0)], 0.0)
+    loss = (F.cross_entropy(capped, t, weight=w, reduction="sum")
+            + 1e-2 * (row_weight * lse**2).sum()) / row_weight.sum()
+    loss.backward()
+    got, grad, got_lse = ce.cross_entropy_and_grad(logits, target, z_loss=1e-2, softcap=3.0,
+                                                   return_lse=True, **kwargs)
+    rtol, atol = (2e-5, 2e-6) if dtype == np.float32 else (1e-12, 1e-14)
+    np.testing.assert_allclose(got, loss.item(), rtol=rtol)
+    np.testing.assert_allclose(grad, z.grad.numpy(), rtol=rtol, atol=atol)
+    np.testing.assert_allclose(got_lse, np.where(target != -100, lse.detach().numpy(), 0.0),
+                               rtol=rtol, atol=atol)

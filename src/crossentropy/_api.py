@@ -14,9 +14,9 @@ from ._kernels import Mode
 from ._validate import (
     _as_float_array, _asarray, _check_axis, _check_bool, _check_distinct_elements,
     _check_integer, _check_label_smoothing, _check_nonnegative_weights, _check_output,
-    _check_real, _check_reduction, _destination, _input3, _kernel_ready, _native,
-    _resolve_n_threads, _same_elements, _shares, _split_shape, _target_indices,
-    _target_probabilities,
+    _check_real, _check_reduction, _check_softcap, _check_z_loss, _destination, _input3,
+    _kernel_ready, _native, _resolve_n_threads, _same_elements, _shares, _split_shape,
+    _target_indices, _target_probabilities,
 )
 
 __all__ = [
@@ -52,7 +52,7 @@ def _chunking(n_rows, n_classes, n_threads):
 
 def _run(mode, z3, threads, *, out3=None, y3=None, target2=None, sample_weight2=None,
          row_value=None, weight=None, ignore_index=-100, label_smoothing=0.0,
-         grad_scale=1.0):
+         grad_scale=1.0, lse=None, z_loss=0.0, softcap=0.0):
     """Call the kernel once; returns the per-chunk loss sums."""
     n_rows = z3.shape[0] * z3.shape[2]
     m = z3.shape[1]
@@ -63,8 +63,21 @@ def _run(mode, z3, threads, *, out3=None, y3=None, target2=None, sample_weight2=
                  sample_weight=sample_weight2, row_value=row_value, weight=weight,
                  weight_total=weight_total, ignore_index=ignore_index,
                  label_smoothing=label_smoothing, grad_scale=grad_scale,
-                 chunk_sums=chunk_sums, rows_per_chunk=rows_per_chunk, n_threads=threads)
+                 chunk_sums=chunk_sums, rows_per_chunk=rows_per_chunk, n_threads=threads,
+                 lse=lse, z_loss=z_loss, softcap=softcap)
     return chunk_sums
+
+
+def _mean_scale(grad_scale, reduction, denominator, n_active):
+    """What multiplies the gradient: grad_scale, over the mean's denominator
+    for reduction='mean'."""
+    if reduction != "mean":
+        return grad_scale
+    if denominator:
+        return grad_scale / denominator
+    # No position counts: PyTorch gives a zero gradient when every position
+    # is ignored, and NaN when the weights of the rest are 0.
+    return 0.0 if n_active == 0 else math.nan
 
 
 def _reduce(chunk_sums, row_value, denominator, reduction, dtype, shape):
@@ -79,13 +92,15 @@ def _reduce(chunk_sums, row_value, denominator, reduction, dtype, shape):
 
 
 def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
-          label_smoothing, sample_weight, grad_scale, gradient, out=None, inplace=False):
+          label_smoothing, sample_weight, grad_scale, z_loss, softcap, return_lse,
+          gradient, out=None, inplace=False):
     """Shared body of cross_entropy and cross_entropy_and_grad: validate every
     argument, then run the kernel once.
 
     `gradient` is False for the loss alone, True for the gradient too: into
-    `out`, a new array, or (`inplace`) the logits.  Returns the loss, and with
-    `gradient` the gradient array too.
+    `out`, a new array, or (`inplace`) the logits.  Returns the loss, with
+    `gradient` the gradient array too, and with `return_lse` the log-sum-exps
+    last.
     """
     _check_reduction(reduction)
     axis = _check_axis(axis, logits.ndim, "logits")
@@ -93,6 +108,9 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
     ignore_index = _check_integer(ignore_index, "ignore_index")
     label_smoothing = _check_label_smoothing(label_smoothing)
     grad_scale = _check_real(grad_scale, "grad_scale")
+    z_loss = _check_z_loss(z_loss)
+    softcap = _check_softcap(softcap)
+    return_lse = _check_bool(return_lse, "return_lse")
     n_classes = logits.shape[axis]
     positions = logits.shape[:axis] + logits.shape[axis + 1:]
     outer, _, inner = _split_shape(logits.shape, axis)
@@ -130,14 +148,9 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
             f"got dtype {t.dtype}"
         )
 
-    if reduction == "mean":
-        if denominator:
-            grad_scale = grad_scale / denominator
-        else:
-            # No position counts: PyTorch gives a zero gradient when every
-            # position is ignored, and NaN when the weights of the rest are 0.
-            grad_scale = 0.0 if n_active == 0 else math.nan
+    grad_scale = _mean_scale(grad_scale, reduction, denominator, n_active)
     row_value = np.empty((outer, inner), _native(logits.dtype)) if reduction == "none" else None
+    lse = np.empty((outer, inner), _native(logits.dtype)) if return_lse else None
 
     z3, z_copied = _input3(logits, axis)
     out3 = grad = staged = None
@@ -162,17 +175,22 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
     chunk_sums = _run(Mode.LOSS_GRAD if gradient else Mode.LOSS, z3, threads,
                       out3=out3, y3=y3, target2=target2, sample_weight2=sample_weight2,
                       row_value=row_value, weight=weight, ignore_index=kernel_ignore,
-                      label_smoothing=label_smoothing, grad_scale=grad_scale)
+                      label_smoothing=label_smoothing, grad_scale=grad_scale, lse=lse,
+                      z_loss=z_loss, softcap=softcap)
     if staged is not None:
         grad[...] = staged
     loss = _reduce(chunk_sums, row_value, denominator, reduction, _native(logits.dtype), positions)
-    return (loss, grad) if gradient else loss
+    result = (loss, grad) if gradient else (loss,)
+    if return_lse:
+        result += (lse.reshape(positions)[()],)
+    return result if len(result) > 1 else loss
 
 
 # --- public functions --------------------------------------------------------------
 
 def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, sample_weight=None, axis=-1, n_threads=None):
+                  label_smoothing=0.0, sample_weight=None, z_loss=0.0, softcap=None,
+                  return_lse=False, axis=-1, n_threads=None):
     """Softmax cross-entropy between logits and class targets.
 
     Per position, ``loss = -sum_j c_j log softmax(logits)_j`` along the class
@@ -207,6 +225,19 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
         Per-position weights (the shape of the targets' positions), finite and
         >= 0: each position's loss is multiplied by it, and the mean divides by
         the weighted count (see ``reduction``).
+    z_loss : float >= 0, keyword-only
+        Adds ``z_loss * lse**2`` to each position's loss (PaLM's auxiliary
+        loss; ``lse`` the log-sum-exp of its logits), weighted as the rest of
+        the position's loss (``weight[target] * sample_weight``; for
+        probability targets ``sample_weight`` alone) and in the same mean.
+    softcap : float > 0 or None, keyword-only
+        Caps the logits as ``softcap * tanh(logits / softcap)`` before the
+        softmax (Gemma 2); the logits are not changed.
+    return_lse : bool, keyword-only
+        Also return each position's log-sum-exp (of the capped logits), in the
+        logits' dtype, shaped as the positions: 0 for ignored positions (whose
+        logits are not read), NaN where a logit is NaN or infinite (as the
+        loss is there).
     axis : int, keyword-only
         The class axis.  ``-1`` (NumPy convention); PyTorch's ``(N, C, d1, ...)``
         layout is ``axis=1``.
@@ -220,6 +251,8 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     -------
     loss : numpy scalar, or ndarray for ``reduction='none'``
         In the logits' dtype; sums are accumulated in float64.
+    lse : numpy scalar or ndarray
+        With ``return_lse=True`` only: ``(loss, lse)`` is returned.
 
     Raises
     ------
@@ -229,7 +262,8 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     ValueError
         Shapes that do not match, an unknown reduction, an axis out of range,
         label_smoothing outside [0, 1], negative or non-finite weights,
-        ignore_index with probability targets.
+        ignore_index with probability targets, z_loss negative or not finite,
+        softcap not finite and > 0.
     IndexError
         A class index outside ``[0, C)`` other than ``ignore_index``; the
         message gives the first one and where it is.
@@ -251,12 +285,14 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     logits = _as_float_array(logits, "logits")
     return _loss(logits, target, reduction=reduction, axis=axis, n_threads=n_threads,
                  weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
-                 sample_weight=sample_weight, grad_scale=1.0, gradient=False)
+                 sample_weight=sample_weight, grad_scale=1.0, z_loss=z_loss, softcap=softcap,
+                 return_lse=return_lse, gradient=False)
 
 
 def cross_entropy_and_grad(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                           label_smoothing=0.0, sample_weight=None, grad_scale=1.0, axis=-1,
-                           n_threads=None, out=None, inplace=False):
+                           label_smoothing=0.0, sample_weight=None, z_loss=0.0, softcap=None,
+                           return_lse=False, grad_scale=1.0, axis=-1, n_threads=None,
+                           out=None, inplace=False):
     """Cross-entropy loss and its gradient with respect to the logits, fused.
 
     One pass over each row gives both.  The gradient of a position is
@@ -287,7 +323,11 @@ def cross_entropy_and_grad(logits, target, *, weight=None, ignore_index=-100, re
     grad : ndarray
         The logits' shape and dtype: ``out``, ``logits`` (in place) or a new
         array.  For ``reduction='none'`` it is the gradient of the sum of the
-        losses.  Ignored positions get a zero gradient.
+        losses.  Ignored positions get a zero gradient.  With z-loss and
+        softcapping it is the gradient of the whole loss with respect to the
+        logits as given (through the cap).
+    lse : numpy scalar or ndarray
+        With ``return_lse=True`` only: ``(loss, grad, lse)`` is returned.
 
     Examples
     --------
@@ -310,7 +350,8 @@ def cross_entropy_and_grad(logits, target, *, weight=None, ignore_index=-100, re
     logits = _as_float_array(logits, "logits")
     return _loss(logits, target, reduction=reduction, axis=axis, n_threads=n_threads,
                  weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
-                 sample_weight=sample_weight, grad_scale=grad_scale, gradient=True, out=out,
+                 sample_weight=sample_weight, grad_scale=grad_scale, z_loss=z_loss,
+                 softcap=softcap, return_lse=return_lse, gradient=True, out=out,
                  inplace=inplace)
 
 

@@ -19,6 +19,9 @@ def cross_entropy(
     reduction: _Scalar = "mean",
     label_smoothing: float = 0.0,
     sample_weight: npt.ArrayLike | None = None,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    return_lse: Literal[False] = False,
     axis: int = -1,
     n_threads: int | None = None,
 ) -> _Float: ...
@@ -32,9 +35,44 @@ def cross_entropy(
     reduction: Literal["none"],
     label_smoothing: float = 0.0,
     sample_weight: npt.ArrayLike | None = None,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    return_lse: Literal[False] = False,
     axis: int = -1,
     n_threads: int | None = None,
 ) -> _FloatArray: ...
+@overload
+def cross_entropy(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _Scalar = "mean",
+    label_smoothing: float = 0.0,
+    sample_weight: npt.ArrayLike | None = None,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    return_lse: Literal[True],
+    axis: int = -1,
+    n_threads: int | None = None,
+) -> tuple[_Float, _Float | _FloatArray]: ...
+@overload
+def cross_entropy(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: Literal["none"],
+    label_smoothing: float = 0.0,
+    sample_weight: npt.ArrayLike | None = None,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    return_lse: Literal[True],
+    axis: int = -1,
+    n_threads: int | None = None,
+) -> tuple[_FloatArray, _Float | _FloatArray]: ...
 @overload
 def cross_entropy_and_grad(
     logits: npt.ArrayLike,
@@ -45,6 +83,9 @@ def cross_entropy_and_grad(
     reduction: _Scalar = "mean",
     label_smoothing: float = 0.0,
     sample_weight: npt.ArrayLike | None = None,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    return_lse: Literal[False] = False,
     grad_scale: float = 1.0,
     axis: int = -1,
     n_threads: int | None = None,
@@ -61,12 +102,53 @@ def cross_entropy_and_grad(
     reduction: Literal["none"],
     label_smoothing: float = 0.0,
     sample_weight: npt.ArrayLike | None = None,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    return_lse: Literal[False] = False,
     grad_scale: float = 1.0,
     axis: int = -1,
     n_threads: int | None = None,
     out: _FloatArray | None = None,
     inplace: bool = False,
 ) -> tuple[_FloatArray, _FloatArray]: ...
+@overload
+def cross_entropy_and_grad(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: _Scalar = "mean",
+    label_smoothing: float = 0.0,
+    sample_weight: npt.ArrayLike | None = None,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    return_lse: Literal[True],
+    grad_scale: float = 1.0,
+    axis: int = -1,
+    n_threads: int | None = None,
+    out: _FloatArray | None = None,
+    inplace: bool = False,
+) -> tuple[_Float, _FloatArray, _Float | _FloatArray]: ...
+@overload
+def cross_entropy_and_grad(
+    logits: npt.ArrayLike,
+    target: npt.ArrayLike,
+    *,
+    weight: npt.ArrayLike | None = None,
+    ignore_index: int = -100,
+    reduction: Literal["none"],
+    label_smoothing: float = 0.0,
+    sample_weight: npt.ArrayLike | None = None,
+    z_loss: float = 0.0,
+    softcap: float | None = None,
+    return_lse: Literal[True],
+    grad_scale: float = 1.0,
+    axis: int = -1,
+    n_threads: int | None = None,
+    out: _FloatArray | None = None,
+    inplace: bool = False,
+) -> tuple[_FloatArray, _FloatArray, _Float | _FloatArray]: ...
 def softmax(
     x: npt.ArrayLike, *, axis: int | None = -1, n_threads: int | None = None, out: _FloatArray | None = None
 ) -> _FloatArray: ...

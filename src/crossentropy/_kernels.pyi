@@ -50,5 +50,8 @@ def run(
     chunk_sums: npt.NDArray[np.float64],
     rows_per_chunk: int,
     n_threads: int,
+    lse: npt.NDArray[np.floating[Any]] | None,
+    z_loss: float,
+    softcap: float,
 ) -> None: ...
 def exp(x: npt.NDArray[np.floating[Any]], out: npt.NDArray[np.floating[Any]]) -> None: ...

@@ -51,7 +51,7 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport prange, parallel, threadid
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.math cimport exp as libm_exp, isinf, isfinite, log, INFINITY
+from libc.math cimport exp as libm_exp, isinf, isfinite, log, INFINITY, NAN
 
 # What a call computes.  Per row it yields one number (loss or log-sum-exp); the
 # modes that write an array write it into `out`.
@@ -169,9 +169,11 @@ cdef struct Problem:
     const double *weight        # class weights, or NULL for all ones
     double weight_total         # sum of the class weights
     bint probabilities          # targets are class probabilities (in `y`)
-    Strided z, out, y, target, sample_weight, row_value
-    bint has_out, has_target, has_sample_weight, has_row_value
-    bint row_value_float        # row_value holds floats (float32 logits), else doubles
+    double z_loss               # z-loss coefficient: z_loss * lse^2 per row (0: none)
+    double softcap              # logits capped as softcap * tanh(z / softcap) (0: not)
+    Strided z, out, y, target, sample_weight, row_value, lse
+    bint has_out, has_target, has_sample_weight, has_row_value, has_lse
+    bint row_value_float        # row_value and lse hold floats (float32 logits), else doubles
 
 
 cdef struct RowPrep:
@@ -259,6 +261,23 @@ cdef inline double vgapsum(const floating *x, const double *w, Py_ssize_t n,
         return ce_gapsum_f32(x, w, n, top)
     else:
         return ce_gapsum_f64(x, w, n, top)
+
+
+cdef inline void cap(const floating *z, floating *out, Py_ssize_t n, double c) noexcept nogil:
+    """out = c tanh(z / c) (softcapping); out may be z."""
+    if floating is float:
+        ce_softcap_f32(z, out, n, c)
+    else:
+        ce_softcap_f64(z, out, n, c)
+
+
+cdef inline void cap_grad(floating *g, const floating *y, Py_ssize_t n, double c) noexcept nogil:
+    """g *= 1 - (y / c)^2: the gradient with respect to capped logits y made
+    one with respect to the logits."""
+    if floating is float:
+        ce_softcap_grad_f32(g, y, n, c)
+    else:
+        ce_softcap_grad_f64(g, y, n, c)
 
 
 # --- element loops: SIMD primitives for long rows, plain loops for short ------
@@ -412,22 +431,35 @@ cdef inline double row_logsumexp(const floating *z, Py_ssize_t zc, Py_ssize_t m,
     return unshifted_logsumexp(z, zc, m) if isinf(zmax) else zmax + log_s
 
 
+cdef inline double loss_lse(double zmax, double log_s) noexcept nogil:
+    """A row's log-sum-exp in the loss modes (z-loss, return_lse): NaN where
+    the max is infinite, as the row's loss is (its logits may be overwritten
+    by then, so they are not summed again as row_logsumexp would)."""
+    return zmax + log_s if isfinite(zmax) else NAN
+
+
 cdef inline double hard_target_end(const Problem *P, const RowPrep *row, double s,
-                                   double log_s, double sample_weight, double e_t,
-                                   double *factor, double *g_t) noexcept nogil:
+                                   double log_s, double lse, double sample_weight,
+                                   double e_t, double *factor, double *g_t) noexcept nogil:
     """The finish of a row with a class-index target (the rules are csrc/rows.h's
     ce_target_loss and ce_target_grad, which the short-row block uses too):
     returns the row's loss; with `factor` not NULL also the factor that turns
     the row's exps into its gradient (less, with smoothing, gs * eps / C * w_j)
-    and, into g_t, the gradient's target entry, from e_t = exp(z_t - max)."""
+    and, into g_t, the gradient's target entry, from e_t = exp(z_t - max).
+    The z-loss, weighted by the target's class weight as the rest, adds
+    2 z_loss lse to what multiplies the probabilities."""
     cdef double loss = ce_target_loss(P.keep * row.wt, row.zmax, row.zt, log_s)
     cdef double gs, a
     if P.smoothing:
         loss = loss + P.each * (P.weight_total * log_s + row.gap)
+    if P.z_loss != 0.0:
+        loss = loss + ce_weigh(row.wt, P.z_loss * lse * lse, log_s)
     loss = ce_weigh(sample_weight, loss, log_s)
     if factor != NULL:
         gs = P.grad_scale * sample_weight
         a = P.keep * row.wt + (P.each * P.weight_total if P.smoothing else 0.0)
+        if P.z_loss != 0.0:
+            a = a + 2.0 * P.z_loss * row.wt * lse
         factor[0] = gs * a / s
         g_t[0] = ce_target_grad(gs, a, e_t / s, P.keep * row.wt,
                                 P.each * row.wt if P.smoothing else 0.0)
@@ -471,9 +503,10 @@ cdef inline void prepare(const Problem *P, const floating *z, Py_ssize_t zc,
 
 cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
                           floating *g, const floating *y, Py_ssize_t yc, double s,
-                          const RowPrep *row, double sample_weight,
+                          const RowPrep *row, double sample_weight, double *lse,
                           const double *run_scale=NULL, Py_ssize_t run=0) noexcept nogil:
-    """Loss (or log-sum-exp) of a row whose exps sum to `s`; writes `g`.
+    """Loss (or log-sum-exp) of a row whose exps sum to `s`; writes `g`, and
+    in the loss modes the row's log-sum-exp into lse.
 
     `g` is a contiguous row holding exp(z - max) for the gradient and softmax
     modes; for a row in runs (run_scale not NULL: hard targets without
@@ -481,11 +514,13 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
     into exp(z - max).  It may be `z` itself (in place), so `z` is read here only where
     that is safe: for log-softmax element by element before the write, and for
     the log-sum-exp of a row with an infinite max.  `z`, `y` have class strides
-    zc, yc.
+    zc, yc.  With softcapping, `z` is the row's capped logits, contiguous
+    (zc = 1), and the gradient is taken through the cap at the end.
     """
     cdef Py_ssize_t j, t = row.t, m = P.m
     cdef double log_s = log(s), loss, gs, a, e_t, factor, g_t
     cdef floating zmax = <floating>row.zmax
+    lse[0] = loss_lse(row.zmax, log_s)
     if P.mode == LOGSUMEXP:
         return row_logsumexp(z, zc, m, row.zmax, log_s)
     if P.mode == SOFTMAX:
@@ -502,31 +537,37 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
     # (sum_j c_j) log s + sum_j c_j (max - z_j) so that no large terms cancel;
     # gradient: sum_j c_j (p - onehot_j) = p * mass - c, times the upstream
     # gradient and this row's sample weight.
+    # (z-loss: weighted by the sample weight alone, there being no one target)
     if P.probabilities:
-        loss = ce_weigh(sample_weight, row.mass * log_s + row.gap, log_s)
+        loss = row.mass * log_s + row.gap
+        if P.z_loss != 0.0:
+            loss = loss + P.z_loss * lse[0] * lse[0]
+        loss = ce_weigh(sample_weight, loss, log_s)
         if P.mode == LOSS:
             return loss
         gs = P.grad_scale * sample_weight
-        a = gs * row.mass / s
+        a = gs * (row.mass + 2.0 * P.z_loss * lse[0] if P.z_loss != 0.0 else row.mass) / s
         for j in range(m):
             g[j] = <floating>(g[j] * a - gs * class_mass(P, y, yc, j))
-        return loss
-    if P.mode == LOSS:
-        return hard_target_end(P, row, s, log_s, sample_weight, 0.0, NULL, NULL)
-    e_t = g[t]
-    if run_scale != NULL:
-        e_t = e_t * run_scale[t // run]
-    loss = hard_target_end(P, row, s, log_s, sample_weight, e_t, &factor, &g_t)
-    gs = P.grad_scale * sample_weight
-    if run_scale != NULL:
-        scale_runs(g, m, run, factor, run_scale)
-    elif P.smoothing or not isfinite(<floating>factor):
-        # (the second case: a huge grad_scale whose factor overflows float32
-        # although the products with the probabilities do not)
-        scale_sub(g, P.weight, m, factor, gs * P.each if P.smoothing else 0.0)
+    elif P.mode == LOSS:
+        return hard_target_end(P, row, s, log_s, lse[0], sample_weight, 0.0, NULL, NULL)
     else:
-        scale(g, m, <floating>factor)
-    g[t] = <floating>g_t
+        e_t = g[t]
+        if run_scale != NULL:
+            e_t = e_t * run_scale[t // run]
+        loss = hard_target_end(P, row, s, log_s, lse[0], sample_weight, e_t, &factor, &g_t)
+        gs = P.grad_scale * sample_weight
+        if run_scale != NULL:
+            scale_runs(g, m, run, factor, run_scale)
+        elif P.smoothing or not isfinite(<floating>factor):
+            # (the second case: a huge grad_scale whose factor overflows float32
+            # although the products with the probabilities do not)
+            scale_sub(g, P.weight, m, factor, gs * P.each if P.smoothing else 0.0)
+        else:
+            scale(g, m, <floating>factor)
+        g[t] = <floating>g_t
+    if P.softcap != 0.0:
+        cap_grad(g, z, m, P.softcap)
     return loss
 
 
@@ -545,14 +586,25 @@ cdef inline double row_sample_weight(const Problem *P, Pos r) noexcept nogil:
     return (<double *>row_ptr(&P.sample_weight, r))[0]
 
 
-cdef inline void store_row_value(const Problem *P, Pos r, double v) noexcept nogil:
-    """A row's loss or log-sum-exp, in the logits' dtype (beyond the float
+cdef inline void store_value(const Problem *P, const Strided *a, Pos r, double v) noexcept nogil:
+    """A row's number into `a`, in the logits' dtype (beyond the float
     range, a float32 value is infinite, as IEEE rounding makes it)."""
+    if P.row_value_float:
+        (<float *>row_ptr(a, r))[0] = <float>v
+    else:
+        (<double *>row_ptr(a, r))[0] = v
+
+
+cdef inline void store_row_value(const Problem *P, Pos r, double v) noexcept nogil:
+    """A row's loss or log-sum-exp (row_value)."""
     if P.has_row_value:
-        if P.row_value_float:
-            (<float *>row_ptr(&P.row_value, r))[0] = <float>v
-        else:
-            (<double *>row_ptr(&P.row_value, r))[0] = v
+        store_value(P, &P.row_value, r, v)
+
+
+cdef inline void store_lse(const Problem *P, Pos r, double v) noexcept nogil:
+    """A row's log-sum-exp in the loss modes (return_lse); 0 for an ignored row."""
+    if P.has_lse:
+        store_value(P, &P.lse, r, v)
 
 
 cdef inline void gather(const floating *src, Py_ssize_t stride, floating *dst,
@@ -584,7 +636,8 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
     """Rows r0..r1 with more than CE_SHORT_MAX classes; returns their loss sum.
 
     `ws` is the thread's workspace (run allocates it): the runs' bookkeeping, a
-    block of exps, and 3 rows of m for rows whose classes are strided;
+    block of exps, and 3 rows of m for rows whose classes are strided or that
+    are capped (the capped logits go into the first);
     `element_type` is unused: its type selects the float or double version.
     """
     cdef Py_ssize_t r, t, m = P.m
@@ -593,7 +646,9 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
     cdef Py_ssize_t yc = P.y.sc // <Py_ssize_t>sizeof(floating)
     cdef bint write = writes_out(P)
     cdef bint strided = zc != 1 or (write and oc != 1) or (P.probabilities and yc != 1)
-    cdef bint prefetch = not strided and P.inner == 1 and PREFETCH_MIN <= m <= PREFETCH_MAX
+    cdef bint capped = P.softcap != 0.0
+    cdef bint prefetch = (not strided and not capped and P.inner == 1
+                          and PREFETCH_MIN <= m <= PREFETCH_MAX)
     cdef bint runs = m >= RUNS_MIN and not P.probabilities and not P.smoothing
     cdef Py_ssize_t run = ce_run_length(m)
     cdef double *run_top = <double *>ws
@@ -606,7 +661,7 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
     cdef const floating *y = NULL
     cdef floating *g = NULL
     cdef floating *g_dest = NULL
-    cdef double s, v, sw, total = 0.0
+    cdef double s, v, sw, lse, total = 0.0
     cdef RowPrep row
 
     cdef Pos pos = row_pos(r0, P.inner)
@@ -618,6 +673,7 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
             if write:
                 clear_row(<floating *>row_ptr(&P.out, pos), oc, m)
             store_row_value(P, pos, 0.0)
+            store_lse(P, pos, 0.0)
             continue
         z = <const floating *>row_ptr(&P.z, pos)
         if P.probabilities:
@@ -632,6 +688,10 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
                 gather(y, yc, scratch + m, m)
                 y = scratch + m
             g = scratch + 2 * m
+        if capped:
+            # (the logits themselves stay as they are, or become the gradient)
+            cap(z, scratch, m, P.softcap)
+            z = scratch
         sw = row_sample_weight(P, pos)
         if runs:
             # no max pass first: each run is shifted by its own max
@@ -640,7 +700,7 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
             run_parts(z, g if write and P.mode != LOG_SOFTMAX else NULL, m, run,
                       run_top, run_sum)
             s = ce_runs_total(run_top, run_sum, run_count(m, run), &row.zmax, run_scale)
-            v = finish(P, z, 1, g, y, 1, s, &row, sw, run_scale, run)
+            v = finish(P, z, 1, g, y, 1, s, &row, sw, &lse, run_scale, run)
         else:
             # the next row's logits stream in during this row's exps (rows of a
             # few KB: the hardware prefetcher alone leaves each max pass waiting)
@@ -650,10 +710,11 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
                 s = vexpsum(z, g, m, <floating>row.zmax, <floating>row.zmin, ahead)
             else:
                 s = vsumexp(z, m, <floating>row.zmax, <floating>row.zmin, ahead, block)
-            v = finish(P, z, 1, g, y, 1, s, &row, sw)
+            v = finish(P, z, 1, g, y, 1, s, &row, sw, &lse)
         if strided and write:
             scatter(g, g_dest, oc, m)
         store_row_value(P, pos, v)
+        store_lse(P, pos, lse)
         total = total + v
     return total
 
@@ -667,11 +728,11 @@ cdef inline Py_ssize_t short_block_rows(Py_ssize_t m) noexcept nogil:
     return min(BLOCK_ELEMENTS // m, BLOCK_ROWS)
 
 
-cdef Py_ssize_t short_rows_bytes(Py_ssize_t m, Py_ssize_t item) noexcept nogil:
-    """Workspace of short_rows: a block's exps, then its rows' RowPrep,
-    sample weights and positions."""
+cdef Py_ssize_t short_rows_bytes(Py_ssize_t m, Py_ssize_t item, bint capped) noexcept nogil:
+    """Workspace of short_rows: a block's exps, its capped logits (when
+    capped), then its rows' RowPrep, sample weights and positions."""
     cdef Py_ssize_t rows = short_block_rows(m)
-    return (round_up(rows * m * item, WORKSPACE_ALIGN)
+    return (round_up(rows * m * item, WORKSPACE_ALIGN) * (2 if capped else 1)
             + rows * (sizeof(RowPrep) + sizeof(double) + sizeof(Pos)))
 
 
@@ -692,13 +753,17 @@ cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
     cdef Py_ssize_t oc = P.out.sc // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t yc = P.y.sc // <Py_ssize_t>sizeof(floating)
     cdef bint write = writes_out(P)
+    cdef bint capped = P.softcap != 0.0
+    cdef Py_ssize_t zs = 1 if capped else zc     # class stride of the rows read
     cdef const floating *z
     cdef const floating *y
     cdef floating zmax
-    cdef double s, v, total = 0.0
+    cdef double s, v, lse, total = 0.0
     # the block's state, in the thread's workspace (short_rows_bytes)
+    cdef Py_ssize_t block_bytes = round_up(per_block * m * sizeof(floating), WORKSPACE_ALIGN)
     cdef floating *exps = <floating *>ws
-    cdef RowPrep *prep = <RowPrep *>(ws + round_up(per_block * m * sizeof(floating), WORKSPACE_ALIGN))
+    cdef floating *caps = <floating *>(ws + block_bytes)
+    cdef RowPrep *prep = <RowPrep *>(ws + block_bytes * (2 if capped else 1))
     cdef double *weights = <double *>(prep + per_block)
     cdef Pos *positions = <Pos *>(weights + per_block)
     cdef Pos pos = row_pos(r0, P.inner)
@@ -721,12 +786,16 @@ cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
                     exps[k * m + j] = 0
                 continue
             z = <const floating *>row_ptr(&P.z, pos)
+            if capped:
+                gather(z, zc, caps + k * m, m)
+                cap(caps + k * m, caps + k * m, m, P.softcap)
+                z = caps + k * m
             y = <const floating *>row_ptr(&P.y, pos) if P.probabilities else NULL
             weights[k] = row_sample_weight(P, pos)
-            prepare(P, z, zc, y, yc, t, &prep[k])
+            prepare(P, z, zs, y, yc, t, &prep[k])
             zmax = <floating>prep[k].zmax
             for j in range(m):
-                exps[k * m + j] = z[j * zc] - zmax
+                exps[k * m + j] = z[j * zs] - zmax
         # ... one vectorised exp over all of it ...
         vexp(exps, exps, (b1 - b0) * m)
         # ... then reduce and write row by row.
@@ -736,14 +805,19 @@ cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
                 if write:
                     clear_row(<floating *>row_ptr(&P.out, positions[k]), oc, m)
                 store_row_value(P, positions[k], 0.0)
+                store_lse(P, positions[k], 0.0)
                 continue
             s = short_sum(exps + k * m, m)
-            z = <const floating *>row_ptr(&P.z, positions[k])
+            if capped:
+                z = caps + k * m
+            else:
+                z = <const floating *>row_ptr(&P.z, positions[k])
             y = <const floating *>row_ptr(&P.y, positions[k]) if P.probabilities else NULL
-            v = finish(P, z, zc, exps + k * m, y, yc, s, &prep[k], weights[k])
+            v = finish(P, z, zs, exps + k * m, y, yc, s, &prep[k], weights[k], &lse)
             if write:
                 scatter(exps + k * m, <floating *>row_ptr(&P.out, positions[k]), oc, m)
             store_row_value(P, positions[k], v)
+            store_lse(P, positions[k], lse)
             total = total + v
         b0 = b1
     return total
@@ -838,9 +912,9 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
     makes of a row are computed in parallel, SEGMENT_RUNS at a time, combined
     in order, and scaled in parallel, so the results are long_rows' to the
     bit, whatever the thread count.  Hard targets without smoothing; loss,
-    loss+grad, softmax or log-sum-exp.  Rows with strided classes go through
-    the workspace `ws` (runs_bytes: the runs' bookkeeping, then 2 rows of
-    m)."""
+    loss+grad, softmax or log-sum-exp.  Rows with strided classes, and capped
+    rows, go through the workspace `ws` (runs_bytes: the runs' bookkeeping,
+    then 2 rows of m: the logits, capped or gathered, and the gradient)."""
     cdef Py_ssize_t m = P.m, run = ce_run_length(m)
     cdef Py_ssize_t segment = SEGMENT_RUNS * run, n_seg = run_count(m, segment)
     cdef Py_ssize_t zc = P.z.sc // <Py_ssize_t>sizeof(floating)
@@ -848,6 +922,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
     cdef bint write = writes_out(P)
     cdef bint strided = zc != 1 or (write and oc != 1)
     cdef bint loss_mode = P.mode == LOSS or P.mode == LOSS_GRAD
+    cdef bint capped = P.softcap != 0.0
     cdef Py_ssize_t r, c, t, off
     cdef const floating *z
     cdef floating *g = NULL
@@ -856,7 +931,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
     cdef double *run_sum = run_top + CE_MAX_RUNS
     cdef double *run_scale = run_sum + CE_MAX_RUNS
     cdef floating *scratch = <floating *>(run_scale + CE_MAX_RUNS) + CE_BLOCK
-    cdef double s, log_s, value, factor = 0.0, g_t = 0.0
+    cdef double s, log_s, lse, value, factor = 0.0, g_t = 0.0
     cdef RowPrep row
     cdef Pos pos = row_pos(0, P.inner)
     for r in range(n_rows):
@@ -869,6 +944,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
                 clear_row(g_dest, oc, m)
             row_loss[r] = 0.0
             store_row_value(P, pos, 0.0)
+            store_lse(P, pos, 0.0)
             continue
         z = <const floating *>row_ptr(&P.z, pos)
         g = g_dest
@@ -876,6 +952,11 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
             gather(z, zc, scratch, m)
             z = scratch
             g = scratch + m
+        if capped:
+            for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
+                off = c * segment
+                cap(z + off, scratch + off, min(segment, m - off), P.softcap)
+            z = scratch
         if loss_mode:
             keep_target(P, z, 1, t, &row)
         for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
@@ -884,16 +965,17 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
                       &run_top[c * SEGMENT_RUNS], &run_sum[c * SEGMENT_RUNS])
         s = ce_runs_total(run_top, run_sum, run_count(m, run), &row.zmax, run_scale)
         log_s = log(s)
+        lse = loss_lse(row.zmax, log_s)
         if P.mode == LOGSUMEXP:
             value = row_logsumexp(z, 1, m, row.zmax, log_s)
         elif P.mode == SOFTMAX:
             factor = 1.0 / s
             value = row.zmax + log_s
         elif P.mode == LOSS:
-            value = hard_target_end(P, &row, s, log_s, row_sample_weight(P, pos), 0.0,
+            value = hard_target_end(P, &row, s, log_s, lse, row_sample_weight(P, pos), 0.0,
                                     NULL, NULL)
         else:
-            value = hard_target_end(P, &row, s, log_s, row_sample_weight(P, pos),
+            value = hard_target_end(P, &row, s, log_s, lse, row_sample_weight(P, pos),
                                     g[t] * run_scale[t // run], &factor, &g_t)
         if P.mode == SOFTMAX or P.mode == LOSS_GRAD:
             for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
@@ -902,10 +984,15 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
                            &run_scale[c * SEGMENT_RUNS])
             if P.mode == LOSS_GRAD:
                 g[t] = <floating>g_t
+                if capped:
+                    for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
+                        off = c * segment
+                        cap_grad(g + off, z + off, min(segment, m - off), P.softcap)
         if strided and write:
             scatter(g, g_dest, oc, m)
         row_loss[r] = value
         store_row_value(P, pos, value)
+        store_lse(P, pos, lse)
 
 
 # --- the driver ----------------------------------------------------------------
@@ -915,7 +1002,8 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
         const double[:, :] sample_weight, floating[:, :] row_value,
         const double[::1] weight, double weight_total,
         Py_ssize_t ignore_index, double label_smoothing, double grad_scale,
-        double[::1] chunk_sums, Py_ssize_t rows_per_chunk, int n_threads):
+        double[::1] chunk_sums, Py_ssize_t rows_per_chunk, int n_threads,
+        floating[:, :] lse, double z_loss, double softcap):
     """Run `mode` over every row of `z` (outer, classes, inner).  Every
     argument is keyword-only: several are numbers that would swap silently.
 
@@ -927,6 +1015,9 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
     weight         (classes,) class weights, or None; weight_total their sum
     grad_scale     multiplies the gradient (upstream gradient / denominator)
     chunk_sums     per-chunk loss sums, one per chunk of rows_per_chunk rows
+    lse            (outer, inner) per-row log-sum-exp in the loss modes (z's dtype), or None
+    z_loss         adds z_loss * lse^2 to each row's loss (loss modes)
+    softcap        > 0: the logits are capped, softcap * tanh(z / softcap) (loss modes)
 
     Each thread's scratch (a block's state, strided rows) is allocated here,
     not on the threads' stacks, which can be small (threading.stack_size).
@@ -938,6 +1029,7 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
     cdef void *memory = NULL
     cdef char *ws
     cdef bint hard_plain, split, strided = needs_scratch(z, out, y)
+    cdef bint rows_scratch = strided or softcap != 0.0
 
     if n_rows == 0:
         return
@@ -953,6 +1045,9 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
     P.weight = &weight[0] if weight is not None and m > 0 else NULL
     P.weight_total = weight_total
     P.probabilities = y is not None
+    P.z_loss = z_loss
+    P.softcap = softcap
+    P.has_lse = lse is not None
     P.has_out = out is not None
     P.has_target = target is not None
     P.has_sample_weight = sample_weight is not None
@@ -974,26 +1069,32 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
     P.row_value = describe(<char *>&row_value[0, 0] if P.has_row_value else NULL,
                            row_value.strides[0] if P.has_row_value else 0, 0,
                            row_value.strides[1] if P.has_row_value else 0)
+    P.lse = describe(<char *>&lse[0, 0] if P.has_lse else NULL,
+                     lse.strides[0] if P.has_lse else 0, 0,
+                     lse.strides[1] if P.has_lse else 0)
 
     if m == 0:
         # No classes: log-sum-exp of nothing is -inf.  The shim lets loss modes
         # get here only when every row is ignored (each loss is then 0).
         for r0 in range(n_rows):
             store_row_value(&P, row_pos(r0, P.inner), -INFINITY if mode == LOGSUMEXP else 0.0)
+            store_lse(&P, row_pos(r0, P.inner), 0.0)
         return
-    # Hard targets without smoothing: the across-rows SIMD block for short rows,
-    # and for few very long rows, rows shared by all threads.
-    hard_plain = (mode == LOSS or mode == LOSS_GRAD) and not P.probabilities and not P.smoothing
+    # Hard targets without smoothing: the across-rows SIMD block for short rows
+    # (without the options that it leaves to short_rows), and for few very
+    # long rows, rows shared by all threads.
+    hard_plain = ((mode == LOSS or mode == LOSS_GRAD) and not P.probabilities and not P.smoothing
+                  and z_loss == 0.0 and softcap == 0.0 and not P.has_lse)
     split = (m >= SPLIT_MIN_CLASSES and n_rows <= SPLIT_MAX_ROWS and mode != LOG_SOFTMAX
              and not P.probabilities and not P.smoothing)
     if split:
-        per_thread, n_spaces = runs_bytes(item) + (2 * m * item if strided else 0), 1
+        per_thread, n_spaces = runs_bytes(item) + (2 * m * item if rows_scratch else 0), 1
     elif m > CE_SHORT_MAX:
-        per_thread = runs_bytes(item) + (3 * m * item if strided else 0)
+        per_thread = runs_bytes(item) + (3 * m * item if rows_scratch else 0)
     elif hard_plain:
         per_thread = m * CE_ROWS * item          # ce_short_xent's [class][row] block
     else:
-        per_thread = short_rows_bytes(m, item)
+        per_thread = short_rows_bytes(m, item, softcap != 0.0)
     per_thread = round_up(per_thread, WORKSPACE_ALIGN)
     memory = PyMem_Malloc(n_spaces * per_thread + WORKSPACE_ALIGN)
     if memory == NULL:

@@ -275,6 +275,23 @@ def _check_label_smoothing(label_smoothing):
     return eps
 
 
+def _check_z_loss(z_loss):
+    value = _check_real(z_loss, "z_loss")
+    if not (math.isfinite(value) and value >= 0.0):
+        raise ValueError(f"z_loss must be finite and >= 0, got {value}")
+    return value
+
+
+def _check_softcap(softcap):
+    """None as 0.0 (no capping, as the kernels take it), else a finite c > 0."""
+    if softcap is None:
+        return 0.0
+    value = _check_real(softcap, "softcap")
+    if not (math.isfinite(value) and value > 0.0):
+        raise ValueError(f"softcap must be None or a finite number > 0, got {value}")
+    return value
+
+
 def _check_nonnegative_weights(w, name, expected_shape, what):
     """`w` as a float64 array of `expected_shape` with finite entries >= 0."""
     a = np.asarray(w)

@@ -16,3 +16,10 @@ rows, grad2 = ce.cross_entropy_and_grad(logits, target, reduction="none", out=gr
 probabilities = ce.softmax(logits, axis=-1)
 lse = ce.logsumexp(logits, keepdims=True)
 version: str = ce.__version__
+capped, lse_rows = ce.cross_entropy(logits, target, softcap=30.0, z_loss=1e-4, return_lse=True)
+h = np.zeros((4, 8), dtype=np.float32)
+w = np.zeros((3, 8), dtype=np.float32)
+lin: np.float32 | np.float64 = ce.linear_cross_entropy(h, w, target, chunk_size=2)
+lin_loss, grad_h, grad_w, grad_b = ce.linear_cross_entropy_and_grad(h, w, target)
+lin_rows, lin_gh, lin_gw, lin_gb, lin_lse = ce.linear_cross_entropy_and_grad(
+    h, w, target, reduction="none", return_lse=True)

@@ -11,11 +11,14 @@ __version__ = "0.1.0"
 
 from ._api import cross_entropy, cross_entropy_and_grad, log_softmax, logsumexp, softmax
 from ._config import show_config
+from ._linear import linear_cross_entropy, linear_cross_entropy_and_grad
 
 __all__ = [
     "__version__",
     "cross_entropy",
     "cross_entropy_and_grad",
+    "linear_cross_entropy",
+    "linear_cross_entropy_and_grad",
     "log_softmax",
     "logsumexp",
     "show_config",

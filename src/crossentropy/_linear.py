@@ -1,0 +1,268 @@
+"""The fused linear cross-entropy: the loss of
+``cross_entropy(input @ linear_weight.T + linear_bias, target)`` without ever
+holding the (tokens x classes) logits.
+
+Per chunk of tokens: one matrix product into a reused buffer, the fused kernel
+in place on it (the buffer becomes the chunk's gradient with respect to its
+logits), then the two products of the gradients.  The matrix products are
+NumPy's (its BLAS); every argument is checked, and the targets counted for the
+mean, before the first product.
+"""
+
+import math
+
+import numpy as np
+
+from ._api import _mean_scale, _reduce, _run
+from ._kernels import Mode
+from ._validate import (
+    _as_float_array, _asarray, _check_bool, _check_integer, _check_label_smoothing,
+    _check_nonnegative_weights, _check_real, _check_reduction, _check_softcap, _check_z_loss,
+    _kernel_ready, _native, _resolve_n_threads, _target_indices,
+)
+
+__all__ = ["linear_cross_entropy", "linear_cross_entropy_and_grad"]
+
+# The logits buffer of one chunk, by default (chunk_size tokens overrides it).
+_CHUNK_BYTES = 64 << 20
+# grad_linear_weight gains each chunk's share a block of classes at a time,
+# through a buffer this size (NumPy's products cannot add into their output).
+_WEIGHT_BLOCK_BYTES = 4 << 20
+
+
+def _check_chunk_size(chunk_size, n_classes, itemsize):
+    """Tokens per chunk: chunk_size, or as many as _CHUNK_BYTES of logits hold."""
+    if chunk_size is None:
+        return max(1, _CHUNK_BYTES // max(1, n_classes * itemsize))
+    rows = _check_integer(chunk_size, "chunk_size", "a positive integer or None")
+    if rows <= 0:
+        raise ValueError(f"chunk_size must be a positive integer or None, got {rows}")
+    return rows
+
+
+def _same_dtype(a, name, dtype):
+    if _native(a.dtype) != dtype:
+        raise TypeError(f"{name} has dtype {a.dtype} but input has {dtype}; pass them in one "
+                        f"dtype ({name}.astype(input.dtype))")
+
+
+def _add_weight_grad(grad_w, g, h, block):
+    """grad_w += g.T @ h, `block` rows of grad_w at a time (block: a buffer
+    of (rows, features))."""
+    rows = block.shape[0]
+    for v0 in range(0, grad_w.shape[0], rows):
+        v1 = min(v0 + rows, grad_w.shape[0])
+        part = block[:v1 - v0]
+        np.matmul(g[:, v0:v1].T, h, out=part)
+        np.add(grad_w[v0:v1], part, out=grad_w[v0:v1])
+
+
+def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, reduction,
+            label_smoothing, sample_weight, z_loss, softcap, return_lse, chunk_size, n_threads,
+            grad_scale, gradient):
+    """Shared body of linear_cross_entropy and linear_cross_entropy_and_grad."""
+    h = _as_float_array(input, "input")
+    w = _as_float_array(linear_weight, "linear_weight")
+    if h.ndim == 0:
+        raise ValueError("input must have at least one dimension (the features), got a 0-d array")
+    if w.ndim != 2:
+        raise ValueError(f"linear_weight must have shape (classes, features), got {w.shape}")
+    dtype = _native(h.dtype)
+    _same_dtype(w, "linear_weight", dtype)
+    n_classes, features = w.shape
+    if h.shape[-1] != features:
+        raise ValueError(f"input has {h.shape[-1]} features (its last axis) but linear_weight "
+                         f"has {features} (its shape {w.shape} is (classes, features))")
+    b = None
+    if linear_bias is not None:
+        b = _as_float_array(linear_bias, "linear_bias")
+        _same_dtype(b, "linear_bias", dtype)
+        if b.shape != (n_classes,):
+            raise ValueError(f"linear_bias must have shape ({n_classes},) (one per class, as "
+                             f"linear_weight's rows), got {b.shape}")
+    positions = h.shape[:-1]
+    t = _asarray(target, "target")
+    if t.dtype.kind == "f":
+        raise TypeError("target must hold class indices: probability targets would be as large "
+                        "as the logits, which linear_cross_entropy never holds; compute the "
+                        "logits and call cross_entropy")
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"target must hold integer class indices, got dtype {t.dtype}")
+    if t.shape != positions:
+        raise ValueError(f"target must have shape {positions} (input's shape {h.shape} without "
+                         f"its features), got {t.shape}")
+    _check_reduction(reduction)
+    threads = _resolve_n_threads(n_threads)
+    ignore_index = _check_integer(ignore_index, "ignore_index")
+    label_smoothing = _check_label_smoothing(label_smoothing)
+    grad_scale = _check_real(grad_scale, "grad_scale")
+    z_loss = _check_z_loss(z_loss)
+    softcap = _check_softcap(softcap)
+    return_lse = _check_bool(return_lse, "return_lse")
+    rows = _check_chunk_size(chunk_size, n_classes, dtype.itemsize)
+    if weight is not None:
+        weight = _check_nonnegative_weights(_asarray(weight, "weight"), "weight", (n_classes,),
+                                            "one per class")
+    n = math.prod(positions)
+    sample_weight2 = None
+    if sample_weight is not None:
+        sample_weight = _check_nonnegative_weights(
+            _asarray(sample_weight, "sample_weight"), "sample_weight", positions,
+            "one per position: the target's shape")
+        sample_weight2 = _kernel_ready(sample_weight.reshape((n, 1)))
+    target2, kernel_ignore, n_active, denominator = _target_indices(
+        t, positions + (n_classes,), len(positions), ignore_index, weight, sample_weight2)
+    scale = _mean_scale(grad_scale, reduction, denominator, n_active)
+
+    h2 = h.reshape((n, features))
+    rows = min(rows, max(n, 1))
+    logits = np.empty((rows, n_classes), dtype)
+    row_value = np.empty((n, 1), dtype) if reduction == "none" else None
+    lse = np.empty((n, 1), dtype) if return_lse else None
+    sums = [np.zeros(1)]
+    if gradient:
+        grad_h = np.empty((n, features), dtype)
+        grad_w = np.zeros((n_classes, features), dtype)
+        grad_b = np.zeros(n_classes, np.float64) if b is not None else None
+        block = np.empty((max(1, min(n_classes, _WEIGHT_BLOCK_BYTES
+                                     // max(1, features * dtype.itemsize))), features), dtype)
+        column_sum = np.empty(n_classes, np.float64)
+        weight_started = False
+    for a in range(0, n, rows):
+        e = min(a + rows, n)
+        kept = target2[a:e, 0] != kernel_ignore
+        if not kept.any():
+            # every token ignored: nothing to add, and no product to make
+            for per_row in (row_value, lse):
+                if per_row is not None:
+                    per_row[a:e] = 0
+            if gradient:
+                grad_h[a:e] = 0
+            continue
+        z = logits[:e - a]
+        np.matmul(h2[a:e], w.T, out=z)
+        if b is not None:
+            np.add(z, b, out=z)
+        z3 = z.reshape((e - a, n_classes, 1))
+        sums.append(_run(Mode.LOSS_GRAD if gradient else Mode.LOSS, z3, threads,
+                         out3=z3 if gradient else None, target2=target2[a:e],
+                         sample_weight2=None if sample_weight2 is None else sample_weight2[a:e],
+                         row_value=None if row_value is None else row_value[a:e],
+                         weight=weight, ignore_index=kernel_ignore,
+                         label_smoothing=label_smoothing, grad_scale=scale,
+                         lse=None if lse is None else lse[a:e], z_loss=z_loss, softcap=softcap))
+        if gradient:
+            np.matmul(z, w, out=grad_h[a:e])
+            if weight_started:
+                _add_weight_grad(grad_w, z, h2[a:e], block)
+            else:
+                np.matmul(z.T, h2[a:e], out=grad_w)
+                weight_started = True
+            if grad_b is not None:
+                np.add(grad_b, np.add.reduce(z, axis=0, dtype=np.float64, out=column_sum),
+                       out=grad_b)
+    loss = _reduce(np.concatenate(sums), row_value, denominator, reduction, dtype, positions)
+    result = (loss,)
+    if gradient:
+        result += (grad_h.reshape(h.shape), grad_w,
+                   None if grad_b is None else grad_b.astype(dtype))
+    if return_lse:
+        result += (lse.reshape(positions)[()],)
+    return result if len(result) > 1 else loss
+
+
+def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None,
+                         ignore_index=-100, reduction="mean", label_smoothing=0.0,
+                         sample_weight=None, z_loss=0.0, softcap=None, return_lse=False,
+                         chunk_size=None, n_threads=None):
+    """Cross-entropy of a linear layer's output, without holding its logits.
+
+    The loss of ``cross_entropy(input @ linear_weight.T + linear_bias, target,
+    ...)`` (the arguments of ``torch.nn.functional.linear_cross_entropy``,
+    plus this package's options), computed ``chunk_size`` tokens at a time:
+    each chunk's logits go into one reused buffer (about 64 MiB by default),
+    so that memory does not grow with the number of tokens.
+
+    Parameters
+    ----------
+    input : array_like of float32 or float64, shape (..., d)
+        The hidden states; every position (all axes but the last) is a token.
+    linear_weight : array_like, shape (C, d), input's dtype
+        As ``torch.nn.Linear(d, C).weight``.
+    target : array_like of int, shape input.shape[:-1]
+        Class indices in ``[0, C)`` or ``ignore_index``.  Probability targets
+        are refused: they would be as large as the logits.
+    linear_bias : array_like of shape (C,), input's dtype, optional, keyword-only
+    weight, ignore_index, reduction, label_smoothing, sample_weight, z_loss, softcap, return_lse
+        As :func:`cross_entropy`, keyword-only.
+    chunk_size : int or None, keyword-only
+        Tokens per chunk; None: as many as 64 MiB of logits hold.  The
+        result does not depend on it beyond the rounding of the sums.
+    n_threads : int or None, keyword-only
+        The kernel's threads, as in :func:`cross_entropy`; the matrix
+        products use NumPy's BLAS and its threads.
+
+    Returns
+    -------
+    loss : numpy scalar, or ndarray for ``reduction='none'``
+        In input's dtype; with ``return_lse=True``, ``(loss, lse)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from crossentropy import cross_entropy, linear_cross_entropy
+    >>> rng = np.random.default_rng(0)
+    >>> h, w = rng.standard_normal((6, 4)), rng.standard_normal((10, 4))
+    >>> t = np.array([0, 3, 9, 2, -100, 5])
+    >>> bool(np.isclose(linear_cross_entropy(h, w, t, chunk_size=4),
+    ...                 cross_entropy(h @ w.T, t)))
+    True
+    """
+    return _linear(input, linear_weight, target, linear_bias=linear_bias, weight=weight,
+                   ignore_index=ignore_index, reduction=reduction,
+                   label_smoothing=label_smoothing, sample_weight=sample_weight, z_loss=z_loss,
+                   softcap=softcap, return_lse=return_lse, chunk_size=chunk_size,
+                   n_threads=n_threads, grad_scale=1.0, gradient=False)
+
+
+def linear_cross_entropy_and_grad(input, linear_weight, target, *, linear_bias=None,
+                                  weight=None, ignore_index=-100, reduction="mean",
+                                  label_smoothing=0.0, sample_weight=None, z_loss=0.0,
+                                  softcap=None, return_lse=False, grad_scale=1.0,
+                                  chunk_size=None, n_threads=None):
+    """:func:`linear_cross_entropy` and its gradients, in the same pass.
+
+    Per chunk the kernel turns the chunk's logits into their gradient in
+    place, and two products give the chunk's share of the input's and the
+    weight's gradients (the bias's is summed in float64).  For
+    ``reduction='none'`` they are the gradients of the sum of the losses;
+    ``grad_scale`` multiplies them all (an upstream gradient).
+
+    Returns
+    -------
+    loss : numpy scalar, or ndarray for ``reduction='none'``
+    grad_input : ndarray of input's shape
+    grad_linear_weight : ndarray of shape (C, d)
+    grad_linear_bias : ndarray of shape (C,), or None without a bias
+    lse : numpy scalar or ndarray
+        With ``return_lse=True`` only, last.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from crossentropy import linear_cross_entropy_and_grad
+    >>> h, w = np.ones((2, 3)), np.zeros((4, 3))
+    >>> loss, grad_h, grad_w, grad_b = linear_cross_entropy_and_grad(h, w, [1, 2])
+    >>> grad_w.round(3)
+    array([[ 0.25,  0.25,  0.25],
+           [-0.25, -0.25, -0.25],
+           [-0.25, -0.25, -0.25],
+           [ 0.25,  0.25,  0.25]])
+    >>> grad_b is None
+    True
+    """
+    return _linear(input, linear_weight, target, linear_bias=linear_bias, weight=weight,
+                   ignore_index=ignore_index, reduction=reduction,
+                   label_smoothing=label_smoothing, sample_weight=sample_weight, z_loss=z_loss,
+                   softcap=softcap, return_lse=return_lse, chunk_size=chunk_size,
+                   n_threads=n_threads, grad_scale=grad_scale, gradient=True)

@@ -104,7 +104,10 @@ def test_gradients_match_finite_differences(rng, lm, n_classes, probabilities):
     np.testing.assert_allclose(grad, ref.finite_difference_grad(f, logits), rtol=1e-6, atol=1e-9)
 
 
-@pytest.mark.parametrize("shape", [(300, 40), (40, 3000), (3, RUNS + 100)], ids=shape_id)
+# (each of several chunks of rows, so that two threads do run; the last
+# shares its rows between the threads)
+@pytest.mark.parametrize("shape", [(3000, 40), (40, 3000), (20, RUNS + 100), (2, SPLIT + 7)],
+                         ids=shape_id)
 def test_thread_count_and_layout_never_change_a_bit(rng, shape):
     logits, target, kwargs = random_case(rng, shape, -1, dtype=np.float32, ignore=True,
                                          weighted=True)
@@ -118,9 +121,9 @@ def test_thread_count_and_layout_never_change_a_bit(rng, shape):
         np.testing.assert_array_equal(a, c)
 
 
-@pytest.mark.parametrize("m", [7, SMALL + 9, RUNS + 5])
+@pytest.mark.parametrize("m", [7, SMALL + 9, RUNS + 5, SPLIT + 7])
 def test_in_place_and_out_give_the_same_bits_and_leave_nothing_capped(rng, m):
-    logits, target, _ = random_case(rng, (6, m), -1, ignore=True)
+    logits, target, _ = random_case(rng, (6 if m < SPLIT else 2, m), -1, ignore=True)
     lm = dict(z_loss=1e-3, softcap=3.0, return_lse=True)
     loss, grad, lse = ce.cross_entropy_and_grad(logits, target, **lm)
     kept = logits.copy()
@@ -204,12 +207,32 @@ def test_lse_shapes():
     assert lse.shape == (0,)
 
 
-def test_defaults_change_no_bit(rng):
-    logits, target, kwargs = random_case(rng, (50, 300), -1, ignore=True, weighted=True)
+@pytest.mark.parametrize("shape", [(150, 10), (9, SMALL + 9), (4, RUNS + 5)], ids=shape_id)
+def test_defaults_and_return_lse_change_no_bit(rng, shape):
+    # (150 x 10: the across-rows block, which computes the lse too)
+    logits, target, kwargs = random_case(rng, shape, -1, ignore=True, weighted=True)
     plain = ce.cross_entropy_and_grad(logits, target, **kwargs)
     zero = ce.cross_entropy_and_grad(logits, target, z_loss=0.0, softcap=None, **kwargs)
-    for a, b in zip(plain, zero):
+    with_lse = ce.cross_entropy_and_grad(logits, target, return_lse=True, **kwargs)
+    for a, b, c in zip(plain, zero, with_lse):
         np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+    expected = np.where(target != -100, ref.logsumexp(logits), 0.0)
+    np.testing.assert_allclose(with_lse[2], expected, rtol=1e-14)
+
+
+def test_cap_derivative_is_never_negative():
+    # c = 0.1 is not a float32: a saturated capped logit rounds above it
+    logits = np.array([[50.0, -50.0, 0.0, 0.09]], np.float32)
+    _, grad = ce.cross_entropy_and_grad(logits, [2], softcap=0.1)
+    assert grad[0, 0] == 0.0 and grad[0, 1] == 0.0
+
+
+def test_a_tiny_softcap_stays_finite():
+    logits = np.array([[0.0, 1.0, -1.0]])
+    loss, grad, lse = ce.cross_entropy_and_grad(logits, [1], softcap=1e-310, return_lse=True)
+    assert np.isfinite(loss) and np.all(np.isfinite(grad)) and np.isfinite(lse)
+    assert loss == pytest.approx(np.log(3.0))
 
 
 @pytest.mark.parametrize("kwargs, error, message", [

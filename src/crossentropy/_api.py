@@ -236,8 +236,9 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     return_lse : bool, keyword-only
         Also return each position's log-sum-exp (of the capped logits), in the
         logits' dtype, shaped as the positions: 0 for ignored positions (whose
-        logits are not read), NaN where a logit is NaN or infinite (as the
-        loss is there).
+        logits are not read), NaN where the row's largest (capped) logit is
+        NaN or infinite: a NaN or +inf logit, or all -inf (the loss is NaN
+        there too).
     axis : int, keyword-only
         The class axis.  ``-1`` (NumPy convention); PyTorch's ``(N, C, d1, ...)``
         layout is ``axis=1``.
@@ -263,7 +264,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
         Shapes that do not match, an unknown reduction, an axis out of range,
         label_smoothing outside [0, 1], negative or non-finite weights,
         ignore_index with probability targets, z_loss negative or not finite,
-        softcap not finite and > 0.
+        softcap not a finite number > 0.
     IndexError
         A class index outside ``[0, C)`` other than ``ignore_index``; the
         message gives the first one and where it is.

@@ -31,6 +31,7 @@ cdef extern from "csrc/ce.h" nogil:
     double ce_weigh(double w, double x, double log_s)
     double ce_target_loss(double c, double zmax, double zt, double log_s)
     double ce_target_grad(double scale, double a, double p_t, double c_t, double c_s)
+    double ce_loss_lse(double zmax, double log_s)
     Py_ssize_t ce_check_targets(const Py_ssize_t *t, Py_ssize_t n, Py_ssize_t m,
                                 Py_ssize_t ignore, Py_ssize_t *active)
 
@@ -79,8 +80,8 @@ cdef extern from "csrc/ce.h" nogil:
     double ce_short_xent_f32(const ce_rows *z, Py_ssize_t zc, const Py_ssize_t *target,
                              Py_ssize_t ts, Py_ssize_t ignore, const double *weight,
                              Py_ssize_t n, Py_ssize_t m, const ce_rows *g, Py_ssize_t gc,
-                             double gscale, double *loss, float *buf)
+                             double gscale, double *loss, double *lse, float *buf)
     double ce_short_xent_f64(const ce_rows *z, Py_ssize_t zc, const Py_ssize_t *target,
                              Py_ssize_t ts, Py_ssize_t ignore, const double *weight,
                              Py_ssize_t n, Py_ssize_t m, const ce_rows *g, Py_ssize_t gc,
-                             double gscale, double *loss, double *buf)
+                             double gscale, double *loss, double *lse, double *buf)

@@ -24,10 +24,16 @@ A row is computed in three steps that every path shares:
    gradient or softmax is wanted.
 3. ``finish``: loss (``lse = max + log s``) and the output array.
 
+The language-model options enter the same steps (loss modes only): with
+softcapping, the row is read as ``c tanh(z / c)`` into a scratch row (the
+logits stay as they are) and ``finish`` takes the gradient through the cap
+last; the z-loss is a term of the loss and of what multiplies the
+probabilities in ``finish``; the log-sum-exp is ``finish``'s too.
+
 Which loops run depends on the shape and the options, never on the layout:
 
-* short rows (``m <= CE_SHORT_MAX``) with class-index targets and no smoothing:
-  ``short_rows_hard``, vectorised across blocks of 64 rows (``ce_short_xent``
+* short rows (``m <= CE_SHORT_MAX``) with class-index targets, no smoothing,
+  no z-loss and no cap: ``short_rows_hard``, vectorised across blocks of 64 rows (``ce_short_xent``
   in ``csrc/short_rows_template.h``: the block is transposed so that every step
   is SIMD over rows).
 * other short rows: ``short_rows``: ``z - max`` of a block of rows goes into one
@@ -51,7 +57,7 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport prange, parallel, threadid
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.math cimport exp as libm_exp, isinf, isfinite, log, INFINITY, NAN
+from libc.math cimport exp as libm_exp, isinf, isfinite, log, INFINITY
 
 # What a call computes.  Per row it yields one number (loss or log-sum-exp); the
 # modes that write an array write it into `out`.
@@ -431,13 +437,6 @@ cdef inline double row_logsumexp(const floating *z, Py_ssize_t zc, Py_ssize_t m,
     return unshifted_logsumexp(z, zc, m) if isinf(zmax) else zmax + log_s
 
 
-cdef inline double loss_lse(double zmax, double log_s) noexcept nogil:
-    """A row's log-sum-exp in the loss modes (z-loss, return_lse): NaN where
-    the max is infinite, as the row's loss is (its logits may be overwritten
-    by then, so they are not summed again as row_logsumexp would)."""
-    return zmax + log_s if isfinite(zmax) else NAN
-
-
 cdef inline double hard_target_end(const Problem *P, const RowPrep *row, double s,
                                    double log_s, double lse, double sample_weight,
                                    double e_t, double *factor, double *g_t) noexcept nogil:
@@ -520,7 +519,7 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
     cdef Py_ssize_t j, t = row.t, m = P.m
     cdef double log_s = log(s), loss, gs, a, e_t, factor, g_t
     cdef floating zmax = <floating>row.zmax
-    lse[0] = loss_lse(row.zmax, log_s)
+    lse[0] = ce_loss_lse(row.zmax, log_s)
     if P.mode == LOGSUMEXP:
         return row_logsumexp(z, zc, m, row.zmax, log_s)
     if P.mode == SOFTMAX:
@@ -835,6 +834,7 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char
     cdef bint has_sw = P.has_sample_weight
     cdef bint weighted = class_weight != NULL or has_sw
     cdef bint keep_rows = P.has_row_value
+    cdef bint keep_lse = P.has_lse
     # Local copies: the compiler then knows the stores below do not change them
     # (read through P, they were reloaded for every row).
     cdef Strided z = P.z, out = P.out, target = P.target
@@ -846,6 +846,7 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char
     cdef Py_ssize_t targets[CE_ROWS]
     cdef double weights[CE_ROWS]
     cdef double losses[CE_ROWS]
+    cdef double lses[CE_ROWS]
     cdef Pos pos = row_pos(r0, inner)
     cdef char *tp
 
@@ -893,15 +894,18 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char
             total = total + ce_short_xent_f32(
                 &zrows, zc, <Py_ssize_t *>tp, ts, ignore, weights if weighted else NULL, n, m,
                 &grows if write else NULL, oc, P.grad_scale, losses if keep_rows else NULL,
-                <float *>ws)
+                lses if keep_lse else NULL, <float *>ws)
         else:
             total = total + ce_short_xent_f64(
                 &zrows, zc, <Py_ssize_t *>tp, ts, ignore, weights if weighted else NULL, n, m,
                 &grows if write else NULL, oc, P.grad_scale, losses if keep_rows else NULL,
-                <double *>ws)
+                lses if keep_lse else NULL, <double *>ws)
         if keep_rows:
             for k in range(n):
                 store_row_value(P, row_pos(b0 + k, inner), losses[k])
+        if keep_lse:
+            for k in range(n):
+                store_lse(P, row_pos(b0 + k, inner), lses[k])
         b0 = b1
     return total
 
@@ -965,7 +969,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
                       &run_top[c * SEGMENT_RUNS], &run_sum[c * SEGMENT_RUNS])
         s = ce_runs_total(run_top, run_sum, run_count(m, run), &row.zmax, run_scale)
         log_s = log(s)
-        lse = loss_lse(row.zmax, log_s)
+        lse = ce_loss_lse(row.zmax, log_s)
         if P.mode == LOGSUMEXP:
             value = row_logsumexp(z, 1, m, row.zmax, log_s)
         elif P.mode == SOFTMAX:
@@ -1084,7 +1088,7 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
     # (without the options that it leaves to short_rows), and for few very
     # long rows, rows shared by all threads.
     hard_plain = ((mode == LOSS or mode == LOSS_GRAD) and not P.probabilities and not P.smoothing
-                  and z_loss == 0.0 and softcap == 0.0 and not P.has_lse)
+                  and z_loss == 0.0 and softcap == 0.0)
     split = (m >= SPLIT_MIN_CLASSES and n_rows <= SPLIT_MAX_ROWS and mode != LOG_SOFTMAX
              and not P.probabilities and not P.smoothing)
     if split:

@@ -51,12 +51,12 @@ static long long CE_FN(tile_disagreements)(void)
         ce_rows z3 = {NULL, 0, zl}, g3 = {NULL, 0, gl};
         ce_rows z2 = {NULL, 0, zl2}, gs2 = {NULL, 0, gl2};
         ptrdiff_t ts = 2 * sizeof(ptrdiff_t);
-        double s2 = CE_FN(ce_short_xent)(&z2, CE_ROWS, t, ts, -100, NULL, n, m, &gs2, CE_ROWS, 0.5, l2, blk);
+        double s2 = CE_FN(ce_short_xent)(&z2, CE_ROWS, t, ts, -100, NULL, n, m, &gs2, CE_ROWS, 0.5, l2, NULL, blk);
         for (int pass = 0; pass < 2; pass++) {
             for (int k = 0; k < n; k++)       /* nothing left from the last */
                 for (int j = 0; j < m; j++) ((T *)gl[k])[j] = (T)12345;
             double s1 = CE_FN(ce_short_xent)(pass ? &z3 : &z1, 1, t, ts, -100, NULL, n, m,
-                                            pass ? &g3 : &g1, 1, 0.5, l1, blk);
+                                            pass ? &g3 : &g1, 1, 0.5, l1, NULL, blk);
             bad += !CE_SAME(s1, s2);
             for (int k = 0; k < n; k++) {
                 bad += !CE_SAME(l1[k], l2[k]);
@@ -66,7 +66,7 @@ static long long CE_FN(tile_disagreements)(void)
             }
         }
         /* the loss alone: the same losses */
-        CE_FN(ce_short_xent)(&z1, 1, t, ts, -100, NULL, n, m, NULL, 1, 0.5, l3, blk);
+        CE_FN(ce_short_xent)(&z1, 1, t, ts, -100, NULL, n, m, NULL, 1, 0.5, l3, NULL, blk);
         for (int k = 0; k < n; k++) bad += !CE_SAME(l3[k], l2[k]);
         if (n > 3) bad += l2[3] != 0.0;          /* the ignored row */
     }

@@ -80,7 +80,7 @@ CE_INLINE double ce_exp_poly_f64(double x, double *b)
  * c tanh(z / c)).  |x| < 0.375: the Taylor series to x^25 (coefficients
  * 2^2k (2^2k - 1) B_2k / (2k)!; truncation below half an ulp); beyond, (1 - e) /
  * (1 + e) with e = exp(-2|x|), which no longer cancels there.  At most 3 ulp
- * (tests/test_simd.py, against mpmath); tanh(+-inf) = +-1, NaN stays NaN.
+ * (tests/test_lm_options.py, against mpmath); tanh(+-inf) = +-1, NaN stays NaN.
  */
 CE_INLINE double ce_tanh(double x)
 {

@@ -79,6 +79,15 @@ CE_INLINE double ce_target_grad(double scale, double a, double p_t, double c_t, 
     return scale * (a * p_t - c_t - c_s);
 }
 
+/* A row's log-sum-exp in the loss modes (z-loss, return_lse), from its max
+   and the log of its sum of exps: NaN where the max is infinite (or NaN), as
+   the row's loss is; the logits may be overwritten by then, so they are not
+   summed again unshifted. */
+CE_INLINE double ce_loss_lse(double zmax, double log_s)
+{
+    return isfinite(zmax) ? zmax + log_s : NAN;
+}
+
 /* A target as the kernels use it: its class, or -1 when it is `ignore` (or,
    defensively, outside 0..m-1; the shim has checked the targets). */
 CE_INLINE ptrdiff_t ce_class_or_ignored(ptrdiff_t t, ptrdiff_t ignore, ptrdiff_t m)

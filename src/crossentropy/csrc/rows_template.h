@@ -21,7 +21,8 @@
  *   ce_scale_runs g[i] *= a * scale[run of i]
  *   ce_softcap  out[i] = cap * tanh(x[i] / cap), in double; out may equal x
  *   ce_softcap_grad  g[i] *= 1 - (y[i] / cap)^2, the derivative of the cap at
- *               the capped logit y[i] (as torch's tanh backward takes it)
+ *               the capped logit y[i] (as torch's tanh backward takes it),
+ *               at least 0 (a saturated y rounded to T can exceed cap)
  *
  * Sums accumulate in double whatever the element type.  The exp values are
  * computed a block at a time and then summed by a second loop over the (L1-hot)
@@ -240,19 +241,18 @@ static CE_TARGET void CE_FNL(ce_scale_runs)(T *g, ptrdiff_t n, ptrdiff_t run,
     }
 }
 
+/* (divisions, not a multiply by 1 / cap, which overflows for a tiny cap) */
 static CE_TARGET void CE_FNL(ce_softcap)(const T *x, T *out, ptrdiff_t n, double cap)
 {
-    double inv = 1.0 / cap;
     CE_SIMD
-    for (ptrdiff_t i = 0; i < n; i++) out[i] = (T)(cap * ce_tanh((double)x[i] * inv));
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = (T)(cap * ce_tanh((double)x[i] / cap));
 }
 
 static CE_TARGET void CE_FNL(ce_softcap_grad)(T *g, const T *y, ptrdiff_t n, double cap)
 {
-    double inv = 1.0 / cap;
     CE_SIMD
     for (ptrdiff_t i = 0; i < n; i++) {
-        double u = (double)y[i] * inv;
-        g[i] = (T)((double)g[i] * (1.0 - u * u));
+        double u = (double)y[i] / cap, d = 1.0 - u * u;
+        g[i] = (T)((double)g[i] * (d > 0.0 ? d : 0.0));
     }
 }

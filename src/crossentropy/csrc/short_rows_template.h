@@ -132,6 +132,8 @@ CE_INLINE void CE_FNL(ce_row_list)(const ce_rows *rows, ptrdiff_t n, T **out)
  *   gscale      multiplies every gradient (upstream gradient / denominator)
  *   loss[k]     receives row k's weighted loss (0 for ignored rows), or
  *               loss == NULL
+ *   lse[k]      receives row k's log-sum-exp (ce_loss_lse; 0 for ignored
+ *               rows), or lse == NULL
  *   buf         the [class][row] block: m * CE_ROWS elements or more,
  *               32-byte aligned, the caller's (too large for a thread's stack)
  *
@@ -141,7 +143,7 @@ CE_INLINE void CE_FNL(ce_row_list)(const ce_rows *rows, ptrdiff_t n, T **out)
 static CE_TARGET double CE_FNL(ce_short_xent)(
     const ce_rows *z, ptrdiff_t zc, const ptrdiff_t *target, ptrdiff_t ts,
     ptrdiff_t ignore, const double *weight, ptrdiff_t n, ptrdiff_t m,
-    const ce_rows *g, ptrdiff_t gc, double gscale, double *loss, T *buf)
+    const ce_rows *g, ptrdiff_t gc, double gscale, double *loss, double *lse, T *buf)
 {
     buf = CE_ASSUME_ALIGNED(buf, 32);
     T mx[CE_ROWS], mn[CE_ROWS], a[CE_ROWS] CE_ALIGNED(32);
@@ -256,6 +258,8 @@ static CE_TARGET double CE_FNL(ce_short_xent)(
     double total = ce_sum64(lossv);
     if (loss != NULL)
         for (k = 0; k < n; k++) loss[k] = lossv[k];
+    if (lse != NULL)
+        for (k = 0; k < n; k++) lse[k] = on[k] ? ce_loss_lse((double)mx[k], lg[k]) : 0.0;
     if (grows == NULL) return total;
     /* Gradient: p = e / s scaled by gscale * w (the row's weight is its
        target's), then the target's entry (ce_target_grad). */

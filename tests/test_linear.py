@@ -247,3 +247,71 @@ def test_same_as_torch_linear_cross_entropy(rng, dtype, reduction, weighted, eps
     np.testing.assert_allclose(got[2], tw.grad.numpy(), rtol=rtol, atol=atol)
     if bias:
         np.testing.assert_allclose(got[3], tb.grad.numpy(), rtol=rtol, atol=atol)
+
+
+RUNS = _kernels.RUNS_MIN_LEN
+SPLIT = _kernels.SPLIT_MIN_CLASSES_LEN
+
+
+@pytest.mark.parametrize("n_classes, chunk_size", [(RUNS + 5, 3), (SPLIT + 7, 2)],
+                         ids=["runs", "rows-shared-by-threads"])
+def test_vocabulary_sized_rows(rng, n_classes, chunk_size):
+    h, w, b, t = problem(rng, (5,), 3, n_classes, np.float32)
+    t[3] = -100
+    options = dict(weight=rng.random(n_classes) + 0.5, z_loss=1e-3, softcap=5.0)
+    got = ce.linear_cross_entropy_and_grad(h, w, t, linear_bias=b, chunk_size=chunk_size,
+                                           return_lse=True, **options)
+    expected = unfused(h, w, b, t, **options)
+    for a, c in zip(got, expected):
+        np.testing.assert_allclose(a, c, rtol=2e-5, atol=2e-6)
+
+
+def test_kernel_threads_change_no_bit(rng):
+    h, w, b, t = problem(rng, (300,), 8, 3000, np.float32)
+    one = ce.linear_cross_entropy_and_grad(h, w, t, linear_bias=b, chunk_size=100, n_threads=1)
+    two = ce.linear_cross_entropy_and_grad(h, w, t, linear_bias=b, chunk_size=100, n_threads=2)
+    for a, c in zip(one, two):
+        np.testing.assert_array_equal(a, c)
+
+
+def test_without_numpys_blas_the_weight_gradient_adds_through_blocks(rng, monkeypatch):
+    h, w, b, t = problem(rng, (40,), 6, 300)
+    direct = ce.linear_cross_entropy_and_grad(h, w, t, linear_bias=b, chunk_size=7)
+    monkeypatch.setattr(_linear, "_accumulating_gemm", lambda dtype: None)
+    monkeypatch.setattr(_linear, "_WEIGHT_BLOCK_BYTES", 6 * 8 * 64)     # blocks of 64 classes
+    blocks = ce.linear_cross_entropy_and_grad(h, w, t, linear_bias=b, chunk_size=7)
+    for a, c in zip(direct, blocks):
+        np.testing.assert_allclose(a, c, rtol=1e-13, atol=1e-15)
+
+
+def test_every_layout_gives_the_same_results(rng):
+    h3, w, b, t3 = problem(rng, (4, 7), 6, 50)
+    sliced = h3[:, :-1]                        # positions that do not collapse into one axis
+    t = t3[:, :-1]
+    expected = ce.linear_cross_entropy_and_grad(np.ascontiguousarray(sliced), w, t,
+                                                linear_bias=b, chunk_size=5)
+    for h_, w_, b_ in [(sliced, w, b), (np.asfortranarray(sliced), w, b),
+                       (sliced, w[::-1].copy()[::-1], b[::-1].copy()[::-1]),      # negative strides
+                       (sliced, np.asfortranarray(w), b),
+                       (sliced[..., ::-1].copy()[..., ::-1], w.astype(">f8"), b.astype(">f8")),
+                       (sliced, np.repeat(w, 2, axis=1)[:, ::2], b)]:
+        got = ce.linear_cross_entropy_and_grad(h_, w_, t, linear_bias=b_, chunk_size=5)
+        for a, c in zip(got, expected):
+            np.testing.assert_allclose(a, c, rtol=1e-13, atol=1e-15)
+
+
+def test_an_input_that_does_not_collapse_is_copied_a_chunk_at_a_time(rng):
+    h = rng.standard_normal((64, 65, 8))[:, :64]          # 32768 tokens, not one axis
+    w = rng.standard_normal((10, 8))
+    t = rng.integers(0, 10, (64, 64))
+    tracemalloc.start()
+    ce.linear_cross_entropy(h, w, t, chunk_size=256)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert peak < h.nbytes / 4, peak       # a copy of the input would be 2 MB
+
+
+def test_ignore_index_none_is_torchs_default(rng):
+    h, w, b, t = problem(rng, (9,), 4, 6)
+    assert ce.linear_cross_entropy(h, w, t, ignore_index=None) == \
+        ce.linear_cross_entropy(h, w, t)

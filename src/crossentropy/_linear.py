@@ -9,6 +9,8 @@ NumPy's (its BLAS); every argument is checked, and the targets counted for the
 mean, before the first product.
 """
 
+import ctypes
+import functools
 import math
 
 import numpy as np
@@ -25,8 +27,8 @@ __all__ = ["linear_cross_entropy", "linear_cross_entropy_and_grad"]
 
 # The logits buffer of one chunk, by default (chunk_size tokens overrides it).
 _CHUNK_BYTES = 64 << 20
-# grad_linear_weight gains each chunk's share a block of classes at a time,
-# through a buffer this size (NumPy's products cannot add into their output).
+# Without a BLAS to add into it (_accumulating_gemm), grad_linear_weight gains
+# each chunk's share a block of classes at a time, through a buffer this size.
 _WEIGHT_BLOCK_BYTES = 4 << 20
 
 
@@ -46,10 +48,75 @@ def _same_dtype(a, name, dtype):
                         f"dtype ({name}.astype(input.dtype))")
 
 
-def _add_weight_grad(grad_w, g, h, block):
-    """grad_w += g.T @ h, `block` rows of grad_w at a time (block: a buffer
-    of (rows, features))."""
-    rows = block.shape[0]
+def _blas_ready(a):
+    """Whether NumPy's matmul hands the 2-D array `a` to BLAS as it is
+    (otherwise it copies it, or for some strides multiplies in a plain loop):
+    native, aligned, one axis of unit stride, the other stepping past it."""
+    if not (a.dtype.isnative and a.flags.aligned):
+        return False
+    if a.flags.c_contiguous or a.flags.f_contiguous:
+        return True
+    (s0, s1), (n0, n1), item = a.strides, a.shape, a.itemsize
+    return (s1 == item and s0 >= n1 * item) or (s0 == item and s1 >= n0 * item)
+
+
+def _rows_of(h, positions, features):
+    """A function giving the (tokens, features) rows [a, e) of `h`: views of
+    it where its layout allows, else a copy of those rows alone (never a copy
+    of the whole input)."""
+    try:
+        h2 = h.reshape((math.prod(positions), features), copy=False)
+    except ValueError:
+        h2 = None
+    if h2 is not None and _blas_ready(h2):
+        return lambda a, e: h2[a:e]
+
+    def gathered(a, e):
+        rows = h[np.unravel_index(np.arange(a, e), positions)] if positions else h[None]
+        return np.ascontiguousarray(rows, dtype=_native(h.dtype))
+    return gathered
+
+
+@functools.cache
+def _accumulating_gemm(dtype):
+    """NumPy's own BLAS's cblas_?gemm, for C += A.T @ B (beta = 1), which
+    NumPy's matmul cannot do; None where it is not found.
+
+    Only the ILP64 names of NumPy's wheels (scipy-openblas: 64-bit integers,
+    known from the name) are taken; other builds add through a block.
+    """
+    letter = {np.dtype(np.float32): "s", np.dtype(np.float64): "d"}[dtype]
+    scalar = ctypes.c_float if letter == "s" else ctypes.c_double
+    try:
+        lib = ctypes.CDLL(np._core._multiarray_umath.__file__)
+    except (AttributeError, OSError):
+        return None
+    for name in (f"scipy_cblas_{letter}gemm64_", f"cblas_{letter}gemm64_"):
+        f = getattr(lib, name, None)
+        if f is not None:
+            i64, p = ctypes.c_int64, ctypes.c_void_p
+            f.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int, i64, i64, i64, scalar, p,
+                          i64, p, i64, scalar, p, i64]
+            f.restype = None
+            return f
+    return None
+
+
+def _add_weight_grad(grad_w, g, h):
+    """grad_w += g.T @ h: through NumPy's BLAS with beta = 1 where it can be
+    called and the rows are laid out for it, else a block of grad_w's rows
+    at a time."""
+    gemm = _accumulating_gemm(grad_w.dtype)
+    item = grad_w.itemsize
+    if (gemm is not None and grad_w.flags.c_contiguous and g.strides[1] == item
+            and h.strides[1] == item):
+        row_major, no_trans, trans = 101, 111, 112
+        gemm(row_major, trans, no_trans, grad_w.shape[0], grad_w.shape[1], g.shape[0], 1.0,
+             g.ctypes.data, g.strides[0] // item, h.ctypes.data, h.strides[0] // item, 1.0,
+             grad_w.ctypes.data, grad_w.shape[1])
+        return
+    rows = max(1, min(grad_w.shape[0], _WEIGHT_BLOCK_BYTES // max(1, grad_w.shape[1] * item)))
+    block = np.empty((rows, grad_w.shape[1]), grad_w.dtype)
     for v0 in range(0, grad_w.shape[0], rows):
         v1 = min(v0 + rows, grad_w.shape[0])
         part = block[:v1 - v0]
@@ -80,6 +147,7 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
         if b.shape != (n_classes,):
             raise ValueError(f"linear_bias must have shape ({n_classes},) (one per class, as "
                              f"linear_weight's rows), got {b.shape}")
+        b = _kernel_ready(b)
     positions = h.shape[:-1]
     t = _asarray(target, "target")
     if t.dtype.kind == "f":
@@ -93,7 +161,8 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
                          f"its features), got {t.shape}")
     _check_reduction(reduction)
     threads = _resolve_n_threads(n_threads)
-    ignore_index = _check_integer(ignore_index, "ignore_index")
+    # (None is torch's default for F.linear_cross_entropy, meaning -100)
+    ignore_index = -100 if ignore_index is None else _check_integer(ignore_index, "ignore_index")
     label_smoothing = _check_label_smoothing(label_smoothing)
     grad_scale = _check_real(grad_scale, "grad_scale")
     z_loss = _check_z_loss(z_loss)
@@ -114,18 +183,18 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
         t, positions + (n_classes,), len(positions), ignore_index, weight, sample_weight2)
     scale = _mean_scale(grad_scale, reduction, denominator, n_active)
 
-    h2 = h.reshape((n, features))
+    rows_of = _rows_of(h, positions, features)
+    if not _blas_ready(w):
+        w = np.ascontiguousarray(w, dtype=dtype)          # once, not once per product
     rows = min(rows, max(n, 1))
     logits = np.empty((rows, n_classes), dtype)
     row_value = np.empty((n, 1), dtype) if reduction == "none" else None
     lse = np.empty((n, 1), dtype) if return_lse else None
-    sums = [np.zeros(1)]
+    loss_sum = 0.0
     if gradient:
         grad_h = np.empty((n, features), dtype)
         grad_w = np.zeros((n_classes, features), dtype)
         grad_b = np.zeros(n_classes, np.float64) if b is not None else None
-        block = np.empty((max(1, min(n_classes, _WEIGHT_BLOCK_BYTES
-                                     // max(1, features * dtype.itemsize))), features), dtype)
         column_sum = np.empty(n_classes, np.float64)
         weight_started = False
     for a in range(0, n, rows):
@@ -140,28 +209,29 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
                 grad_h[a:e] = 0
             continue
         z = logits[:e - a]
-        np.matmul(h2[a:e], w.T, out=z)
+        hc = rows_of(a, e)
+        np.matmul(hc, w.T, out=z)
         if b is not None:
             np.add(z, b, out=z)
         z3 = z.reshape((e - a, n_classes, 1))
-        sums.append(_run(Mode.LOSS_GRAD if gradient else Mode.LOSS, z3, threads,
+        loss_sum += float(np.sum(_run(Mode.LOSS_GRAD if gradient else Mode.LOSS, z3, threads,
                          out3=z3 if gradient else None, target2=target2[a:e],
                          sample_weight2=None if sample_weight2 is None else sample_weight2[a:e],
                          row_value=None if row_value is None else row_value[a:e],
                          weight=weight, ignore_index=kernel_ignore,
                          label_smoothing=label_smoothing, grad_scale=scale,
-                         lse=None if lse is None else lse[a:e], z_loss=z_loss, softcap=softcap))
+                         lse=None if lse is None else lse[a:e], z_loss=z_loss, softcap=softcap)))
         if gradient:
             np.matmul(z, w, out=grad_h[a:e])
             if weight_started:
-                _add_weight_grad(grad_w, z, h2[a:e], block)
+                _add_weight_grad(grad_w, z, hc)
             else:
-                np.matmul(z.T, h2[a:e], out=grad_w)
+                np.matmul(z.T, hc, out=grad_w)
                 weight_started = True
             if grad_b is not None:
                 np.add(grad_b, np.add.reduce(z, axis=0, dtype=np.float64, out=column_sum),
                        out=grad_b)
-    loss = _reduce(np.concatenate(sums), row_value, denominator, reduction, dtype, positions)
+    loss = _reduce(np.array([loss_sum]), row_value, denominator, reduction, dtype, positions)
     result = (loss,)
     if gradient:
         result += (grad_h.reshape(h.shape), grad_w,
@@ -198,6 +268,8 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
     chunk_size : int or None, keyword-only
         Tokens per chunk; None: as many as 64 MiB of logits hold.  The
         result does not depend on it beyond the rounding of the sums.
+        Inputs whose layout NumPy's BLAS cannot take are copied: the
+        weight once, the input a chunk at a time.
     n_threads : int or None, keyword-only
         The kernel's threads, as in :func:`cross_entropy`; the matrix
         products use NumPy's BLAS and its threads.

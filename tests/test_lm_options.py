@@ -5,7 +5,6 @@ reference and finite differences."""
 
 import itertools
 
-import mpmath
 import numpy as np
 import pytest
 
@@ -143,6 +142,7 @@ def test_in_place_and_out_give_the_same_bits_and_leave_nothing_capped(rng, m):
 def test_softcap_matches_tanh_to_three_ulp(m):
     # with one class, the log-sum-exp is the capped logit itself: c tanh(z / c)
     # with c = 1 is tanh(z), computed in double (as for float32 logits)
+    mpmath = pytest.importorskip("mpmath")
     z = np.concatenate([np.linspace(-25, 25, 20001), np.geomspace(1e-300, 30, 3000),
                         [0.0, -0.0, 0.374999, 0.375, 0.375001, 1e-8, np.inf, -np.inf]])
     z = np.concatenate([z, -z])
@@ -228,11 +228,17 @@ def test_cap_derivative_is_never_negative():
     assert grad[0, 0] == 0.0 and grad[0, 1] == 0.0
 
 
-def test_a_tiny_softcap_stays_finite():
-    logits = np.array([[0.0, 1.0, -1.0]])
-    loss, grad, lse = ce.cross_entropy_and_grad(logits, [1], softcap=1e-310, return_lse=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_tiny_softcap_stays_finite_and_a_subnormal_one_is_refused(dtype):
+    tiny = float(np.finfo(dtype).tiny)
+    logits = np.array([[0.0, 1.0, -1.0]], dtype)
+    loss, grad, lse = ce.cross_entropy_and_grad(logits, [1], softcap=tiny, return_lse=True)
     assert np.isfinite(loss) and np.all(np.isfinite(grad)) and np.isfinite(lse)
     assert loss == pytest.approx(np.log(3.0))
+    # the cap's derivative is 0 at the saturated logits, 1 at the one left at 0
+    np.testing.assert_allclose(grad, [[1 / 3 * 1, 0.0, 0.0]], atol=1e-7)
+    with pytest.raises(ValueError, match="softcap must be at least"):
+        ce.cross_entropy(logits, [1], softcap=tiny / 4)
 
 
 @pytest.mark.parametrize("kwargs, error, message", [

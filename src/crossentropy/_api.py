@@ -109,7 +109,7 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
     label_smoothing = _check_label_smoothing(label_smoothing)
     grad_scale = _check_real(grad_scale, "grad_scale")
     z_loss = _check_z_loss(z_loss)
-    softcap = _check_softcap(softcap)
+    softcap = _check_softcap(softcap, _native(logits.dtype))
     return_lse = _check_bool(return_lse, "return_lse")
     n_classes = logits.shape[axis]
     positions = logits.shape[:axis] + logits.shape[axis + 1:]
@@ -237,8 +237,8 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
         Also return each position's log-sum-exp (of the capped logits), in the
         logits' dtype, shaped as the positions: 0 for ignored positions (whose
         logits are not read), NaN where the row's largest (capped) logit is
-        NaN or infinite: a NaN or +inf logit, or all -inf (the loss is NaN
-        there too).
+        NaN or infinite (without softcap: a NaN or +inf logit, or all -inf),
+        where the loss is NaN too.
     axis : int, keyword-only
         The class axis.  ``-1`` (NumPy convention); PyTorch's ``(N, C, d1, ...)``
         layout is ``axis=1``.

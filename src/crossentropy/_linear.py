@@ -57,7 +57,8 @@ def _blas_ready(a):
     if a.flags.c_contiguous or a.flags.f_contiguous:
         return True
     (s0, s1), (n0, n1), item = a.strides, a.shape, a.itemsize
-    return (s1 == item and s0 >= n1 * item) or (s0 == item and s1 >= n0 * item)
+    return (s0 % item == 0 and s1 % item == 0
+            and ((s1 == item and s0 >= n1 * item) or (s0 == item and s1 >= n0 * item)))
 
 
 def _rows_of(h, positions, features):
@@ -107,16 +108,22 @@ def _add_weight_grad(grad_w, g, h):
     called and the rows are laid out for it, else a block of grad_w's rows
     at a time."""
     gemm = _accumulating_gemm(grad_w.dtype)
-    item = grad_w.itemsize
-    if (gemm is not None and grad_w.flags.c_contiguous and g.strides[1] == item
-            and h.strides[1] == item):
-        row_major, no_trans, trans = 101, 111, 112
-        gemm(row_major, trans, no_trans, grad_w.shape[0], grad_w.shape[1], g.shape[0], 1.0,
-             g.ctypes.data, g.strides[0] // item, h.ctypes.data, h.strides[0] // item, 1.0,
-             grad_w.ctypes.data, grad_w.shape[1])
+    (n_classes, features), item = grad_w.shape, grad_w.itemsize
+    if grad_w.size == 0:
         return
-    rows = max(1, min(grad_w.shape[0], _WEIGHT_BLOCK_BYTES // max(1, grad_w.shape[1] * item)))
-    block = np.empty((rows, grad_w.shape[1]), grad_w.dtype)
+    # (rows in memory with unit steps along them, as cblas's leading dimensions say)
+    if (gemm is not None and grad_w.flags.c_contiguous
+            and g.strides[1] == item and g.strides[0] % item == 0
+            and g.strides[0] >= n_classes * item
+            and h.strides[1] == item and h.strides[0] % item == 0
+            and h.strides[0] >= features * item):
+        row_major, no_trans, trans = 101, 111, 112
+        gemm(row_major, trans, no_trans, n_classes, features, g.shape[0], 1.0,
+             g.ctypes.data, g.strides[0] // item, h.ctypes.data, h.strides[0] // item, 1.0,
+             grad_w.ctypes.data, features)
+        return
+    rows = max(1, min(n_classes, _WEIGHT_BLOCK_BYTES // max(1, features * item)))
+    block = np.empty((rows, features), grad_w.dtype)
     for v0 in range(0, grad_w.shape[0], rows):
         v1 = min(v0 + rows, grad_w.shape[0])
         part = block[:v1 - v0]
@@ -166,7 +173,7 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
     label_smoothing = _check_label_smoothing(label_smoothing)
     grad_scale = _check_real(grad_scale, "grad_scale")
     z_loss = _check_z_loss(z_loss)
-    softcap = _check_softcap(softcap)
+    softcap = _check_softcap(softcap, dtype)
     return_lse = _check_bool(return_lse, "return_lse")
     rows = _check_chunk_size(chunk_size, n_classes, dtype.itemsize)
     if weight is not None:

@@ -282,13 +282,19 @@ def _check_z_loss(z_loss):
     return value
 
 
-def _check_softcap(softcap):
-    """None as 0.0 (no capping, as the kernels take it), else a finite c > 0."""
+def _check_softcap(softcap, dtype):
+    """None as 0.0 (no capping, as the kernels take it), else a finite c > 0,
+    at least the least normal number of the logits' dtype (below it the capped
+    logits would round to 0)."""
     if softcap is None:
         return 0.0
     value = _check_real(softcap, "softcap")
     if not (math.isfinite(value) and value > 0.0):
         raise ValueError(f"softcap must be None or a finite number > 0, got {value}")
+    tiny = float(np.finfo(dtype).tiny)
+    if value < tiny:
+        raise ValueError(f"softcap must be at least {tiny} (the least normal {dtype}), "
+                         f"got {value}")
     return value
 
 

@@ -241,18 +241,21 @@ static CE_TARGET void CE_FNL(ce_scale_runs)(T *g, ptrdiff_t n, ptrdiff_t run,
     }
 }
 
-/* (divisions, not a multiply by 1 / cap, which overflows for a tiny cap) */
+/* cap is at least the least normal double (the shim's check), so 1 / cap
+   is finite: a multiply, where a vector division would take most of the time */
 static CE_TARGET void CE_FNL(ce_softcap)(const T *x, T *out, ptrdiff_t n, double cap)
 {
+    double inv = 1.0 / cap;
     CE_SIMD
-    for (ptrdiff_t i = 0; i < n; i++) out[i] = (T)(cap * ce_tanh((double)x[i] / cap));
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = (T)(cap * ce_tanh((double)x[i] * inv));
 }
 
 static CE_TARGET void CE_FNL(ce_softcap_grad)(T *g, const T *y, ptrdiff_t n, double cap)
 {
+    double inv = 1.0 / cap;
     CE_SIMD
     for (ptrdiff_t i = 0; i < n; i++) {
-        double u = (double)y[i] / cap, d = 1.0 - u * u;
+        double u = (double)y[i] * inv, d = 1.0 - u * u;
         g[i] = (T)((double)g[i] * (d > 0.0 ? d : 0.0));
     }
 }

@@ -5,12 +5,16 @@ import os
 import sys
 from typing import Any
 
+import numpy as np
+
 from . import _kernels
 
 
 def _config() -> dict[str, Any]:
     from . import __version__
+    from ._linear import _accumulating_gemm
     build = _kernels.build_config()
+    gemm = _accumulating_gemm(np.dtype(np.float32))
     return {
         "crossentropy": __version__,
         "Python": sys.version.split()[0],
@@ -27,6 +31,11 @@ def _config() -> dict[str, Any]:
             "levels compiled": _kernels.dispatch_levels(),
             "level running": _kernels.dispatch_target(),
             "CROSSENTROPY_ISA": os.environ.get("CROSSENTROPY_ISA"),
+        },
+        "linear_cross_entropy": {
+            "weight gradient": (f"added by NumPy's BLAS ({gemm.__name__}, beta = 1)"
+                                if gemm is not None else "added a block at a time (no "
+                                "cblas_?gemm64_ found in NumPy's BLAS)"),
         },
     }
 

@@ -157,3 +157,6 @@ def linear_cross_entropy_and_grad(
     chunk_size: int | None = None,
     n_threads: int | None = None,
 ) -> tuple[_FloatArray, _FloatArray, _FloatArray, _FloatArray | None, _Float | _FloatArray]: ...
+
+# NumPy's BLAS's cblas_?gemm that adds into its output, or None (show_config names it)
+def _accumulating_gemm(dtype: np.dtype[Any]) -> Any: ...

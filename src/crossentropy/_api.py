@@ -13,10 +13,9 @@ from . import _kernels
 from ._kernels import Mode
 from ._validate import (
     _as_float_array, _asarray, _check_axis, _check_bool, _check_distinct_elements,
-    _check_integer, _check_label_smoothing, _check_nonnegative_weights, _check_output,
-    _check_real, _check_reduction, _check_softcap, _check_z_loss, _destination, _input3,
-    _kernel_ready, _native, _resolve_n_threads, _same_elements, _shares, _split_shape,
-    _target_indices, _target_probabilities,
+    _check_loss_options, _check_nonnegative_weights, _check_output, _check_reduction,
+    _destination, _input3, _kernel_ready, _native, _resolve_n_threads, _same_elements, _shares,
+    _split_shape, _target_indices, _target_probabilities,
 )
 
 __all__ = [
@@ -80,6 +79,15 @@ def _mean_scale(grad_scale, reduction, denominator, n_active):
     return 0.0 if n_active == 0 else math.nan
 
 
+def _results(loss, arrays, lse, positions):
+    """What a loss function returns: the loss alone, or with the arrays that
+    go with it, and the log-sum-exps (shaped as the positions) last."""
+    result = (loss, *arrays)
+    if lse is not None:
+        result += (lse.reshape(positions)[()],)
+    return result if len(result) > 1 else loss
+
+
 def _reduce(chunk_sums, row_value, denominator, reduction, dtype, shape):
     if reduction == "none":
         return row_value.reshape(shape)[()]
@@ -104,13 +112,9 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
     """
     _check_reduction(reduction)
     axis = _check_axis(axis, logits.ndim, "logits")
-    threads = _resolve_n_threads(n_threads)
-    ignore_index = _check_integer(ignore_index, "ignore_index")
-    label_smoothing = _check_label_smoothing(label_smoothing)
-    grad_scale = _check_real(grad_scale, "grad_scale")
-    z_loss = _check_z_loss(z_loss)
-    softcap = _check_softcap(softcap, _native(logits.dtype))
-    return_lse = _check_bool(return_lse, "return_lse")
+    threads, ignore_index, label_smoothing, grad_scale, z_loss, softcap, return_lse = (
+        _check_loss_options(n_threads, ignore_index, label_smoothing, grad_scale, z_loss,
+                            softcap, return_lse, _native(logits.dtype)))
     n_classes = logits.shape[axis]
     positions = logits.shape[:axis] + logits.shape[axis + 1:]
     outer, _, inner = _split_shape(logits.shape, axis)
@@ -180,10 +184,7 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
     if staged is not None:
         grad[...] = staged
     loss = _reduce(chunk_sums, row_value, denominator, reduction, _native(logits.dtype), positions)
-    result = (loss, grad) if gradient else (loss,)
-    if return_lse:
-        result += (lse.reshape(positions)[()],)
-    return result if len(result) > 1 else loss
+    return _results(loss, (grad,) if gradient else (), lse, positions)
 
 
 # --- public functions --------------------------------------------------------------

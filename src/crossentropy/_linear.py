@@ -15,12 +15,11 @@ import math
 
 import numpy as np
 
-from ._api import _mean_scale, _reduce, _run
+from ._api import _mean_scale, _reduce, _results, _run
 from ._kernels import Mode
 from ._validate import (
-    _as_float_array, _asarray, _check_bool, _check_integer, _check_label_smoothing,
-    _check_nonnegative_weights, _check_real, _check_reduction, _check_softcap, _check_z_loss,
-    _kernel_ready, _native, _resolve_n_threads, _target_indices,
+    _as_float_array, _asarray, _check_integer, _check_loss_options, _check_nonnegative_weights,
+    _check_reduction, _kernel_ready, _native, _target_indices,
 )
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_and_grad"]
@@ -124,8 +123,8 @@ def _add_weight_grad(grad_w, g, h):
         return
     rows = max(1, min(n_classes, _WEIGHT_BLOCK_BYTES // max(1, features * item)))
     block = np.empty((rows, features), grad_w.dtype)
-    for v0 in range(0, grad_w.shape[0], rows):
-        v1 = min(v0 + rows, grad_w.shape[0])
+    for v0 in range(0, n_classes, rows):
+        v1 = min(v0 + rows, n_classes)
         part = block[:v1 - v0]
         np.matmul(g[:, v0:v1].T, h, out=part)
         np.add(grad_w[v0:v1], part, out=grad_w[v0:v1])
@@ -167,14 +166,10 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
         raise ValueError(f"target must have shape {positions} (input's shape {h.shape} without "
                          f"its features), got {t.shape}")
     _check_reduction(reduction)
-    threads = _resolve_n_threads(n_threads)
     # (None is torch's default for F.linear_cross_entropy, meaning -100)
-    ignore_index = -100 if ignore_index is None else _check_integer(ignore_index, "ignore_index")
-    label_smoothing = _check_label_smoothing(label_smoothing)
-    grad_scale = _check_real(grad_scale, "grad_scale")
-    z_loss = _check_z_loss(z_loss)
-    softcap = _check_softcap(softcap, dtype)
-    return_lse = _check_bool(return_lse, "return_lse")
+    threads, ignore_index, label_smoothing, grad_scale, z_loss, softcap, return_lse = (
+        _check_loss_options(n_threads, -100 if ignore_index is None else ignore_index,
+                            label_smoothing, grad_scale, z_loss, softcap, return_lse, dtype))
     rows = _check_chunk_size(chunk_size, n_classes, dtype.itemsize)
     if weight is not None:
         weight = _check_nonnegative_weights(_asarray(weight, "weight"), "weight", (n_classes,),
@@ -239,13 +234,9 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
                 np.add(grad_b, np.add.reduce(z, axis=0, dtype=np.float64, out=column_sum),
                        out=grad_b)
     loss = _reduce(np.array([loss_sum]), row_value, denominator, reduction, dtype, positions)
-    result = (loss,)
-    if gradient:
-        result += (grad_h.reshape(h.shape), grad_w,
-                   None if grad_b is None else grad_b.astype(dtype))
-    if return_lse:
-        result += (lse.reshape(positions)[()],)
-    return result if len(result) > 1 else loss
+    grads = ((grad_h.reshape(h.shape), grad_w, None if grad_b is None else grad_b.astype(dtype))
+             if gradient else ())
+    return _results(loss, grads, lse, positions)
 
 
 def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None,

@@ -275,6 +275,17 @@ def _check_label_smoothing(label_smoothing):
     return eps
 
 
+def _check_loss_options(n_threads, ignore_index, label_smoothing, grad_scale, z_loss, softcap,
+                        return_lse, dtype):
+    """The options every loss function takes, checked in this order and
+    converted: (threads, ignore_index, label_smoothing, grad_scale, z_loss,
+    softcap, return_lse)."""
+    return (_resolve_n_threads(n_threads), _check_integer(ignore_index, "ignore_index"),
+            _check_label_smoothing(label_smoothing), _check_real(grad_scale, "grad_scale"),
+            _check_z_loss(z_loss), _check_softcap(softcap, dtype),
+            _check_bool(return_lse, "return_lse"))
+
+
 def _check_z_loss(z_loss):
     value = _check_real(z_loss, "z_loss")
     if not (math.isfinite(value) and value >= 0.0):

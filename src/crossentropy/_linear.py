@@ -132,8 +132,13 @@ def _add_weight_grad(grad_w, g, h):
 
 def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, reduction,
             label_smoothing, sample_weight, z_loss, softcap, return_lse, chunk_size, n_threads,
-            grad_scale, gradient):
-    """Shared body of linear_cross_entropy and linear_cross_entropy_and_grad."""
+            grad_scale, gradient, row_scale=None):
+    """Shared body of linear_cross_entropy and linear_cross_entropy_and_grad.
+
+    `row_scale` (one float64 per token, of any sign) multiplies each token's
+    gradient: an upstream gradient of reduction='none' (the loss it returns
+    is then not meaningful).
+    """
     h = _as_float_array(input, "input")
     w = _as_float_array(linear_weight, "linear_weight")
     if h.ndim == 0:
@@ -184,6 +189,10 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
     target2, kernel_ignore, n_active, denominator = _target_indices(
         t, positions + (n_classes,), len(positions), ignore_index, weight, sample_weight2)
     scale = _mean_scale(grad_scale, reduction, denominator, n_active)
+    if row_scale is not None:
+        # (the kernel's per-row weight scales its gradient: past the checks, as it may be < 0)
+        row_scale = np.asarray(row_scale, np.float64).reshape((n, 1))
+        sample_weight2 = row_scale if sample_weight2 is None else sample_weight2 * row_scale
 
     rows_of = _rows_of(h, positions, features)
     if not _blas_ready(w):

@@ -1,0 +1,534 @@
+"""PyTorch on the CPU: drop-ins for ``torch.nn.functional.cross_entropy`` and
+``torch.nn.functional.linear_cross_entropy``, with autograd and
+``torch.compile``.
+
+Each is a ``torch.library.custom_op`` with a fake (meta) implementation and a
+registered backward, so that ``torch.compile(fullgraph=True)`` sees one opaque
+node and ``torch.library.opcheck`` passes.  The forward runs the NumPy API on
+zero-copy views of the tensors and computes the gradient in the same fused
+pass; it saves only that gradient (never the log-probabilities), and the
+backward multiplies it in place by the upstream gradient.  For
+``linear_cross_entropy(..., reduction="none")`` the backward recomputes the
+chunks with the per-token upstream gradient folded in, so that no
+(tokens x classes) array is ever held.
+
+Importing this module imports torch; ``import crossentropy`` does not.
+"""
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+try:
+    import torch
+except ImportError as error:                    # pragma: no cover - torch is an extra
+    raise ImportError("crossentropy.torch needs PyTorch: pip install 'crossentropy[torch]'") \
+        from error
+
+from . import _api, _linear
+
+__all__ = [
+    "CrossEntropyLoss",
+    "LinearCrossEntropyLoss",
+    "cross_entropy",
+    "linear_cross_entropy",
+]
+
+Tensor = torch.Tensor
+_FLOATS = (torch.float32, torch.float64)
+
+
+class InputError(ValueError, RuntimeError):
+    """A bad argument: a ValueError, and a RuntimeError as torch raises for
+    most misuse, so that code written against either catches it."""
+
+
+class InputTypeError(TypeError, RuntimeError):
+    """An argument of the wrong type or dtype (TypeError and RuntimeError)."""
+
+
+@contextlib.contextmanager
+def _torch_errors() -> Iterator[None]:
+    """The NumPy API's ValueError and TypeError, as errors torch code catches
+    too (IndexError, for a target out of range, is torch's own)."""
+    try:
+        yield
+    except IndexError:
+        raise
+    except TypeError as error:
+        raise InputTypeError(str(error)) from None
+    except ValueError as error:
+        raise InputError(str(error)) from None
+
+
+def _numpy(t: Tensor | None) -> np.ndarray | None:
+    """A zero-copy NumPy view of a CPU tensor, whatever its strides."""
+    if t is None:
+        return None
+    return t.detach().resolve_conj().resolve_neg().numpy()
+
+
+def _threads(n_threads: int) -> int:
+    return torch.get_num_threads() if n_threads == 0 else n_threads
+
+
+def _check_tensor(t: Any, name: str, torch_function: str, *, floating: bool = False) -> None:
+    if not isinstance(t, Tensor):
+        raise InputTypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if t.device.type != "cpu":
+        raise InputError(f"{name} is on {t.device}: crossentropy.torch runs on the CPU; "
+                         f"for {t.device.type} tensors use {torch_function}")
+    if floating and t.dtype not in _FLOATS:
+        raise InputTypeError(f"{name} must be float32 or float64, got {t.dtype}")
+
+
+def _check_no_grad(tensors: Sequence[tuple[Tensor | None, str]], function: str) -> None:
+    for t, name in tensors:
+        if t is not None and t.requires_grad:
+            raise InputError(f"{function} gives no gradient with respect to {name}, which "
+                             f"requires grad: pass {name}.detach()")
+
+
+def _check_n_threads(n_threads: int | None) -> int:
+    """0 stands for torch.get_num_threads(), read when the op runs."""
+    if n_threads is None:
+        return 0
+    if isinstance(n_threads, bool) or not isinstance(n_threads, int):
+        raise InputTypeError(f"n_threads must be an integer or None, got "
+                             f"{type(n_threads).__name__}")
+    if n_threads == 0:
+        raise InputError("n_threads must not be 0 (None follows torch.get_num_threads())")
+    return n_threads
+
+
+def _loss_tensor(loss: Any) -> Tensor:
+    return torch.from_numpy(np.array(loss))
+
+
+def _from_numpy(a: np.ndarray) -> Tensor:
+    """A NumPy result as a contiguous tensor, without a copy where it is one.
+    (Results come from NumPy's allocator, which asks for huge pages: a
+    first write to fresh memory costs a third of what torch.empty's does.)"""
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+def _empty(like: Tensor) -> Tensor:
+    """What an op returns for a gradient it was not asked for."""
+    return like.new_empty((0,))
+
+
+def _scaled(g: Tensor, upstream: Tensor, allow_retain_graph: bool) -> Tensor:
+    """The forward's gradient times the upstream gradient: a new tensor if the
+    graph may run again, else in place, and not at all for loss.backward()'s
+    upstream of exactly 1 outside torch.compile (which cannot branch on a
+    value)."""
+    if allow_retain_graph:
+        return g * upstream
+    if upstream.dim() == 0 and not torch.compiler.is_compiling() and upstream.item() == 1.0:
+        return g
+    return g.mul_(upstream)
+
+
+def _take(ctx: Any, name: str, allow_retain_graph: bool) -> Tensor:
+    """A gradient the forward saved, handed over once (the backward scales it
+    in place), or kept for another backward with allow_retain_graph."""
+    g = getattr(ctx, name)
+    if g is None:
+        raise RuntimeError("backward through crossentropy.torch ran twice: the forward's "
+                           "gradient is scaled in place and gone; pass allow_retain_graph=True "
+                           "for retain_graph=True or torch.autograd.gradcheck")
+    if not allow_retain_graph:
+        setattr(ctx, name, None)
+    return g
+
+
+# --- cross_entropy -----------------------------------------------------------------
+
+@torch.library.custom_op("crossentropy::cross_entropy", mutates_args=())
+def _cross_entropy_op(input: Tensor, target: Tensor, weight: Tensor | None,
+                      sample_weight: Tensor | None, ignore_index: int, reduction: str,
+                      label_smoothing: float, z_loss: float, softcap: float | None,
+                      n_threads: int, compute_grad: bool,
+                      allow_retain_graph: bool) -> tuple[Tensor, Tensor]:
+    """(loss, gradient of the loss at an upstream gradient of 1, or an empty
+    tensor without compute_grad)."""
+    options = dict(weight=_numpy(weight), sample_weight=_numpy(sample_weight),
+                   ignore_index=ignore_index, reduction=reduction,
+                   label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+                   axis=1 if input.dim() > 1 else 0, n_threads=_threads(n_threads))
+    with _torch_errors():
+        if not compute_grad:
+            return _loss_tensor(_api.cross_entropy(_numpy(input), _numpy(target), **options)), \
+                _empty(input)
+        loss, grad = _api.cross_entropy_and_grad(_numpy(input), _numpy(target), **options)
+    return _loss_tensor(loss), _from_numpy(grad)
+
+
+@_cross_entropy_op.register_fake
+def _(input, target, weight, sample_weight, ignore_index, reduction, label_smoothing, z_loss,
+      softcap, n_threads, compute_grad, allow_retain_graph):
+    positions = (input.shape[:1] + input.shape[2:]) if input.dim() > 1 else ()
+    loss = input.new_empty(positions if reduction == "none" else ())
+    return loss, input.new_empty(input.shape) if compute_grad else _empty(input)
+
+
+def _cross_entropy_setup(ctx, inputs, output):
+    # (no zeros for the gradient output's own, unused, upstream gradient)
+    ctx.set_materialize_grads(False)
+    ctx.class_dim = 1 if inputs[0].dim() > 1 else 0
+    ctx.per_position = inputs[5] == "none"
+    ctx.compute_grad = inputs[10]
+    ctx.allow_retain_graph = inputs[11]
+    ctx.grad = output[1].detach() if ctx.compute_grad else None
+
+
+def _cross_entropy_backward(ctx, grad_loss, _):
+    if not ctx.compute_grad:
+        raise RuntimeError("crossentropy.torch.cross_entropy was traced without a gradient "
+                           "(input did not require grad): trace it again")
+    if grad_loss is None:                       # (an undefined upstream: zero)
+        return (None,) * 12
+    g = _take(ctx, "grad", ctx.allow_retain_graph)
+    upstream = grad_loss.unsqueeze(ctx.class_dim) if ctx.per_position else grad_loss
+    return (_scaled(g, upstream, ctx.allow_retain_graph),) + (None,) * 11
+
+
+_cross_entropy_op.register_autograd(_cross_entropy_backward, setup_context=_cross_entropy_setup)
+
+
+def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
+                  size_average: Any = None, ignore_index: int = -100, reduce: Any = None,
+                  reduction: str = "mean", label_smoothing: float = 0.0, *,
+                  z_loss: float = 0.0, softcap: float | None = None,
+                  sample_weight: Tensor | None = None, n_threads: int | None = None,
+                  allow_retain_graph: bool = False) -> Tensor:
+    """``torch.nn.functional.cross_entropy``, fused, for CPU tensors.
+
+    Arguments as torch's (class dimension 1 of ``(N, C, d1, ...)``, or 0 of
+    a ``(C,)`` input; class indices or probabilities), plus this package's
+    ``z_loss``, ``softcap`` and ``sample_weight`` (see
+    :func:`crossentropy.cross_entropy`).  The deprecated ``size_average``
+    and ``reduce`` are refused.
+
+    The forward computes the loss and its gradient in one pass and keeps
+    only the gradient, which the backward scales in place by the upstream
+    gradient: a second backward through the same graph raises unless
+    ``allow_retain_graph=True`` (which costs one gradient-sized array per
+    backward).  Gradients flow to ``input`` only.
+
+    ``n_threads`` None follows ``torch.get_num_threads()``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from crossentropy.torch import cross_entropy
+    >>> logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 0.0, 0.0]], requires_grad=True)
+    >>> loss = cross_entropy(logits, torch.tensor([0, 2]))
+    >>> loss.backward()
+    >>> round(loss.item(), 5), logits.grad[1].tolist()
+    (0.66996, [0.1666666716337204, 0.1666666716337204, -0.3333333432674408])
+    """
+    if size_average is not None or reduce is not None:
+        raise InputTypeError("size_average and reduce are deprecated in torch and not taken "
+                             "here: pass reduction='mean', 'sum' or 'none'")
+    function = "torch.nn.functional.cross_entropy"
+    _check_tensor(input, "input", function, floating=True)
+    _check_tensor(target, "target", function)
+    for t, name in ((weight, "weight"), (sample_weight, "sample_weight")):
+        if t is not None:
+            _check_tensor(t, name, function)
+    _check_no_grad([(target, "target"), (weight, "weight"), (sample_weight, "sample_weight")],
+                   "crossentropy.torch.cross_entropy")
+    if input.dim() == 0:
+        raise InputError("input must have at least one dimension (the classes), got a 0-d "
+                         "tensor")
+    compute_grad = torch.is_grad_enabled() and input.requires_grad
+    loss, _ = _cross_entropy_op(input, target, weight, sample_weight, ignore_index, reduction,
+                                float(label_smoothing), float(z_loss),
+                                None if softcap is None else float(softcap),
+                                _check_n_threads(n_threads), compute_grad,
+                                bool(allow_retain_graph))
+    return loss
+
+
+# --- linear_cross_entropy ----------------------------------------------------------
+
+def _linear_options(ignore_index, reduction, label_smoothing, z_loss, softcap, chunk_size,
+                    n_threads):
+    return dict(ignore_index=ignore_index, reduction=reduction,
+                label_smoothing=label_smoothing, sample_weight=None, z_loss=z_loss,
+                softcap=softcap, return_lse=False, chunk_size=chunk_size or None,
+                n_threads=_threads(n_threads), grad_scale=1.0)
+
+
+@torch.library.custom_op("crossentropy::linear_cross_entropy", mutates_args=())
+def _linear_op(input: Tensor, linear_weight: Tensor, target: Tensor,
+               linear_bias: Tensor | None, weight: Tensor | None, ignore_index: int,
+               reduction: str, label_smoothing: float, z_loss: float, softcap: float | None,
+               chunk_size: int, n_threads: int, compute_grad: bool,
+               allow_retain_graph: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(loss, grad_input, grad_linear_weight, grad_linear_bias) for a reduction
+    to one number, the gradients at an upstream gradient of 1 (empty tensors
+    without compute_grad, and for the bias without a bias)."""
+    options = _linear_options(ignore_index, reduction, label_smoothing, z_loss, softcap,
+                              chunk_size, n_threads)
+    with _torch_errors():
+        result = _linear._linear(_numpy(input), _numpy(linear_weight), _numpy(target),
+                                 linear_bias=_numpy(linear_bias), weight=_numpy(weight),
+                                 gradient=compute_grad, **options)
+    if not compute_grad:
+        return _loss_tensor(result), _empty(input), _empty(input), _empty(input)
+    loss, grad_h, grad_w, grad_b = result
+    return (_loss_tensor(loss), _from_numpy(grad_h), _from_numpy(grad_w),
+            _empty(input) if grad_b is None else _from_numpy(grad_b))
+
+
+@_linear_op.register_fake
+def _(input, linear_weight, target, linear_bias, weight, ignore_index, reduction,
+      label_smoothing, z_loss, softcap, chunk_size, n_threads, compute_grad,
+      allow_retain_graph):
+    loss = input.new_empty(())
+    if not compute_grad:
+        return loss, _empty(input), _empty(input), _empty(input)
+    grad_b = _empty(input) if linear_bias is None else input.new_empty(linear_bias.shape)
+    return loss, input.new_empty(input.shape), input.new_empty(linear_weight.shape), grad_b
+
+
+def _linear_setup(ctx, inputs, output):
+    ctx.set_materialize_grads(False)
+    ctx.compute_grad = inputs[12]
+    ctx.allow_retain_graph = inputs[13]
+    has_bias = inputs[3] is not None
+    for name, g, wanted in (("grad_h", output[1], True), ("grad_w", output[2], True),
+                            ("grad_b", output[3], has_bias)):
+        setattr(ctx, name, g.detach() if ctx.compute_grad and wanted else None)
+
+
+def _linear_backward(ctx, grad_loss, *_):
+    if not ctx.compute_grad:
+        raise RuntimeError("crossentropy.torch.linear_cross_entropy was traced without a "
+                           "gradient (no argument required grad): trace it again")
+    grads = []
+    for name in ("grad_h", "grad_w", "grad_b"):
+        if grad_loss is None or getattr(ctx, name) is None:
+            grads.append(None)
+            continue
+        g = _take(ctx, name, ctx.allow_retain_graph)
+        grads.append(_scaled(g, grad_loss, ctx.allow_retain_graph))
+    grad_h, grad_w, grad_b = grads
+    return (grad_h, grad_w, None, grad_b) + (None,) * 10
+
+
+_linear_op.register_autograd(_linear_backward, setup_context=_linear_setup)
+
+
+@torch.library.custom_op("crossentropy::linear_cross_entropy_none", mutates_args=())
+def _linear_none_op(input: Tensor, linear_weight: Tensor, target: Tensor,
+                    linear_bias: Tensor | None, weight: Tensor | None, ignore_index: int,
+                    label_smoothing: float, z_loss: float, softcap: float | None,
+                    chunk_size: int, n_threads: int) -> Tensor:
+    """The per-token losses; the backward recomputes the chunks."""
+    options = _linear_options(ignore_index, "none", label_smoothing, z_loss, softcap,
+                              chunk_size, n_threads)
+    with _torch_errors():
+        loss = _linear._linear(_numpy(input), _numpy(linear_weight), _numpy(target),
+                               linear_bias=_numpy(linear_bias), weight=_numpy(weight),
+                               gradient=False, **options)
+    return _loss_tensor(loss)
+
+
+@_linear_none_op.register_fake
+def _(input, linear_weight, target, linear_bias, weight, ignore_index, label_smoothing, z_loss,
+      softcap, chunk_size, n_threads):
+    return input.new_empty(input.shape[:-1])
+
+
+def _linear_none_setup(ctx, inputs, output):
+    input, linear_weight, target, linear_bias, weight = inputs[:5]
+    ctx.save_for_backward(input.detach(), linear_weight.detach(), target,
+                          None if linear_bias is None else linear_bias.detach(),
+                          None if weight is None else weight.detach())
+    ctx.options = inputs[5:]
+
+
+@torch.library.custom_op("crossentropy::linear_cross_entropy_none_backward", mutates_args=())
+def _linear_none_backward_op(grad_loss: Tensor, input: Tensor, linear_weight: Tensor,
+                             target: Tensor, linear_bias: Tensor | None, weight: Tensor | None,
+                             ignore_index: int, label_smoothing: float, z_loss: float,
+                             softcap: float | None, chunk_size: int,
+                             n_threads: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The gradients of sum(grad_loss * loss), the chunks recomputed with each
+    token's upstream gradient folded into its row of the kernel."""
+    options = _linear_options(ignore_index, "none", label_smoothing, z_loss, softcap,
+                              chunk_size, n_threads)
+    _, grad_h, grad_w, grad_b = _linear._linear(
+        _numpy(input), _numpy(linear_weight), _numpy(target), linear_bias=_numpy(linear_bias),
+        weight=_numpy(weight), gradient=True, row_scale=_numpy(grad_loss), **options)
+    return (_from_numpy(grad_h), _from_numpy(grad_w),
+            _empty(input) if grad_b is None else _from_numpy(grad_b))
+
+
+@_linear_none_backward_op.register_fake
+def _(grad_loss, input, linear_weight, target, linear_bias, weight, ignore_index,
+      label_smoothing, z_loss, softcap, chunk_size, n_threads):
+    grad_b = _empty(input) if linear_bias is None else input.new_empty(linear_bias.shape)
+    return input.new_empty(input.shape), input.new_empty(linear_weight.shape), grad_b
+
+
+def _linear_none_backward(ctx, grad_loss):
+    input, linear_weight, target, linear_bias, weight = ctx.saved_tensors
+    grad_h, grad_w, grad_b = _linear_none_backward_op(
+        grad_loss.to(torch.float64), input, linear_weight, target, linear_bias, weight,
+        *ctx.options)
+    needs = ctx.needs_input_grad
+    return ((grad_h if needs[0] else None), (grad_w if needs[1] else None), None,
+            (grad_b if linear_bias is not None and needs[3] else None)) + (None,) * 7
+
+
+_linear_none_op.register_autograd(_linear_none_backward, setup_context=_linear_none_setup)
+
+
+def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *,
+                         linear_bias: Tensor | None = None, weight: Tensor | None = None,
+                         ignore_index: int | None = -100, reduction: str = "mean",
+                         label_smoothing: float = 0.0, z_loss: float = 0.0,
+                         softcap: float | None = None, chunk_size: int | None = None,
+                         n_threads: int | None = None,
+                         allow_retain_graph: bool = False) -> Tensor:
+    """``torch.nn.functional.linear_cross_entropy``, for CPU tensors, never
+    holding the (tokens x classes) logits.
+
+    The loss of ``cross_entropy(input @ linear_weight.T + linear_bias,
+    target)``, ``chunk_size`` tokens at a time (see
+    :func:`crossentropy.linear_cross_entropy`), with gradients for
+    ``input``, ``linear_weight`` and ``linear_bias``.  For ``'mean'`` and
+    ``'sum'`` the forward computes the gradients in the same pass and the
+    backward scales them in place (``allow_retain_graph`` as in
+    :func:`cross_entropy`); for ``'none'`` the backward recomputes the
+    chunks with each token's upstream gradient.  Class-index targets only.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from crossentropy.torch import linear_cross_entropy
+    >>> h = torch.ones(2, 3, requires_grad=True)
+    >>> w = torch.zeros(4, 3, requires_grad=True)
+    >>> linear_cross_entropy(h, w, torch.tensor([1, 2])).backward()
+    >>> w.grad[0].tolist()
+    [0.25, 0.25, 0.25]
+    """
+    function = "torch.nn.functional.linear_cross_entropy"
+    _check_tensor(input, "input", function, floating=True)
+    _check_tensor(linear_weight, "linear_weight", function, floating=True)
+    _check_tensor(target, "target", function)
+    for t, name in ((linear_bias, "linear_bias"), (weight, "weight")):
+        if t is not None:
+            _check_tensor(t, name, function)
+    _check_no_grad([(target, "target"), (weight, "weight")],
+                   "crossentropy.torch.linear_cross_entropy")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
+                                   or chunk_size <= 0):
+        raise InputError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    args = (input, linear_weight, target, linear_bias, weight,
+            -100 if ignore_index is None else ignore_index)
+    tail = (float(label_smoothing), float(z_loss), None if softcap is None else float(softcap),
+            chunk_size or 0, _check_n_threads(n_threads))
+    if reduction == "none":
+        return _linear_none_op(*args, *tail)
+    compute_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (input, linear_weight, linear_bias))
+    return _linear_op(*args, reduction, *tail, compute_grad, bool(allow_retain_graph))[0]
+
+
+# --- modules -----------------------------------------------------------------------
+
+class CrossEntropyLoss(torch.nn.Module):
+    """``torch.nn.CrossEntropyLoss`` over :func:`cross_entropy`.
+
+    The same constructor, plus ``z_loss``, ``softcap``, ``n_threads`` and
+    ``allow_retain_graph``; ``weight`` is a buffer, as torch's.
+    """
+
+    def __init__(self, weight: Tensor | None = None, size_average: Any = None,
+                 ignore_index: int = -100, reduce: Any = None, reduction: str = "mean",
+                 label_smoothing: float = 0.0, *, z_loss: float = 0.0,
+                 softcap: float | None = None, n_threads: int | None = None,
+                 allow_retain_graph: bool = False) -> None:
+        super().__init__()
+        if size_average is not None or reduce is not None:
+            raise InputTypeError("size_average and reduce are deprecated in torch and not "
+                                 "taken here: pass reduction='mean', 'sum' or 'none'")
+        self.register_buffer("weight", weight)
+        self.weight: Tensor | None
+        self.ignore_index = ignore_index
+        self.reduction = reduction
+        self.label_smoothing = label_smoothing
+        self.z_loss = z_loss
+        self.softcap = softcap
+        self.n_threads = n_threads
+        self.allow_retain_graph = allow_retain_graph
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return cross_entropy(input, target, weight=self.weight, ignore_index=self.ignore_index,
+                             reduction=self.reduction, label_smoothing=self.label_smoothing,
+                             z_loss=self.z_loss, softcap=self.softcap, n_threads=self.n_threads,
+                             allow_retain_graph=self.allow_retain_graph)
+
+    def extra_repr(self) -> str:
+        return (f"reduction={self.reduction}, ignore_index={self.ignore_index}, "
+                f"label_smoothing={self.label_smoothing}, z_loss={self.z_loss}, "
+                f"softcap={self.softcap}")
+
+
+class LinearCrossEntropyLoss(torch.nn.Module):
+    """``torch.nn.LinearCrossEntropyLoss`` over :func:`linear_cross_entropy`:
+    a ``torch.nn.Linear(in_features, num_classes, bias=bias)`` as
+    ``self.linear``, then the loss, without holding the logits.
+
+    torch's constructor (``out_features`` must be ``()``: K-dimensional
+    logits are refused), plus ``z_loss``, ``softcap``, ``chunk_size``,
+    ``n_threads`` and ``allow_retain_graph``.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, *,
+                 out_features: tuple[int, ...] = (), bias: bool = False, device: Any = None,
+                 dtype: Any = None, reduction: str = "mean", weight: Tensor | None = None,
+                 ignore_index: int | None = None, label_smoothing: float = 0.0,
+                 z_loss: float = 0.0, softcap: float | None = None,
+                 chunk_size: int | None = None, n_threads: int | None = None,
+                 allow_retain_graph: bool = False) -> None:
+        super().__init__()
+        if tuple(out_features) != ():
+            raise InputError(f"out_features must be () (one class axis), got {out_features}")
+        if weight is not None and tuple(weight.shape) != (num_classes,):
+            raise InputError(f"expected weight shape to be {(num_classes,)}, got "
+                             f"{tuple(weight.shape)}")
+        self.register_buffer("weight", weight)
+        self.weight: Tensor | None
+        self.num_classes = num_classes
+        self.linear = torch.nn.Linear(in_features, num_classes, bias=bias, device=device,
+                                      dtype=dtype)
+        self.reduction = reduction
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+        self.z_loss = z_loss
+        self.softcap = softcap
+        self.chunk_size = chunk_size
+        self.n_threads = n_threads
+        self.allow_retain_graph = allow_retain_graph
+
+    def forward(self, input: Tensor, target: Tensor) -> Tensor:
+        return linear_cross_entropy(
+            input, self.linear.weight, target, linear_bias=self.linear.bias,
+            weight=self.weight, ignore_index=self.ignore_index, reduction=self.reduction,
+            label_smoothing=self.label_smoothing, z_loss=self.z_loss, softcap=self.softcap,
+            chunk_size=self.chunk_size, n_threads=self.n_threads,
+            allow_retain_graph=self.allow_retain_graph)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.linear.in_features}, num_classes={self.num_classes}, "
+                f"bias={self.linear.bias is not None}, reduction={self.reduction}, "
+                f"ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing}, "
+                f"z_loss={self.z_loss}, softcap={self.softcap}")

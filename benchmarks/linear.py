@@ -26,16 +26,13 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 
-from crossentropy._benchmark import cpus_for
+from solo import run_alone, spread
 
 IMPLEMENTATIONS = ["fused", "numpy unfused", "products", "torch unfused", "torch chunked"]
 SHAPES = [(4096, 1024, 32000), (16384, 1024, 32000), (2048, 1024, 128000)]
 QUICK_SHAPES = [(1024, 256, 32000)]
-CHILD_TIMEOUT_S = 1800
 
 
 def child(impl, n, d, v, threads, repeats):
@@ -89,28 +86,6 @@ def child(impl, n, d, v, threads, repeats):
         step()
         seconds.append(time.perf_counter() - start)
     return {"seconds": seconds, "peak_bytes": peak, "loss": loss}
-
-
-def run_child(impl, shape, threads, repeats):
-    cpus = cpus_for(threads)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads),
-               MKL_NUM_THREADS=str(threads), PYTHONPATH=os.pathsep.join(sys.path))
-    code = ("import json, os, sys\n"
-            "cpus = json.loads(sys.argv[1])\n"
-            "if cpus: os.sched_setaffinity(0, cpus)\n"
-            f"sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r})\n"
-            "from linear import child\n"
-            "print(json.dumps(child(*json.loads(sys.argv[2]))))\n")
-    args = json.dumps([impl, *shape, threads, repeats])
-    done = subprocess.run([sys.executable, "-c", code, json.dumps(cpus), args], env=env,
-                          capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
-    if done.returncode != 0:
-        raise RuntimeError(f"{impl} {shape} {threads}T failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def spread(values):
-    return statistics.median(values), min(values), max(values)
 
 
 def gradients_mb(shape):
@@ -185,7 +160,7 @@ def main():
             for threads in args.threads:
                 key = f"{shape[0]}x{shape[1]}x{shape[2]}-{threads}"
                 for impl in args.implementations:
-                    got = run_child(impl, shape, threads, args.repeats)
+                    got = run_alone("linear", [impl, *shape, threads, args.repeats], threads)
                     entry = results.setdefault(key, {}).setdefault(
                         impl, {"best": [], "peak_mb": 0.0, "loss": got["loss"]})
                     entry["best"].append(min(got["seconds"]))

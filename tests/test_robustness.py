@@ -18,12 +18,13 @@ import reference as ref
 GOOD_LOGITS = np.arange(12.0).reshape(4, 3) / 7
 GOOD_TARGET = np.array([0, 1, 2, 1])
 
+NOT_FLOAT = "logits must be a float16, bfloat16, float32 or float64"
 # (keyword arguments that make the call invalid, the exception, part of its message)
 BAD_CALLS = [
-    ({"logits": GOOD_LOGITS.astype(np.complex128)}, TypeError, "logits must be a float32 or float64"),
-    ({"logits": GOOD_LOGITS.astype(object)}, TypeError, "logits must be a float32 or float64"),
-    ({"logits": GOOD_LOGITS > 1}, TypeError, "logits must be a float32 or float64"),
-    ({"logits": GOOD_LOGITS.astype(str)}, TypeError, "logits must be a float32 or float64"),
+    ({"logits": GOOD_LOGITS.astype(np.complex128)}, TypeError, NOT_FLOAT),
+    ({"logits": GOOD_LOGITS.astype(object)}, TypeError, NOT_FLOAT),
+    ({"logits": GOOD_LOGITS > 1}, TypeError, NOT_FLOAT),
+    ({"logits": GOOD_LOGITS.astype(str)}, TypeError, NOT_FLOAT),
     ({"logits": np.array(1.0), "target": 0}, ValueError, "at least one dimension"),
     ({"target": np.array([0, 1, 2])}, ValueError, "target has shape"),
     ({"target": np.array([[0, 1, 2, 1]])}, ValueError, "target has shape"),

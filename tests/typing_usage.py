@@ -8,7 +8,7 @@ import crossentropy as ce
 logits: npt.NDArray[np.float32] = np.zeros((4, 3), dtype=np.float32)
 target = np.array([0, 1, 2, 1])
 
-mean_loss: np.float32 | np.float64 = ce.cross_entropy(logits, target)
+mean_loss: np.float16 | np.float32 | np.float64 = ce.cross_entropy(logits, target)
 per_row: npt.NDArray[np.floating] = ce.cross_entropy(logits, target, reduction="none")
 loss, grad = ce.cross_entropy_and_grad(logits, target, weight=[1.0, 2.0, 1.0], inplace=True)
 scaled: float = float(loss) * 2.0

@@ -14,8 +14,8 @@ from ._kernels import Mode
 from ._validate import (
     _as_float_array, _asarray, _check_axis, _check_bool, _check_distinct_elements,
     _check_loss_options, _check_nonnegative_weights, _check_output, _check_reduction,
-    _destination, _input3, _kernel_ready, _native, _resolve_n_threads, _same_elements, _shares,
-    _split_shape, _target_indices, _target_probabilities,
+    _destination, _half_kind, _input3, _is_floating, _kernel_ready, _native, _resolve_n_threads,
+    _same_elements, _shares, _split_shape, _target_indices, _target_probabilities,
 )
 
 __all__ = [
@@ -32,6 +32,9 @@ __all__ = [
 _CHUNK_ELEMENTS = 1 << 15
 # float32(x) is inf from here on (FLT_MAX plus half an ulp rounds up).
 _FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
+# Half-precision logits are computed in float32 a block of rows at a time,
+# through a buffer of about this many elements (4 MiB).
+_HALF_BLOCK_ELEMENTS = 1 << 20
 
 
 # --- dispatch --------------------------------------------------------------------
@@ -67,6 +70,56 @@ def _run(mode, z3, threads, *, out3=None, y3=None, target2=None, sample_weight2=
     return chunk_sums
 
 
+def _half_blocks(outer, m, inner):
+    """The [o0, o1) ranges of outer indices that half-precision logits are
+    computed in: whole chunks of rows (so the chunks, and every bit, are
+    those of one call over float32 logits), about _HALF_BLOCK_ELEMENTS each,
+    and for rows long enough to be shared by threads, as many rows as decide
+    that path for the whole."""
+    rows_per_chunk = _chunking(outer * inner, m, 1)[0]
+    unit = rows_per_chunk // math.gcd(rows_per_chunk, inner)
+    per_block = max(unit, _HALF_BLOCK_ELEMENTS // max(1, m * inner) // unit * unit)
+    shared = m >= _kernels.SPLIT_MIN_CLASSES_LEN
+    if shared and outer * inner > _kernels.SPLIT_MAX_ROWS_LEN:
+        per_block = max(per_block, _kernels.SPLIT_MAX_ROWS_LEN // inner + 1)
+    starts = list(range(0, outer, per_block))
+    if (shared and len(starts) > 1 and outer * inner > _kernels.SPLIT_MAX_ROWS_LEN
+            and (outer - starts[-1]) * inner <= _kernels.SPLIT_MAX_ROWS_LEN):
+        starts.pop()                # (a short last block would be shared by threads)
+    return list(zip(starts, starts[1:] + [outer]))
+
+
+def _run_half(mode, zbits3, threads, bfloat16, *, outbits3, y3, target2, sample_weight2,
+              row_value, lse, **options):
+    """_run over half-precision logits (their bits, uint16): each block of
+    rows read into a float32 buffer, computed there (the gradient in place),
+    the gradient written back rounded to nearest; returns the chunk sums."""
+    outer, m, inner = zbits3.shape
+    blocks = _half_blocks(outer, m, inner)
+    buffer = np.empty((max((o1 - o0 for o0, o1 in blocks), default=0), m, inner), np.float32)
+    sums = []
+    for o0, o1 in blocks:
+        z = buffer[:o1 - o0]
+        _kernels.widen(zbits3[o0:o1], z, bfloat16, threads)
+
+        def part(a):
+            return None if a is None else a[o0:o1]
+        sums.append(_run(mode, z, threads, out3=None if outbits3 is None else z,
+                         y3=None if y3 is None else np.asarray(y3[o0:o1], np.float32),
+                         target2=part(target2), sample_weight2=part(sample_weight2),
+                         row_value=part(row_value), lse=part(lse), **options))
+        if outbits3 is not None:
+            _kernels.narrow(z, outbits3[o0:o1], bfloat16, threads)
+    return np.concatenate(sums) if sums else np.zeros(0)
+
+
+def _to_half(a, dtype, bfloat16):
+    """A float32 array of per-position results in the half dtype `dtype`."""
+    bits = np.empty(a.shape, np.uint16)
+    _kernels.narrow(a.reshape((1, -1, 1)), bits.reshape((1, -1, 1)), bfloat16)
+    return bits.view(dtype)
+
+
 def _mean_scale(grad_scale, reduction, denominator, n_active):
     """What multiplies the gradient: grad_scale, over the mean's denominator
     for reduction='mean'."""
@@ -96,7 +149,8 @@ def _reduce(chunk_sums, row_value, denominator, reduction, dtype, shape):
         total = total / denominator if denominator else math.nan
     if dtype == np.float32 and abs(total) >= _FLOAT32_OVERFLOW:
         total = math.copysign(math.inf, total)      # (without NumPy's overflow warning)
-    return dtype.type(total)
+    with np.errstate(over="ignore"):                # (float16 and bfloat16 overflow to inf)
+        return dtype.type(total)
 
 
 def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
@@ -112,9 +166,12 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
     """
     _check_reduction(reduction)
     axis = _check_axis(axis, logits.ndim, "logits")
+    dtype = _native(logits.dtype)
+    half = _half_kind(dtype)                # (computed in float32, a block of rows at a time)
+    compute = np.dtype(np.float32) if half else dtype
     threads, ignore_index, label_smoothing, grad_scale, z_loss, softcap, return_lse = (
         _check_loss_options(n_threads, ignore_index, label_smoothing, grad_scale, z_loss,
-                            softcap, return_lse, _native(logits.dtype)))
+                            softcap, return_lse, compute))
     n_classes = logits.shape[axis]
     positions = logits.shape[:axis] + logits.shape[axis + 1:]
     outer, _, inner = _split_shape(logits.shape, axis)
@@ -127,7 +184,7 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
             raise ValueError("inplace=True needs writeable logits, but logits is read-only")
         _check_distinct_elements(logits, "logits")
     elif out is not None:
-        _check_output(out, logits, _native(logits.dtype), "the logits")
+        _check_output(out, logits, dtype, "the logits")
 
     if weight is not None:
         weight = _check_nonnegative_weights(weight, "weight", (n_classes,), "one per class")
@@ -141,8 +198,8 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
     if t.dtype.kind in "iu":
         target2, kernel_ignore, n_active, denominator = _target_indices(
             t, logits.shape, axis, ignore_index, weight, sample_weight2)
-    elif t.dtype.kind == "f":
-        y3 = _target_probabilities(t, logits, axis, ignore_index)
+    elif _is_floating(t.dtype):
+        y3 = _target_probabilities(t, logits, axis, ignore_index, None if half else dtype)
         kernel_ignore = -1
         n_active = math.prod(positions)
         denominator = float(n_active if sample_weight is None else np.sum(sample_weight))
@@ -153,8 +210,8 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
         )
 
     grad_scale = _mean_scale(grad_scale, reduction, denominator, n_active)
-    row_value = np.empty((outer, inner), _native(logits.dtype)) if reduction == "none" else None
-    lse = np.empty((outer, inner), _native(logits.dtype)) if return_lse else None
+    row_value = np.empty((outer, inner), compute) if reduction == "none" else None
+    lse = np.empty((outer, inner), compute) if return_lse else None
 
     z3, z_copied = _input3(logits, axis)
     out3 = grad = staged = None
@@ -176,14 +233,23 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
                 if other is not None and _shares(out3, other, f"out and {name}"):
                     raise ValueError(f"out overlaps {name}; pass a separate array"
                                      + (" (or inplace=True)" if name == "logits" else ""))
-    chunk_sums = _run(Mode.LOSS_GRAD if gradient else Mode.LOSS, z3, threads,
-                      out3=out3, y3=y3, target2=target2, sample_weight2=sample_weight2,
-                      row_value=row_value, weight=weight, ignore_index=kernel_ignore,
-                      label_smoothing=label_smoothing, grad_scale=grad_scale, lse=lse,
-                      z_loss=z_loss, softcap=softcap)
+    mode = Mode.LOSS_GRAD if gradient else Mode.LOSS
+    options = dict(y3=y3, target2=target2, sample_weight2=sample_weight2, row_value=row_value,
+                   lse=lse, weight=weight, ignore_index=kernel_ignore,
+                   label_smoothing=label_smoothing, grad_scale=grad_scale, z_loss=z_loss,
+                   softcap=softcap)
+    if half:
+        bfloat16 = half == "bfloat16"
+        chunk_sums = _run_half(mode, z3.view(np.uint16), threads, bfloat16,
+                               outbits3=None if out3 is None else out3.view(np.uint16),
+                               **options)
+        row_value, lse = (None if a is None else _to_half(a, dtype, bfloat16)
+                          for a in (row_value, lse))
+    else:
+        chunk_sums = _run(mode, z3, threads, out3=out3, **options)
     if staged is not None:
         grad[...] = staged
-    loss = _reduce(chunk_sums, row_value, denominator, reduction, _native(logits.dtype), positions)
+    loss = _reduce(chunk_sums, row_value, denominator, reduction, dtype, positions)
     return _results(loss, (grad,) if gradient else (), lse, positions)
 
 
@@ -202,8 +268,11 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
 
     Parameters
     ----------
-    logits : array_like of float32 or float64, shape (..., C, ...)
-        Unnormalised scores; the class axis is ``axis``.
+    logits : array_like of float16, bfloat16, float32 or float64, shape (..., C, ...)
+        Unnormalised scores; the class axis is ``axis``.  Half precision
+        (float16, or ``ml_dtypes.bfloat16``) is read and written in its own
+        dtype and computed in float32, a block of rows (4 MiB) at a time:
+        the gradient is the float32 path's on the same values, rounded once.
     target : array_like
         Either class indices (any integer dtype, ``logits.shape`` without
         ``axis``, each in ``[0, C)`` or equal to ``ignore_index``), or class
@@ -252,15 +321,16 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     Returns
     -------
     loss : numpy scalar, or ndarray for ``reduction='none'``
-        In the logits' dtype; sums are accumulated in float64.
+        In the logits' dtype; sums are accumulated in float64 (and rounded
+        once to a half-precision dtype).
     lse : numpy scalar or ndarray
         With ``return_lse=True`` only: ``(loss, lse)`` is returned.
 
     Raises
     ------
     TypeError
-        Logits not float32/float64, targets neither integer nor floating, or an
-        option of the wrong type.
+        Logits not float16, bfloat16, float32 or float64, targets neither
+        integer nor floating, or an option of the wrong type.
     ValueError
         Shapes that do not match, an unknown reduction, an axis out of range,
         label_smoothing outside [0, 1], negative or non-finite weights,
@@ -284,7 +354,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     >>> round(float(cross_entropy(logits, [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])), 6)
     0.669962
     """
-    logits = _as_float_array(logits, "logits")
+    logits = _as_float_array(logits, "logits", half=True)
     return _loss(logits, target, reduction=reduction, axis=axis, n_threads=n_threads,
                  weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
                  sample_weight=sample_weight, grad_scale=1.0, z_loss=z_loss, softcap=softcap,
@@ -314,8 +384,8 @@ def cross_entropy_and_grad(logits, target, *, weight=None, ignore_index=-100, re
         weights).  Nothing is allocated for it where the kernels can write
         its layout, else one staging array.
     inplace : bool, keyword-only
-        Write the gradient over ``logits`` (which must be a writeable float32 or
-        float64 ndarray): no memory for the gradient where the kernels can
+        Write the gradient over ``logits`` (which must be a writeable
+        ndarray): no memory for the gradient where the kernels can
         address the logits' layout, else one temporary copy.  Not with ``out``.
 
     Returns
@@ -349,7 +419,7 @@ def cross_entropy_and_grad(logits, target, *, weight=None, ignore_index=-100, re
             raise TypeError(
                 f"inplace=True needs logits to be a numpy.ndarray, got {type(logits).__name__}"
             )
-    logits = _as_float_array(logits, "logits")
+    logits = _as_float_array(logits, "logits", half=True)
     return _loss(logits, target, reduction=reduction, axis=axis, n_threads=n_threads,
                  weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
                  sample_weight=sample_weight, grad_scale=grad_scale, z_loss=z_loss,

@@ -5,7 +5,8 @@ import numpy.typing as npt
 
 __all__ = ["cross_entropy", "cross_entropy_and_grad", "log_softmax", "logsumexp", "softmax"]
 
-_Float = np.float32 | np.float64
+# (bfloat16 logits, ml_dtypes', give its scalars and arrays: not typed here)
+_Float = np.float16 | np.float32 | np.float64
 _FloatArray = npt.NDArray[np.floating[Any]]
 _Scalar = Literal["mean", "sum"]
 

@@ -72,6 +72,16 @@ cdef extern from "csrc/ce.h" nogil:
     void ce_scale_runs_f32(float *g, Py_ssize_t n, Py_ssize_t run, double a, const double *scale)
     void ce_scale_runs_f64(double *g, Py_ssize_t n, Py_ssize_t run, double a, const double *scale)
 
+    # half-precision storage to float32 and back (csrc/half.h); steps in elements
+    void ce_widen_f16(const unsigned short *src, Py_ssize_t step, float *dst,
+                      Py_ssize_t dstep, Py_ssize_t n)
+    void ce_widen_bf16(const unsigned short *src, Py_ssize_t step, float *dst,
+                       Py_ssize_t dstep, Py_ssize_t n)
+    void ce_narrow_f16(const float *src, Py_ssize_t step, unsigned short *dst,
+                       Py_ssize_t dstep, Py_ssize_t n)
+    void ce_narrow_bf16(const float *src, Py_ssize_t step, unsigned short *dst,
+                        Py_ssize_t dstep, Py_ssize_t n)
+
     # the across-rows block for short rows (csrc/short_rows.h)
     ctypedef struct ce_rows:
         char *base

@@ -1192,6 +1192,40 @@ def needs_scratch(z, out, y):
                for a in (z, out, y))
 
 
+def widen(const unsigned short[:, :, :] bits, float[:, :, :] out, bint bfloat16,
+          int n_threads=1):
+    """out[...] = the values of the float16 (or bfloat16) numbers whose bits
+    are `bits`, both (outer, classes, inner) of one shape, exactly."""
+    cdef Py_ssize_t o, i, m = bits.shape[1], inner = bits.shape[2]
+    cdef Py_ssize_t step = bits.strides[1] // 2, dstep = out.strides[1] // 4
+    if bits.shape[0] == 0 or m == 0 or inner == 0:
+        return
+    with nogil:
+        for o in prange(bits.shape[0], num_threads=n_threads, schedule="static"):
+            for i in range(inner):
+                if bfloat16:
+                    ce_widen_bf16(&bits[o, 0, i], step, &out[o, 0, i], dstep, m)
+                else:
+                    ce_widen_f16(&bits[o, 0, i], step, &out[o, 0, i], dstep, m)
+
+
+def narrow(const float[:, :, :] x, unsigned short[:, :, :] bits, bint bfloat16,
+           int n_threads=1):
+    """bits[...] = the float16 (or bfloat16) bits of x rounded to nearest
+    even, both (outer, classes, inner) of one shape."""
+    cdef Py_ssize_t o, i, m = x.shape[1], inner = x.shape[2]
+    cdef Py_ssize_t step = x.strides[1] // 4, dstep = bits.strides[1] // 2
+    if x.shape[0] == 0 or m == 0 or inner == 0:
+        return
+    with nogil:
+        for o in prange(x.shape[0], num_threads=n_threads, schedule="static"):
+            for i in range(inner):
+                if bfloat16:
+                    ce_narrow_bf16(&x[o, 0, i], step, &bits[o, 0, i], dstep, m)
+                else:
+                    ce_narrow_f16(&x[o, 0, i], step, &bits[o, 0, i], dstep, m)
+
+
 def exp(const floating[::1] x, floating[::1] out):
     """The vectorised exp used by the kernels (exposed for the tests)."""
     if out.shape[0] != x.shape[0]:

@@ -99,16 +99,28 @@ def _is_masked(x):
     return ma is not None and isinstance(x, ma.MaskedArray)
 
 
-def _as_float_array(x, name):
-    """`x` as an ndarray of float32 or float64 (either byte order), or a
-    TypeError naming `name`."""
+def _as_float_array(x, name, *, half=False):
+    """`x` as an ndarray of float32 or float64 (either byte order), or with
+    `half` also float16 or bfloat16, or a TypeError naming `name`."""
     a = _asarray(x, name)
-    if a.dtype not in _FLOAT_DTYPES and _native(a.dtype) not in _FLOAT_DTYPES:
+    if _native(a.dtype) not in _FLOAT_DTYPES and not (half and _half_kind(a.dtype)):
+        kinds = "float16, bfloat16, float32 or float64" if half else "float32 or float64"
         raise TypeError(
-            f"{name} must be a float32 or float64 array, got dtype {a.dtype}"
+            f"{name} must be a {kinds} array, got dtype {a.dtype}"
             + (f"; convert it with {name}.astype(np.float32)" if a.dtype.kind in "biuf" else "")
         )
     return a
+
+
+def _half_kind(dtype):
+    """'float16' or 'bfloat16' (ml_dtypes' dtype, known by its name), else None."""
+    if dtype.itemsize == 2 and (dtype.kind == "f" or dtype.name == "bfloat16"):
+        return "bfloat16" if dtype.name == "bfloat16" else "float16"
+    return None
+
+
+def _is_floating(dtype):
+    return dtype.kind == "f" or _half_kind(dtype) is not None
 
 
 def _native(dtype):
@@ -312,7 +324,7 @@ def _check_softcap(softcap, dtype):
 def _check_nonnegative_weights(w, name, expected_shape, what):
     """`w` as a float64 array of `expected_shape` with finite entries >= 0."""
     a = np.asarray(w)
-    if a.dtype.kind not in "iuf":
+    if a.dtype.kind not in "iu" and not _is_floating(a.dtype):
         raise TypeError(f"{name} must be an array of real numbers, got dtype {a.dtype}")
     if a.shape != expected_shape:
         raise ValueError(f"{name} must have shape {expected_shape} ({what}), got {a.shape}")
@@ -374,8 +386,9 @@ def _raise_bad_target(t, flat_index, positions, n_classes, axis, ignore_index):
     )
 
 
-def _target_probabilities(y, logits, axis, ignore_index):
-    """Check class-probability targets and return them as (outer, C, inner)."""
+def _target_probabilities(y, logits, axis, ignore_index, dtype):
+    """Check class-probability targets and return them as (outer, C, inner),
+    in `dtype` (None: their own, native)."""
     if y.shape != logits.shape:
         raise ValueError(
             f"target holds floating values, so it is read as class probabilities and must "
@@ -387,4 +400,4 @@ def _target_probabilities(y, logits, axis, ignore_index):
             f"ignore_index ({ignore_index}) is not supported with class-probability "
             f"(floating) targets"
         )
-    return _input3(y.astype(_native(logits.dtype), copy=False), axis)[0]
+    return _input3(y.astype(dtype or _native(y.dtype), copy=False), axis)[0]

@@ -11,6 +11,7 @@
  *                       register tiles (short_rows_template.h per type)
  *   dispatch.h          the kernels compiled per ISA level (kernels_template.h)
  *                       and the table that runs the widest the CPU has
+ *   half.h              float16 and bfloat16 storage, to float32 and back
  *
  * Code written once for both types is a *_template.h in terms of T and
  * CE_FN(name), included between type_f32.h / type_f64.h and type_undef.h.
@@ -23,5 +24,6 @@
 #include "rows.h"
 #include "short_rows.h"
 #include "dispatch.h"
+#include "half.h"
 
 #endif /* CE_H */

@@ -132,12 +132,13 @@ def _add_weight_grad(grad_w, g, h):
 
 def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, reduction,
             label_smoothing, sample_weight, z_loss, softcap, return_lse, chunk_size, n_threads,
-            grad_scale, gradient, row_scale=None):
+            grad_scale, gradient, row_scale=None, wanted=(True, True, True)):
     """Shared body of linear_cross_entropy and linear_cross_entropy_and_grad.
 
     `row_scale` (one float64 per token, of any sign) multiplies each token's
     gradient: an upstream gradient of reduction='none' (the loss it returns
-    is then not meaningful).
+    is then not meaningful).  `wanted` says which of the input's, the
+    weight's and the bias's gradients to compute (None for the others).
     """
     h = _as_float_array(input, "input")
     w = _as_float_array(linear_weight, "linear_weight")
@@ -202,10 +203,11 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
     row_value = np.empty((n, 1), dtype) if reduction == "none" else None
     lse = np.empty((n, 1), dtype) if return_lse else None
     loss_sum = 0.0
+    grad_h = grad_w = grad_b = None
     if gradient:
-        grad_h = np.empty((n, features), dtype)
-        grad_w = np.zeros((n_classes, features), dtype)
-        grad_b = np.zeros(n_classes, np.float64) if b is not None else None
+        grad_h = np.empty((n, features), dtype) if wanted[0] else None
+        grad_w = np.zeros((n_classes, features), dtype) if wanted[1] else None
+        grad_b = np.zeros(n_classes, np.float64) if b is not None and wanted[2] else None
         column_sum = np.empty(n_classes, np.float64)
         weight_started = False
     for a in range(0, n, rows):
@@ -216,7 +218,7 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
             for per_row in (row_value, lse):
                 if per_row is not None:
                     per_row[a:e] = 0
-            if gradient:
+            if grad_h is not None:
                 grad_h[a:e] = 0
             continue
         z = logits[:e - a]
@@ -232,19 +234,20 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
                          weight=weight, ignore_index=kernel_ignore,
                          label_smoothing=label_smoothing, grad_scale=scale,
                          lse=None if lse is None else lse[a:e], z_loss=z_loss, softcap=softcap)))
-        if gradient:
+        if grad_h is not None:
             np.matmul(z, w, out=grad_h[a:e])
+        if grad_w is not None:
             if weight_started:
                 _add_weight_grad(grad_w, z, hc)
             else:
                 np.matmul(z.T, hc, out=grad_w)
                 weight_started = True
-            if grad_b is not None:
-                np.add(grad_b, np.add.reduce(z, axis=0, dtype=np.float64, out=column_sum),
-                       out=grad_b)
+        if grad_b is not None:
+            np.add(grad_b, np.add.reduce(z, axis=0, dtype=np.float64, out=column_sum),
+                   out=grad_b)
     loss = _reduce(np.array([loss_sum]), row_value, denominator, reduction, dtype, positions)
-    grads = ((grad_h.reshape(h.shape), grad_w, None if grad_b is None else grad_b.astype(dtype))
-             if gradient else ())
+    grads = ((None if grad_h is None else grad_h.reshape(h.shape), grad_w,
+              None if grad_b is None else grad_b.astype(dtype)) if gradient else ())
     return _results(loss, grads, lse, positions)
 
 

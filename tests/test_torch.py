@@ -3,6 +3,7 @@ their autograd (gradcheck, random upstream gradients), torch.compile without
 graph breaks, torch.library.opcheck, the modules, a training loop, and errors.
 Runs where torch is installed (.ci/run installs the CPU build)."""
 
+import importlib.util
 import itertools
 import subprocess
 import sys
@@ -17,6 +18,9 @@ F = torch.nn.functional
 ct = pytest.importorskip("crossentropy.torch")
 
 SHAPES = [(7,), (9, 5), (4, 6, 3), (2, 5, 3, 2), (5, 300)]
+# (inductor's own use of torch.jit, on first compiling)
+INDUCTORS_OWN_WARNING = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
 
 
 def as_torch(logits, target, kwargs, requires_grad=True):
@@ -147,6 +151,66 @@ def test_second_backward_raises_unless_allowed():
     torch.testing.assert_close(z.grad, 2 * torch.autograd.grad(F.cross_entropy(z, t), z)[0])
 
 
+HALVES = [pytest.param(torch.bfloat16, id="bfloat16",
+                       marks=pytest.mark.skipif(importlib.util.find_spec("ml_dtypes") is None,
+                                                reason="needs ml_dtypes")),
+          pytest.param(torch.float16, id="float16")]
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("options", [{}, {"label_smoothing": 0.1}, {"probabilities": True},
+                                     {"weighted": True, "ignore": True}],
+                         ids=["plain", "smoothing", "probs", "weight-ignore"])
+@pytest.mark.parametrize("shape", [(64, 1000), (8, 30, 5)], ids=["2d", "k-dim"])
+@pytest.mark.parametrize("dtype", HALVES)
+def test_half_precision_as_accurate_as_torchs_own(dtype, shape, options, reduction):
+    # both against float64 on the same (rounded) values: ours within a few of
+    # the dtype's rounding errors, and never far behind torch's
+    rng = np.random.default_rng(11)
+    case = {k: v for k, v in options.items() if k != "label_smoothing"}
+    logits, target, kwargs = random_case(rng, shape, 1, dtype=np.float32, **case)
+    eps = options.get("label_smoothing", 0.0)
+    z = torch.tensor(logits).to(dtype).requires_grad_()
+    t = torch.tensor(target if target.dtype.kind == "f" else target.astype(np.int64))
+    t = t.to(dtype) if t.is_floating_point() else t
+    weight = {k: torch.tensor(v, dtype=dtype) for k, v in kwargs.items()}
+    results = []
+    for f in (ct.cross_entropy, F.cross_entropy):
+        loss = f(z, t, reduction=reduction, label_smoothing=eps, **weight)
+        g = torch.tensor(rng.standard_normal(loss.shape)).to(dtype)
+        results.append((loss.double(), torch.autograd.grad(loss, z, g)[0].double(), g))
+    z64 = z.detach().double().requires_grad_()
+    t64 = t.double() if t.is_floating_point() else t
+    reference = F.cross_entropy(z64, t64, reduction=reduction, label_smoothing=eps,
+                                **{k: v.double() for k, v in weight.items()})
+    rounding = 2.0 ** (-8 if dtype == torch.bfloat16 else -11)
+    (loss, grad, g), (torch_loss, torch_grad, _) = results
+    assert loss.dtype == grad.dtype == torch.float64 and grad.shape == z.shape
+    expected_grad, = torch.autograd.grad(reference, z64, g.double())
+    for got, theirs, want in ((loss, torch_loss, reference.detach()),
+                              (grad, torch_grad, expected_grad)):
+        scale = want.abs().max().item()
+        error = (got - want).abs().max().item()
+        assert error <= 4 * rounding * scale + 1e-7, (error, scale)
+        torch_error = (theirs - want).abs().max().item()
+        assert error <= 2 * torch_error + rounding * scale or not np.isfinite(torch_error)
+
+
+@INDUCTORS_OWN_WARNING
+@pytest.mark.parametrize("dtype", HALVES)
+def test_half_precision_results_keep_the_dtype_and_compile(dtype):
+    z = torch.randn(16, 40).to(dtype).requires_grad_()
+    t = torch.randint(0, 40, (16,))
+    f = torch.compile(lambda z, t: ct.cross_entropy(z, t, softcap=5.0), fullgraph=True)
+    loss = f(z, t)
+    loss.backward()
+    assert loss.dtype == z.grad.dtype == dtype
+    eager = z.grad.clone()
+    z.grad = None
+    ct.cross_entropy(z, t, softcap=5.0).backward()
+    assert torch.equal(z.grad, eager)
+
+
 # --- linear_cross_entropy -----------------------------------------------------------
 
 LINEAR_GRID = list(itertools.product([torch.float32, torch.float64], ["mean", "sum", "none"],
@@ -195,35 +259,79 @@ def test_linear_gradcheck_in_float64(name, reduction):
                                                 allow_retain_graph=True, **option), (h, w, b))
 
 
-def test_linear_gradients_only_where_asked():
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_linear_gradients_computed_only_where_asked(reduction, monkeypatch):
+    from crossentropy import _linear
+    calls = []
+    real = _linear._linear
+    monkeypatch.setattr(_linear, "_linear",
+                        lambda *a, **k: calls.append(k.get("wanted")) or real(*a, **k))
     h = torch.randn(5, 3, requires_grad=True)
     w = torch.randn(4, 3)                       # frozen
-    loss = ct.linear_cross_entropy(h, w, torch.tensor([0, 1, 2, 3, 0]))
-    loss.backward()
-    assert h.grad is not None and w.grad is None
+    b = torch.randn(4, requires_grad=True)
+    t = torch.tensor([0, 1, 2, 3, 0])
+    ct.linear_cross_entropy(h, w, t, linear_bias=b, reduction=reduction).sum().backward()
+    assert h.grad is not None and w.grad is None and b.grad is not None
+    assert (True, False, True) in calls
+    expected = torch.autograd.grad(F.cross_entropy(h @ w.T + b, t, reduction=reduction).sum(),
+                                   (h, b))
+    torch.testing.assert_close(h.grad, expected[0])
+    torch.testing.assert_close(b.grad, expected[1])
 
 
 # --- torch.compile and opcheck -------------------------------------------------------
 
 def test_opcheck_passes_for_every_op():
-    h, w, b = torch.randn(6, 4, requires_grad=True), torch.randn(7, 4, requires_grad=True), \
-        torch.randn(7, requires_grad=True)
+    h, w, b = (torch.randn(6, 4, requires_grad=True), torch.randn(7, 4, requires_grad=True),
+               torch.randn(7, requires_grad=True))
     z = torch.randn(6, 7, 2, requires_grad=True)
     t, t2 = torch.randint(0, 7, (6,)), torch.randint(0, 7, (6, 2))
     ops = torch.ops.crossentropy
-    cases = [
-        (ops.cross_entropy.default, (z, t2, None, None, -100, "mean", 0.1, 0.0, None, 0, True, True)),
-        (ops.cross_entropy.default, (z, t2, None, None, -100, "none", 0.0, 0.01, 2.0, 0, True, True)),
-        (ops.linear_cross_entropy.default, (h, w, t, b, None, -100, "sum", 0.0, 0.0, None, 4, 0,
-                                            True, True)),
+    cases = []
+    for retain in (False, True):           # (the gradient scaled in place, or copied)
+        cases += [
+            (ops.cross_entropy.default,
+             (z, t2, None, None, -100, "mean", 0.1, 0.0, None, 0, True, retain)),
+            (ops.cross_entropy.default,
+             (z, t2, None, None, -100, "none", 0.0, 0.01, 2.0, 0, True, retain)),
+            (ops.linear_cross_entropy.default,
+             (h, w, t, b, None, -100, "sum", 0.0, 0.0, None, 4, 0, True, True, True, retain)),
+            (ops.linear_cross_entropy.default,
+             (h, w, t, b, None, -100, "mean", 0.0, 0.0, None, 4, 0, False, True, False, retain)),
+        ]
+    cases += [
         (ops.linear_cross_entropy_none.default, (h, w, t, b, None, -100, 0.0, 0.0, None, 4, 0)),
         (ops.linear_cross_entropy_none_backward.default,
          (torch.randn(6, dtype=torch.float64), h.detach(), w.detach(), t, b.detach(), None,
-          -100, 0.0, 0.0, None, 4, 0)),
+          -100, 0.0, 0.0, None, 4, 0, True, False, True)),
     ]
     for op, args in cases:
         result = torch.library.opcheck(op, args)
-        assert set(result.values()) == {"SUCCESS"}, (op, result)
+        assert set(result.values()) == {"SUCCESS"}, (op, args, result)
+
+
+def test_backward_traced_outside_dynamo():
+    from functorch.compile import aot_function, nop
+    z = torch.randn(5, 6, requires_grad=True)
+    t = torch.randint(0, 6, (5,))
+    for reduction in ("mean", "none"):
+        f = aot_function(lambda z, t: ct.cross_entropy(z, t, reduction=reduction).sum(), nop)
+        grad, = torch.autograd.grad(f(z, t), z)
+        expected, = torch.autograd.grad(F.cross_entropy(z, t, reduction=reduction).sum(), z)
+        torch.testing.assert_close(grad, expected)
+
+
+def test_no_double_backward():
+    z = torch.randn(4, 5, requires_grad=True)
+    t = torch.tensor([0, 1, 2, 3])
+    with pytest.raises(RuntimeError, match="double backward"):
+        torch.autograd.grad(ct.cross_entropy(z, t), z, create_graph=True)
+    w = torch.randn(5, 3, requires_grad=True)
+    h = torch.randn(4, 3)
+    for reduction in ("mean", "none"):
+        with pytest.raises(RuntimeError, match="double backward"):
+            torch.autograd.grad(ct.linear_cross_entropy(h, w, t, reduction=reduction).sum(), w,
+                                create_graph=True)
 
 
 class TinyModel(torch.nn.Module):
@@ -238,8 +346,7 @@ class TinyModel(torch.nn.Module):
                 + ct.cross_entropy(h[:, :9], t, reduction="none", softcap=3.0).mean())
 
 
-# (inductor's own use of torch.jit, on first compiling)
-@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+@INDUCTORS_OWN_WARNING
 def test_compiled_training_step_equals_eager_without_graph_breaks():
     torch.manual_seed(0)
     model = TinyModel()
@@ -332,7 +439,9 @@ def test_errors_are_torchs_kinds_and_name_the_problem():
         (lambda: ct.cross_entropy(z, t, weight=torch.ones(3)), RuntimeError, "weight"),
         (lambda: ct.cross_entropy(z, t, reduction="avg"), ValueError, "reduction"),
         (lambda: ct.cross_entropy(z, t, label_smoothing=1.5), RuntimeError, "label_smoothing"),
-        (lambda: ct.cross_entropy(z.long(), t), TypeError, "float32 or float64"),
+        (lambda: ct.cross_entropy(z.long(), t), TypeError, "float16, float32 or float64"),
+        (lambda: ct.linear_cross_entropy(torch.randn(4, 3).bfloat16(), torch.randn(5, 3).bfloat16(),
+                                         t), TypeError, "float32 or float64"),
         (lambda: ct.cross_entropy(torch.tensor(1.0), t), ValueError, "at least one dimension"),
         (lambda: ct.cross_entropy(z, t, softcap=-1.0), ValueError, "softcap"),
         (lambda: ct.cross_entropy(z, t, n_threads=0), ValueError, "n_threads"),
@@ -354,9 +463,31 @@ def test_errors_are_torchs_kinds_and_name_the_problem():
         (lambda: ct.linear_cross_entropy(torch.randn(4, 3), torch.randn(5, 3), t,
                                          linear_bias=torch.randn(4)), ValueError, "linear_bias"),
     ]
+    cases += [
+        (lambda: ct.cross_entropy(z, t, reduction=None), ValueError, "reduction"),
+        (lambda: ct.cross_entropy(z, t, ignore_index=2**70), ValueError, "64 bits"),
+        (lambda: ct.cross_entropy(z, t, ignore_index=1.5), TypeError, "ignore_index"),
+        (lambda: ct.cross_entropy(z, t, softcap="x"), TypeError, "softcap"),
+        (lambda: ct.cross_entropy(z, t, label_smoothing="0.1"), TypeError, "label_smoothing"),
+        (lambda: ct.linear_cross_entropy(torch.randn(4, 3), torch.randn(5, 3), t,
+                                         chunk_size=2.0), TypeError, "chunk_size"),
+    ]
     for call, kind, words in cases:
         with pytest.raises(kind, match=words):
             call()
+
+
+def test_numpy_integers_and_grad_free_weights_are_taken():
+    z = torch.randn(4, 5, requires_grad=True)
+    t = torch.tensor([0, 1, 2, 3])
+    weight = torch.rand(5, requires_grad=True)
+    with torch.no_grad():                       # (no gradient to refuse for weight)
+        torch.testing.assert_close(ct.cross_entropy(z, t, weight=weight),
+                                   F.cross_entropy(z, t, weight=weight))
+    h, w = torch.randn(4, 3), torch.randn(5, 3)
+    torch.testing.assert_close(
+        ct.linear_cross_entropy(h, w, t, chunk_size=np.int64(2), ignore_index=np.int64(-1)),
+        F.linear_cross_entropy(h, w, t))
 
 
 def test_docstring_examples():

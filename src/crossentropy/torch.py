@@ -28,9 +28,12 @@ except ImportError as error:                    # pragma: no cover - torch is an
         from error
 
 from . import _api, _linear
+from ._validate import _check_integer, _check_real, _check_reduction
 
 __all__ = [
     "CrossEntropyLoss",
+    "InputError",
+    "InputTypeError",
     "LinearCrossEntropyLoss",
     "cross_entropy",
     "linear_cross_entropy",
@@ -38,6 +41,7 @@ __all__ = [
 
 Tensor = torch.Tensor
 _FLOATS = (torch.float32, torch.float64)
+_HALVES = (torch.bfloat16, torch.float16)
 
 
 class InputError(ValueError, RuntimeError):
@@ -63,70 +67,115 @@ def _torch_errors() -> Iterator[None]:
         raise InputError(str(error)) from None
 
 
+def _bfloat16() -> np.dtype:
+    try:
+        import ml_dtypes
+    except ImportError:
+        raise InputTypeError("bfloat16 tensors need ml_dtypes (NumPy's bfloat16): pip install "
+                             "ml_dtypes, or 'crossentropy[torch]'") from None
+    return np.dtype(ml_dtypes.bfloat16)
+
+
 def _numpy(t: Tensor | None) -> np.ndarray | None:
-    """A zero-copy NumPy view of a CPU tensor, whatever its strides."""
+    """A zero-copy NumPy view of a CPU tensor, whatever its strides (bfloat16
+    as ml_dtypes' dtype)."""
     if t is None:
         return None
-    return t.detach().resolve_conj().resolve_neg().numpy()
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(_bfloat16())
+    return t.resolve_conj().resolve_neg().numpy()
 
 
 def _threads(n_threads: int) -> int:
-    return torch.get_num_threads() if n_threads == 0 else n_threads
+    """An op's n_threads: 0 follows torch.get_num_threads(), read as it runs."""
+    return n_threads or torch.get_num_threads()
 
 
-def _check_tensor(t: Any, name: str, torch_function: str, *, floating: bool = False) -> None:
+def _check_tensor(t: Any, name: str, torch_function: str, *, floating: bool = False,
+                  half: bool = False) -> None:
     if not isinstance(t, Tensor):
         raise InputTypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.device.type != "cpu":
         raise InputError(f"{name} is on {t.device}: crossentropy.torch runs on the CPU; "
                          f"for {t.device.type} tensors use {torch_function}")
-    if floating and t.dtype not in _FLOATS:
-        raise InputTypeError(f"{name} must be float32 or float64, got {t.dtype}")
+    if floating and t.dtype not in _FLOATS + (_HALVES if half else ()):
+        kinds = "bfloat16, float16, float32 or float64" if half else "float32 or float64"
+        raise InputTypeError(f"{name} must be {kinds}, got {t.dtype}")
 
 
 def _check_no_grad(tensors: Sequence[tuple[Tensor | None, str]], function: str) -> None:
+    if not torch.is_grad_enabled():
+        return
     for t, name in tensors:
         if t is not None and t.requires_grad:
             raise InputError(f"{function} gives no gradient with respect to {name}, which "
                              f"requires grad: pass {name}.detach()")
 
 
-def _check_n_threads(n_threads: int | None) -> int:
-    """0 stands for torch.get_num_threads(), read when the op runs."""
-    if n_threads is None:
-        return 0
-    if isinstance(n_threads, bool) or not isinstance(n_threads, int):
-        raise InputTypeError(f"n_threads must be an integer or None, got "
-                             f"{type(n_threads).__name__}")
-    if n_threads == 0:
-        raise InputError("n_threads must not be 0 (None follows torch.get_num_threads())")
-    return n_threads
+def _refuse_deprecated(size_average: Any, reduce: Any) -> None:
+    if size_average is not None or reduce is not None:
+        raise InputTypeError("size_average and reduce are deprecated in torch and not taken "
+                             "here: pass reduction='mean', 'sum' or 'none'")
+
+
+def _check_options(ignore_index: Any, reduction: Any, label_smoothing: Any, z_loss: Any,
+                   softcap: Any, n_threads: Any) -> tuple[int, str, float, float,
+                                                          float | None, int]:
+    """The scalar options, of the types the ops' schemas take, or the NumPy
+    API's errors (the values' ranges are checked where the op runs).
+    n_threads None becomes 0: torch.get_num_threads(), read when the op runs."""
+    with _torch_errors():
+        _check_reduction(reduction)
+        ignore_index = _check_integer(ignore_index, "ignore_index")
+        if not -(1 << 63) <= ignore_index < 1 << 63:
+            raise ValueError(f"ignore_index must fit in 64 bits, got {ignore_index}")
+        label_smoothing = _check_real(label_smoothing, "label_smoothing")
+        z_loss = _check_real(z_loss, "z_loss")
+        softcap = None if softcap is None else _check_real(softcap, "softcap")
+        if n_threads is not None:
+            n_threads = _check_integer(n_threads, "n_threads", "an integer or None")
+            if n_threads == 0:
+                raise ValueError("n_threads must not be 0 (None follows "
+                                 "torch.get_num_threads())")
+    return ignore_index, reduction, label_smoothing, z_loss, softcap, n_threads or 0
 
 
 def _loss_tensor(loss: Any) -> Tensor:
-    return torch.from_numpy(np.array(loss))
+    return _from_numpy(np.array(loss))
 
 
 def _from_numpy(a: np.ndarray) -> Tensor:
     """A NumPy result as a contiguous tensor, without a copy where it is one.
     (Results come from NumPy's allocator, which asks for huge pages: a
     first write to fresh memory costs a third of what torch.empty's does.)"""
-    return torch.from_numpy(np.ascontiguousarray(a))
+    if not a.flags.c_contiguous:
+        a = a.copy()
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
 
 
-def _empty(like: Tensor) -> Tensor:
-    """What an op returns for a gradient it was not asked for."""
-    return like.new_empty((0,))
+def _tensor_or_empty(a: np.ndarray | None, like: Tensor) -> Tensor:
+    """A gradient the op computed, or an empty tensor for one it was not
+    asked for (an op's outputs are tensors)."""
+    return like.new_empty((0,)) if a is None else _from_numpy(a)
+
+
+def _no_double_backward() -> None:
+    if torch.is_grad_enabled():
+        raise RuntimeError("crossentropy.torch has no double backward (create_graph=True): "
+                           "its backward scales a gradient the forward computed")
 
 
 def _scaled(g: Tensor, upstream: Tensor, allow_retain_graph: bool) -> Tensor:
-    """The forward's gradient times the upstream gradient: a new tensor if the
-    graph may run again, else in place, and not at all for loss.backward()'s
-    upstream of exactly 1 outside torch.compile (which cannot branch on a
-    value)."""
-    if allow_retain_graph:
+    """The forward's gradient times the upstream gradient: a new tensor when
+    the graph may run again or is being traced (no data-dependent branch,
+    no mutation of an op's output there), else in place, and not at all for
+    loss.backward()'s upstream of exactly 1."""
+    if allow_retain_graph or type(upstream) is not Tensor or torch.compiler.is_compiling():
         return g * upstream
-    if upstream.dim() == 0 and not torch.compiler.is_compiling() and upstream.item() == 1.0:
+    if upstream.dim() == 0 and upstream.item() == 1.0:
         return g
     return g.mul_(upstream)
 
@@ -160,10 +209,10 @@ def _cross_entropy_op(input: Tensor, target: Tensor, weight: Tensor | None,
                    axis=1 if input.dim() > 1 else 0, n_threads=_threads(n_threads))
     with _torch_errors():
         if not compute_grad:
-            return _loss_tensor(_api.cross_entropy(_numpy(input), _numpy(target), **options)), \
-                _empty(input)
-        loss, grad = _api.cross_entropy_and_grad(_numpy(input), _numpy(target), **options)
-    return _loss_tensor(loss), _from_numpy(grad)
+            loss, grad = _api.cross_entropy(_numpy(input), _numpy(target), **options), None
+        else:
+            loss, grad = _api.cross_entropy_and_grad(_numpy(input), _numpy(target), **options)
+    return _loss_tensor(loss), _tensor_or_empty(grad, input)
 
 
 @_cross_entropy_op.register_fake
@@ -171,28 +220,27 @@ def _(input, target, weight, sample_weight, ignore_index, reduction, label_smoot
       softcap, n_threads, compute_grad, allow_retain_graph):
     positions = (input.shape[:1] + input.shape[2:]) if input.dim() > 1 else ()
     loss = input.new_empty(positions if reduction == "none" else ())
-    return loss, input.new_empty(input.shape) if compute_grad else _empty(input)
+    return loss, input.new_empty(input.shape if compute_grad else (0,))
 
 
 def _cross_entropy_setup(ctx, inputs, output):
+    (input, _, _, _, _, reduction, _, _, _, _, compute_grad, allow_retain_graph) = inputs
     # (no zeros for the gradient output's own, unused, upstream gradient)
     ctx.set_materialize_grads(False)
-    ctx.class_dim = 1 if inputs[0].dim() > 1 else 0
-    ctx.per_position = inputs[5] == "none"
-    ctx.compute_grad = inputs[10]
-    ctx.allow_retain_graph = inputs[11]
-    ctx.grad = output[1].detach() if ctx.compute_grad else None
+    ctx.n_inputs = len(inputs)
+    ctx.class_dim = 1 if input.dim() > 1 else 0
+    ctx.per_position = reduction == "none"
+    ctx.allow_retain_graph = allow_retain_graph
+    ctx.grad = output[1].detach() if compute_grad else None
 
 
 def _cross_entropy_backward(ctx, grad_loss, _):
-    if not ctx.compute_grad:
-        raise RuntimeError("crossentropy.torch.cross_entropy was traced without a gradient "
-                           "(input did not require grad): trace it again")
+    _no_double_backward()
     if grad_loss is None:                       # (an undefined upstream: zero)
-        return (None,) * 12
+        return (None,) * ctx.n_inputs
     g = _take(ctx, "grad", ctx.allow_retain_graph)
     upstream = grad_loss.unsqueeze(ctx.class_dim) if ctx.per_position else grad_loss
-    return (_scaled(g, upstream, ctx.allow_retain_graph),) + (None,) * 11
+    return (_scaled(g, upstream, ctx.allow_retain_graph),) + (None,) * (ctx.n_inputs - 1)
 
 
 _cross_entropy_op.register_autograd(_cross_entropy_backward, setup_context=_cross_entropy_setup)
@@ -210,7 +258,9 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
     a ``(C,)`` input; class indices or probabilities), plus this package's
     ``z_loss``, ``softcap`` and ``sample_weight`` (see
     :func:`crossentropy.cross_entropy`).  The deprecated ``size_average``
-    and ``reduce`` are refused.
+    and ``reduce`` are refused.  float32, float64, bfloat16 (with
+    ``ml_dtypes`` installed) and float16; half precision is computed in
+    float32 with float64 sums.
 
     The forward computes the loss and its gradient in one pass and keeps
     only the gradient, which the backward scales in place by the upstream
@@ -230,11 +280,9 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
     >>> round(loss.item(), 5), logits.grad[1].tolist()
     (0.66996, [0.1666666716337204, 0.1666666716337204, -0.3333333432674408])
     """
-    if size_average is not None or reduce is not None:
-        raise InputTypeError("size_average and reduce are deprecated in torch and not taken "
-                             "here: pass reduction='mean', 'sum' or 'none'")
+    _refuse_deprecated(size_average, reduce)
     function = "torch.nn.functional.cross_entropy"
-    _check_tensor(input, "input", function, floating=True)
+    _check_tensor(input, "input", function, floating=True, half=True)
     _check_tensor(target, "target", function)
     for t, name in ((weight, "weight"), (sample_weight, "sample_weight")):
         if t is not None:
@@ -244,11 +292,11 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
     if input.dim() == 0:
         raise InputError("input must have at least one dimension (the classes), got a 0-d "
                          "tensor")
+    ignore_index, reduction, label_smoothing, z_loss, softcap, threads = _check_options(
+        ignore_index, reduction, label_smoothing, z_loss, softcap, n_threads)
     compute_grad = torch.is_grad_enabled() and input.requires_grad
     loss, _ = _cross_entropy_op(input, target, weight, sample_weight, ignore_index, reduction,
-                                float(label_smoothing), float(z_loss),
-                                None if softcap is None else float(softcap),
-                                _check_n_threads(n_threads), compute_grad,
+                                label_smoothing, z_loss, softcap, threads, compute_grad,
                                 bool(allow_retain_graph))
     return loss
 
@@ -257,68 +305,76 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
 
 def _linear_options(ignore_index, reduction, label_smoothing, z_loss, softcap, chunk_size,
                     n_threads):
+    """_linear's keyword arguments from an op's (chunk_size and n_threads 0:
+    the defaults)."""
     return dict(ignore_index=ignore_index, reduction=reduction,
                 label_smoothing=label_smoothing, sample_weight=None, z_loss=z_loss,
                 softcap=softcap, return_lse=False, chunk_size=chunk_size or None,
                 n_threads=_threads(n_threads), grad_scale=1.0)
 
 
+def _linear_result(grads, input):
+    return tuple(_tensor_or_empty(g, input) for g in grads)
+
+
+def _linear_fake_grads(input, linear_weight, linear_bias, wanted):
+    shapes = (input.shape, linear_weight.shape,
+              None if linear_bias is None else linear_bias.shape)
+    return tuple(input.new_empty(shape if want and shape is not None else (0,))
+                 for shape, want in zip(shapes, wanted))
+
+
 @torch.library.custom_op("crossentropy::linear_cross_entropy", mutates_args=())
 def _linear_op(input: Tensor, linear_weight: Tensor, target: Tensor,
                linear_bias: Tensor | None, weight: Tensor | None, ignore_index: int,
                reduction: str, label_smoothing: float, z_loss: float, softcap: float | None,
-               chunk_size: int, n_threads: int, compute_grad: bool,
+               chunk_size: int, n_threads: int, compute_input_grad: bool,
+               compute_weight_grad: bool, compute_bias_grad: bool,
                allow_retain_graph: bool) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(loss, grad_input, grad_linear_weight, grad_linear_bias) for a reduction
     to one number, the gradients at an upstream gradient of 1 (empty tensors
-    without compute_grad, and for the bias without a bias)."""
+    for those not asked for)."""
     options = _linear_options(ignore_index, reduction, label_smoothing, z_loss, softcap,
                               chunk_size, n_threads)
+    wanted = (compute_input_grad, compute_weight_grad, compute_bias_grad)
     with _torch_errors():
         result = _linear._linear(_numpy(input), _numpy(linear_weight), _numpy(target),
                                  linear_bias=_numpy(linear_bias), weight=_numpy(weight),
-                                 gradient=compute_grad, **options)
-    if not compute_grad:
-        return _loss_tensor(result), _empty(input), _empty(input), _empty(input)
-    loss, grad_h, grad_w, grad_b = result
-    return (_loss_tensor(loss), _from_numpy(grad_h), _from_numpy(grad_w),
-            _empty(input) if grad_b is None else _from_numpy(grad_b))
+                                 gradient=any(wanted), wanted=wanted, **options)
+    loss, *grads = result if any(wanted) else (result, None, None, None)
+    return (_loss_tensor(loss),) + _linear_result(grads, input)
 
 
 @_linear_op.register_fake
 def _(input, linear_weight, target, linear_bias, weight, ignore_index, reduction,
-      label_smoothing, z_loss, softcap, chunk_size, n_threads, compute_grad,
-      allow_retain_graph):
-    loss = input.new_empty(())
-    if not compute_grad:
-        return loss, _empty(input), _empty(input), _empty(input)
-    grad_b = _empty(input) if linear_bias is None else input.new_empty(linear_bias.shape)
-    return loss, input.new_empty(input.shape), input.new_empty(linear_weight.shape), grad_b
+      label_smoothing, z_loss, softcap, chunk_size, n_threads, compute_input_grad,
+      compute_weight_grad, compute_bias_grad, allow_retain_graph):
+    wanted = (compute_input_grad, compute_weight_grad, compute_bias_grad)
+    return ((input.new_empty(()),)
+            + _linear_fake_grads(input, linear_weight, linear_bias, wanted))
+
+
+_LINEAR_GRADS = ("grad_h", "grad_w", "grad_b")
 
 
 def _linear_setup(ctx, inputs, output):
+    *_, compute_input_grad, compute_weight_grad, compute_bias_grad, allow_retain_graph = inputs
     ctx.set_materialize_grads(False)
-    ctx.compute_grad = inputs[12]
-    ctx.allow_retain_graph = inputs[13]
-    has_bias = inputs[3] is not None
-    for name, g, wanted in (("grad_h", output[1], True), ("grad_w", output[2], True),
-                            ("grad_b", output[3], has_bias)):
-        setattr(ctx, name, g.detach() if ctx.compute_grad and wanted else None)
+    ctx.n_inputs = len(inputs)
+    ctx.allow_retain_graph = allow_retain_graph
+    for name, g, wanted in zip(_LINEAR_GRADS, output[1:],
+                               (compute_input_grad, compute_weight_grad, compute_bias_grad)):
+        setattr(ctx, name, g.detach() if wanted else None)
 
 
 def _linear_backward(ctx, grad_loss, *_):
-    if not ctx.compute_grad:
-        raise RuntimeError("crossentropy.torch.linear_cross_entropy was traced without a "
-                           "gradient (no argument required grad): trace it again")
-    grads = []
-    for name in ("grad_h", "grad_w", "grad_b"):
-        if grad_loss is None or getattr(ctx, name) is None:
-            grads.append(None)
-            continue
-        g = _take(ctx, name, ctx.allow_retain_graph)
-        grads.append(_scaled(g, grad_loss, ctx.allow_retain_graph))
+    _no_double_backward()
+    grads = [None if grad_loss is None or getattr(ctx, name) is None
+             else _scaled(_take(ctx, name, ctx.allow_retain_graph), grad_loss,
+                          ctx.allow_retain_graph)
+             for name in _LINEAR_GRADS]
     grad_h, grad_w, grad_b = grads
-    return (grad_h, grad_w, None, grad_b) + (None,) * 10
+    return (grad_h, grad_w, None, grad_b) + (None,) * (ctx.n_inputs - 4)
 
 
 _linear_op.register_autograd(_linear_backward, setup_context=_linear_setup)
@@ -345,46 +401,52 @@ def _(input, linear_weight, target, linear_bias, weight, ignore_index, label_smo
     return input.new_empty(input.shape[:-1])
 
 
-def _linear_none_setup(ctx, inputs, output):
-    input, linear_weight, target, linear_bias, weight = inputs[:5]
-    ctx.save_for_backward(input.detach(), linear_weight.detach(), target,
-                          None if linear_bias is None else linear_bias.detach(),
-                          None if weight is None else weight.detach())
-    ctx.options = inputs[5:]
-
-
 @torch.library.custom_op("crossentropy::linear_cross_entropy_none_backward", mutates_args=())
 def _linear_none_backward_op(grad_loss: Tensor, input: Tensor, linear_weight: Tensor,
                              target: Tensor, linear_bias: Tensor | None, weight: Tensor | None,
                              ignore_index: int, label_smoothing: float, z_loss: float,
-                             softcap: float | None, chunk_size: int,
-                             n_threads: int) -> tuple[Tensor, Tensor, Tensor]:
-    """The gradients of sum(grad_loss * loss), the chunks recomputed with each
-    token's upstream gradient folded into its row of the kernel."""
+                             softcap: float | None, chunk_size: int, n_threads: int,
+                             compute_input_grad: bool, compute_weight_grad: bool,
+                             compute_bias_grad: bool) -> tuple[Tensor, Tensor, Tensor]:
+    """The gradients of sum(grad_loss * loss) asked for, the chunks recomputed
+    with each token's upstream gradient folded into its row of the kernel."""
     options = _linear_options(ignore_index, "none", label_smoothing, z_loss, softcap,
                               chunk_size, n_threads)
-    _, grad_h, grad_w, grad_b = _linear._linear(
+    _, *grads = _linear._linear(
         _numpy(input), _numpy(linear_weight), _numpy(target), linear_bias=_numpy(linear_bias),
-        weight=_numpy(weight), gradient=True, row_scale=_numpy(grad_loss), **options)
-    return (_from_numpy(grad_h), _from_numpy(grad_w),
-            _empty(input) if grad_b is None else _from_numpy(grad_b))
+        weight=_numpy(weight), gradient=True, row_scale=_numpy(grad_loss),
+        wanted=(compute_input_grad, compute_weight_grad, compute_bias_grad), **options)
+    return _linear_result(grads, input)
 
 
 @_linear_none_backward_op.register_fake
 def _(grad_loss, input, linear_weight, target, linear_bias, weight, ignore_index,
-      label_smoothing, z_loss, softcap, chunk_size, n_threads):
-    grad_b = _empty(input) if linear_bias is None else input.new_empty(linear_bias.shape)
-    return input.new_empty(input.shape), input.new_empty(linear_weight.shape), grad_b
+      label_smoothing, z_loss, softcap, chunk_size, n_threads, compute_input_grad,
+      compute_weight_grad, compute_bias_grad):
+    return _linear_fake_grads(input, linear_weight, linear_bias,
+                              (compute_input_grad, compute_weight_grad, compute_bias_grad))
+
+
+def _linear_none_setup(ctx, inputs, output):
+    input, linear_weight, target, linear_bias, weight, *options = inputs
+    ctx.save_for_backward(input.detach(), linear_weight.detach(), target,
+                          None if linear_bias is None else linear_bias.detach(),
+                          None if weight is None else weight.detach())
+    ctx.n_inputs = len(inputs)
+    ctx.options = options
 
 
 def _linear_none_backward(ctx, grad_loss):
+    _no_double_backward()
     input, linear_weight, target, linear_bias, weight = ctx.saved_tensors
-    grad_h, grad_w, grad_b = _linear_none_backward_op(
-        grad_loss.to(torch.float64), input, linear_weight, target, linear_bias, weight,
-        *ctx.options)
     needs = ctx.needs_input_grad
-    return ((grad_h if needs[0] else None), (grad_w if needs[1] else None), None,
-            (grad_b if linear_bias is not None and needs[3] else None)) + (None,) * 7
+    wanted = (needs[0], needs[1], linear_bias is not None and needs[3])
+    if not any(wanted):
+        return (None,) * ctx.n_inputs
+    grads = _linear_none_backward_op(grad_loss.to(torch.float64), input, linear_weight, target,
+                                     linear_bias, weight, *ctx.options, *wanted)
+    grad_h, grad_w, grad_b = (g if want else None for g, want in zip(grads, wanted))
+    return (grad_h, grad_w, None, grad_b) + (None,) * (ctx.n_inputs - 4)
 
 
 _linear_none_op.register_autograd(_linear_none_backward, setup_context=_linear_none_setup)
@@ -403,11 +465,12 @@ def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *
     The loss of ``cross_entropy(input @ linear_weight.T + linear_bias,
     target)``, ``chunk_size`` tokens at a time (see
     :func:`crossentropy.linear_cross_entropy`), with gradients for
-    ``input``, ``linear_weight`` and ``linear_bias``.  For ``'mean'`` and
-    ``'sum'`` the forward computes the gradients in the same pass and the
-    backward scales them in place (``allow_retain_graph`` as in
-    :func:`cross_entropy`); for ``'none'`` the backward recomputes the
-    chunks with each token's upstream gradient.  Class-index targets only.
+    ``input``, ``linear_weight`` and ``linear_bias`` (only those that
+    require grad are computed).  For ``'mean'`` and ``'sum'`` the forward
+    computes the gradients in the same pass and the backward scales them in
+    place (``allow_retain_graph`` as in :func:`cross_entropy`); for
+    ``'none'`` the backward recomputes the chunks with each token's upstream
+    gradient.  Class-index targets only; float32 and float64.
 
     Examples
     --------
@@ -428,18 +491,22 @@ def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *
             _check_tensor(t, name, function)
     _check_no_grad([(target, "target"), (weight, "weight")],
                    "crossentropy.torch.linear_cross_entropy")
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int)
-                                   or chunk_size <= 0):
-        raise InputError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
-    args = (input, linear_weight, target, linear_bias, weight,
-            -100 if ignore_index is None else ignore_index)
-    tail = (float(label_smoothing), float(z_loss), None if softcap is None else float(softcap),
-            chunk_size or 0, _check_n_threads(n_threads))
+    ignore_index, reduction, label_smoothing, z_loss, softcap, threads = _check_options(
+        -100 if ignore_index is None else ignore_index, reduction, label_smoothing, z_loss,
+        softcap, n_threads)
+    if chunk_size is not None:
+        with _torch_errors():
+            chunk_size = _check_integer(chunk_size, "chunk_size", "a positive integer or None")
+        if chunk_size <= 0:
+            raise InputError(f"chunk_size must be a positive integer or None, got {chunk_size}")
+    args = (input, linear_weight, target, linear_bias, weight, ignore_index)
+    tail = (label_smoothing, z_loss, softcap, chunk_size or 0, threads)
     if reduction == "none":
         return _linear_none_op(*args, *tail)
-    compute_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (input, linear_weight, linear_bias))
-    return _linear_op(*args, reduction, *tail, compute_grad, bool(allow_retain_graph))[0]
+    grad_enabled = torch.is_grad_enabled()
+    wanted = [grad_enabled and t is not None and t.requires_grad
+              for t in (input, linear_weight, linear_bias)]
+    return _linear_op(*args, reduction, *tail, *wanted, bool(allow_retain_graph))[0]
 
 
 # --- modules -----------------------------------------------------------------------
@@ -457,9 +524,7 @@ class CrossEntropyLoss(torch.nn.Module):
                  softcap: float | None = None, n_threads: int | None = None,
                  allow_retain_graph: bool = False) -> None:
         super().__init__()
-        if size_average is not None or reduce is not None:
-            raise InputTypeError("size_average and reduce are deprecated in torch and not "
-                                 "taken here: pass reduction='mean', 'sum' or 'none'")
+        _refuse_deprecated(size_average, reduce)
         self.register_buffer("weight", weight)
         self.weight: Tensor | None
         self.ignore_index = ignore_index

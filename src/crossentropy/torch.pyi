@@ -3,7 +3,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["CrossEntropyLoss", "LinearCrossEntropyLoss", "cross_entropy", "linear_cross_entropy"]
+__all__ = ["CrossEntropyLoss", "InputError", "InputTypeError", "LinearCrossEntropyLoss", "cross_entropy",
+           "linear_cross_entropy"]
 
 class InputError(ValueError, RuntimeError): ...
 class InputTypeError(TypeError, RuntimeError): ...

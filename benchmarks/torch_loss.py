@@ -11,11 +11,11 @@ n-thread run on a machine with more, as the main benchmark does):
   torch eager     F.cross_entropy(z, t).backward()
   torch compiled  torch.compile(F.cross_entropy)(z, t).backward() (inductor)
 
-Each process makes a (4096, 32000) leaf tensor of logits, runs two warm-up
-steps (compiling, for the compiled one), then measures one step's peak
-resident memory over what it held before (the peak is reset through
-/proc/self/clear_refs; z.grad, which every implementation returns, counts)
-and times `--repeats` more.  The rounds interleave the implementations;
+Each process makes a (4096, 32000) leaf tensor of logits (float32, then
+bfloat16), runs two warm-up steps (compiling, for the compiled one), then
+measures one step's peak resident memory over what it held before (the peak
+is reset through /proc/self/clear_refs; z.grad, which every implementation
+returns, counts) and times `--repeats` more.  The rounds interleave the implementations;
 ratios are taken per round.  Writes benchmarks/results/torch_loss.{json,md}.
 """
 
@@ -29,7 +29,7 @@ from solo import run_alone, spread
 
 IMPLEMENTATIONS = ["ours", "torch eager", "torch compiled"]
 SHAPE = (4096, 32000)
-DTYPES = ["float32"]
+DTYPES = ["float32", "bfloat16"]
 
 
 def child(impl, rows, classes, dtype, threads, repeats):

@@ -13,6 +13,7 @@
 #include "platform.h"
 #include "rows.h"
 #include "short_rows.h"
+#include "half.h"
 
 #define CE_TARGET
 #define CE_LEVEL_NAME(name) name##_v0
@@ -57,7 +58,8 @@ static inline const char *ce_dispatch_levels(void)
     X(ce_shift_f32) X(ce_shift_f64) X(ce_gapsum_f32) X(ce_gapsum_f64) \
     X(ce_scale_sub_f32) X(ce_scale_sub_f64) X(ce_scale_runs_f32) X(ce_scale_runs_f64) \
     X(ce_short_xent_f32) X(ce_short_xent_f64) X(ce_check_targets) X(ce_runs_total) \
-    X(ce_softcap_f32) X(ce_softcap_f64) X(ce_softcap_grad_f32) X(ce_softcap_grad_f64)
+    X(ce_softcap_f32) X(ce_softcap_f64) X(ce_softcap_grad_f32) X(ce_softcap_grad_f64) \
+    X(ce_widen_bf16) X(ce_narrow_bf16) X(ce_widen_f16) X(ce_narrow_f16)
 
 #define CE_FIELD(name) __typeof__(&name##_v0) name;
 static struct { CE_KERNELS(CE_FIELD) } ce_kernels;
@@ -119,5 +121,9 @@ static inline const char *ce_select_kernels(void) { ce_level = 0; return "baseli
 #define ce_softcap_f64 CE_KERNEL(ce_softcap_f64)
 #define ce_softcap_grad_f32 CE_KERNEL(ce_softcap_grad_f32)
 #define ce_softcap_grad_f64 CE_KERNEL(ce_softcap_grad_f64)
+#define ce_widen_bf16 CE_KERNEL(ce_widen_bf16)
+#define ce_narrow_bf16 CE_KERNEL(ce_narrow_bf16)
+#define ce_widen_f16 CE_KERNEL(ce_widen_f16)
+#define ce_narrow_f16 CE_KERNEL(ce_narrow_f16)
 
 #endif /* CE_DISPATCH_H */

@@ -1,6 +1,7 @@
 /*
  * Half-precision storage: IEEE binary16 (float16) and bfloat16, read into
- * float32 and written back, rounding to nearest even.  Half-precision logits
+ * float32 and written back, rounding to nearest even: the scalar rules here,
+ * their loops (ce_widen_f16, ...) per ISA level in kernels_template.h.  Half-precision logits
  * are computed by the float32 kernels, a block of rows at a time (_api.py);
  * these are the conversions at the block's edges.
  *
@@ -58,25 +59,20 @@ CE_INLINE uint16_t ce_float_to_f16(float f)
 }
 
 /* n values, src[k * step] into dst[k * dstep] (steps in elements); unit
- * steps take the loop the compiler vectorises. */
-#define CE_CONVERT_LOOP(name, S, D, convert)                                            \
-    static void name(const S *src, ptrdiff_t step, D *dst, ptrdiff_t dstep, ptrdiff_t n) \
-    {                                                                                   \
-        if (step == 1 && dstep == 1) {                                                  \
-            CE_SIMD                                                                     \
-            for (ptrdiff_t k = 0; k < n; k++)                                           \
-                dst[k] = convert(src[k]);                                               \
-        } else {                                                                        \
-            for (ptrdiff_t k = 0; k < n; k++)                                           \
-                dst[k * dstep] = convert(src[k * step]);                                \
-        }                                                                               \
+ * steps take the loop the compiler vectorises.  Compiled per ISA level
+ * (kernels_template.h): the same bits at every level, wider vectors. */
+#define CE_CONVERT_LOOP(name, S, D, convert)                                              \
+    static CE_TARGET void CE_LEVEL_NAME(name)(const S *src, ptrdiff_t step, D *dst,        \
+                                              ptrdiff_t dstep, ptrdiff_t n)              \
+    {                                                                                     \
+        if (step == 1 && dstep == 1) {                                                    \
+            CE_SIMD                                                                       \
+            for (ptrdiff_t k = 0; k < n; k++)                                             \
+                dst[k] = convert(src[k]);                                                 \
+        } else {                                                                          \
+            for (ptrdiff_t k = 0; k < n; k++)                                             \
+                dst[k * dstep] = convert(src[k * step]);                                  \
+        }                                                                                 \
     }
-
-CE_CONVERT_LOOP(ce_widen_bf16, uint16_t, float, ce_bf16_to_float)
-CE_CONVERT_LOOP(ce_narrow_bf16, float, uint16_t, ce_float_to_bf16)
-CE_CONVERT_LOOP(ce_widen_f16, uint16_t, float, ce_f16_to_float)
-CE_CONVERT_LOOP(ce_narrow_f16, float, uint16_t, ce_float_to_f16)
-
-#undef CE_CONVERT_LOOP
 
 #endif /* CE_HALF_H */

@@ -1,6 +1,7 @@
 /*
  * The kernels of one ISA level: the row primitives and the short-row block
- * for both types, and the target check, compiled for the level's target.
+ * for both types, the target check and the half-precision conversions,
+ * compiled for the level's target.
  * dispatch.h includes this file once per level, with CE_TARGET (the level's
  * target attribute, or nothing) and CE_LEVEL_NAME(name) (the name with the
  * level's suffix) defined, and undefines them after.
@@ -14,6 +15,12 @@
 #include "rows_template.h"
 #include "short_rows_template.h"
 #include "type_undef.h"
+
+/* half-precision storage to float32 and back (half.h) */
+CE_CONVERT_LOOP(ce_widen_bf16, uint16_t, float, ce_bf16_to_float)
+CE_CONVERT_LOOP(ce_narrow_bf16, float, uint16_t, ce_float_to_bf16)
+CE_CONVERT_LOOP(ce_widen_f16, uint16_t, float, ce_f16_to_float)
+CE_CONVERT_LOOP(ce_narrow_f16, float, uint16_t, ce_float_to_f16)
 
 /*
  * One pass over n contiguous class-index targets, before anything is written:

@@ -201,11 +201,37 @@ def test_edges_as_float32():
                                 reduction="sum") == np.float16(np.inf)     # 693147 overflows
 
 
-def test_linear_cross_entropy_and_normalisers_refuse_half():
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_linear_cross_entropy_as_float32_on_the_same_values(dtype, layout, reduction):
+    rng = np.random.default_rng(5)
+    h = rng.standard_normal((3, 13, 8)).astype(half(dtype))
+    w = (rng.standard_normal((70, 8)) * 0.5).astype(half(dtype))
+    b = rng.standard_normal(70).astype(half(dtype))
+    if layout == "strided":                        # (copied a chunk at a time, and once)
+        h, w = h[:, ::-1].copy()[:, ::-1], np.asfortranarray(w)
+    t = rng.integers(0, 70, (3, 13))
+    t[0] = -100                                    # a chunk all ignored
+    t[1, ::3] = -100
+    kwargs = dict(reduction=reduction, label_smoothing=0.1, z_loss=1e-3, chunk_size=13,
+                  return_lse=True)
+    got = ce.linear_cross_entropy_and_grad(h, w, t, linear_bias=b, **kwargs)
+    want = ce.linear_cross_entropy_and_grad(h.astype(np.float32), w.astype(np.float32), t,
+                                            linear_bias=b.astype(np.float32), **kwargs)
+    assert all(np.asarray(g).dtype == half(dtype) for g in got)
+    for g, v in zip(got[1:3], want[1:3]):          # the gradients: float32's, rounded once
+        assert np.array_equal(g.view(np.uint16), v.astype(half(dtype)).view(np.uint16))
+    for g, v in (got[0], want[0]), (got[3], want[3]), (got[4], want[4]):
+        np.testing.assert_allclose(np.asarray(g, np.float64), np.asarray(v, np.float64),
+                                   rtol=ulp_tolerance(dtype), atol=1e-30)
+
+
+def test_normalisers_refuse_half():
     x = np.zeros((2, 3), np.float16)
-    with pytest.raises(TypeError, match="float32 or float64"):
-        ce.linear_cross_entropy(x, np.zeros((4, 3), np.float16), [0, 1])
     with pytest.raises(TypeError, match="float32 or float64"):
         ce.softmax(x)
     with pytest.raises(TypeError, match="float16, bfloat16, float32 or float64"):
         ce.cross_entropy(x.astype(np.int16), [0, 1])
+    with pytest.raises(TypeError, match="linear_weight has dtype float32 but input has float16"):
+        ce.linear_cross_entropy(x, np.zeros((4, 3), np.float32), [0, 1])

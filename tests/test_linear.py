@@ -212,7 +212,7 @@ def test_default_chunk_holds_about_64_mib():
     (lambda h, w, t: ce.linear_cross_entropy(h, w, t, reduction="avg"), ValueError,
      "reduction must be one of"),
     (lambda h, w, t: ce.linear_cross_entropy(h.astype(int), w, t), TypeError,
-     "input must be a float32 or float64 array"),
+     "input must be a float16, bfloat16, float32 or float64 array"),
 ], ids=lambda v: v if isinstance(v, str) else None)
 def test_bad_arguments_are_clear_errors(rng, call, error, message):
     h = rng.standard_normal((3, 4))

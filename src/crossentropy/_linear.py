@@ -15,11 +15,12 @@ import math
 
 import numpy as np
 
-from ._api import _mean_scale, _reduce, _results, _run
+from . import _kernels
+from ._api import _mean_scale, _reduce, _results, _run, _to_half
 from ._kernels import Mode
 from ._validate import (
     _as_float_array, _asarray, _check_integer, _check_loss_options, _check_nonnegative_weights,
-    _check_reduction, _kernel_ready, _native, _target_indices,
+    _check_reduction, _half_kind, _is_floating, _kernel_ready, _native, _target_indices,
 )
 
 __all__ = ["linear_cross_entropy", "linear_cross_entropy_and_grad"]
@@ -102,6 +103,14 @@ def _accumulating_gemm(dtype):
     return None
 
 
+def _widen(a, bfloat16, out, threads=1):
+    """out[...] = the float32 values of the 1-D or 2-D half-precision `a`."""
+    a = _kernel_ready(a)
+    shape3 = (1, a.size, 1) if a.ndim == 1 else a.shape + (1,)
+    _kernels.widen(a.view(np.uint16).reshape(shape3), out.reshape(shape3), bfloat16, threads)
+    return out
+
+
 def _add_weight_grad(grad_w, g, h):
     """grad_w += g.T @ h: through NumPy's BLAS with beta = 1 where it can be
     called and the rows are laid out for it, else a block of grad_w's rows
@@ -140,13 +149,16 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
     is then not meaningful).  `wanted` says which of the input's, the
     weight's and the bias's gradients to compute (None for the others).
     """
-    h = _as_float_array(input, "input")
-    w = _as_float_array(linear_weight, "linear_weight")
+    h = _as_float_array(input, "input", half=True)
+    w = _as_float_array(linear_weight, "linear_weight", half=True)
     if h.ndim == 0:
         raise ValueError("input must have at least one dimension (the features), got a 0-d array")
     if w.ndim != 2:
         raise ValueError(f"linear_weight must have shape (classes, features), got {w.shape}")
     dtype = _native(h.dtype)
+    # half precision: the products and the kernel in float32, the results rounded once
+    half = _half_kind(dtype)
+    compute = np.dtype(np.float32) if half else dtype
     _same_dtype(w, "linear_weight", dtype)
     n_classes, features = w.shape
     if h.shape[-1] != features:
@@ -154,7 +166,7 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
                          f"has {features} (its shape {w.shape} is (classes, features))")
     b = None
     if linear_bias is not None:
-        b = _as_float_array(linear_bias, "linear_bias")
+        b = _as_float_array(linear_bias, "linear_bias", half=True)
         _same_dtype(b, "linear_bias", dtype)
         if b.shape != (n_classes,):
             raise ValueError(f"linear_bias must have shape ({n_classes},) (one per class, as "
@@ -162,7 +174,7 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
         b = _kernel_ready(b)
     positions = h.shape[:-1]
     t = _asarray(target, "target")
-    if t.dtype.kind == "f":
+    if _is_floating(t.dtype):
         raise TypeError("target must hold class indices: probability targets would be as large "
                         "as the logits, which linear_cross_entropy never holds; compute the "
                         "logits and call cross_entropy")
@@ -175,8 +187,8 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
     # (None is torch's default for F.linear_cross_entropy, meaning -100)
     threads, ignore_index, label_smoothing, grad_scale, z_loss, softcap, return_lse = (
         _check_loss_options(n_threads, -100 if ignore_index is None else ignore_index,
-                            label_smoothing, grad_scale, z_loss, softcap, return_lse, dtype))
-    rows = _check_chunk_size(chunk_size, n_classes, dtype.itemsize)
+                            label_smoothing, grad_scale, z_loss, softcap, return_lse, compute))
+    rows = _check_chunk_size(chunk_size, n_classes, compute.itemsize)
     if weight is not None:
         weight = _check_nonnegative_weights(_asarray(weight, "weight"), "weight", (n_classes,),
                                             "one per class")
@@ -195,18 +207,28 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
         row_scale = np.asarray(row_scale, np.float64).reshape((n, 1))
         sample_weight2 = row_scale if sample_weight2 is None else sample_weight2 * row_scale
 
-    rows_of = _rows_of(h, positions, features)
-    if not _blas_ready(w):
-        w = np.ascontiguousarray(w, dtype=dtype)          # once, not once per product
     rows = min(rows, max(n, 1))
-    logits = np.empty((rows, n_classes), dtype)
-    row_value = np.empty((n, 1), dtype) if reduction == "none" else None
-    lse = np.empty((n, 1), dtype) if return_lse else None
+    rows_of = _rows_of(h, positions, features)
+    if half:
+        bfloat16 = half == "bfloat16"
+        # (the weight once in float32, for BLAS; the input a chunk at a time)
+        w = _widen(w, bfloat16, np.empty(w.shape, np.float32), threads)
+        b = None if b is None else _widen(b, bfloat16, np.empty(b.shape, np.float32))
+        half_rows, h_chunk = rows_of, np.empty((rows, features), np.float32)
+
+        def rows_of(a, e):
+            return _widen(half_rows(a, e), bfloat16, h_chunk[:e - a], threads)
+    elif not _blas_ready(w):
+        w = np.ascontiguousarray(w, dtype=dtype)          # once, not once per product
+    logits = np.empty((rows, n_classes), compute)
+    row_value = np.empty((n, 1), compute) if reduction == "none" else None
+    lse = np.empty((n, 1), compute) if return_lse else None
     loss_sum = 0.0
     grad_h = grad_w = grad_b = None
     if gradient:
         grad_h = np.empty((n, features), dtype) if wanted[0] else None
-        grad_w = np.zeros((n_classes, features), dtype) if wanted[1] else None
+        grad_h_chunk = np.empty((rows, features), compute) if wanted[0] and half else None
+        grad_w = np.zeros((n_classes, features), compute) if wanted[1] else None
         grad_b = np.zeros(n_classes, np.float64) if b is not None and wanted[2] else None
         column_sum = np.empty(n_classes, np.float64)
         weight_started = False
@@ -219,7 +241,7 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
                 if per_row is not None:
                     per_row[a:e] = 0
             if grad_h is not None:
-                grad_h[a:e] = 0
+                grad_h.view(np.uint16 if half else dtype)[a:e] = 0
             continue
         z = logits[:e - a]
         hc = rows_of(a, e)
@@ -235,7 +257,12 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
                          label_smoothing=label_smoothing, grad_scale=scale,
                          lse=None if lse is None else lse[a:e], z_loss=z_loss, softcap=softcap)))
         if grad_h is not None:
-            np.matmul(z, w, out=grad_h[a:e])
+            if half:
+                np.matmul(z, w, out=grad_h_chunk[:e - a])
+                _kernels.narrow(grad_h_chunk[:e - a, :, None],
+                                grad_h.view(np.uint16)[a:e, :, None], bfloat16, threads)
+            else:
+                np.matmul(z, w, out=grad_h[a:e])
         if grad_w is not None:
             if weight_started:
                 _add_weight_grad(grad_w, z, hc)
@@ -245,6 +272,9 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
         if grad_b is not None:
             np.add(grad_b, np.add.reduce(z, axis=0, dtype=np.float64, out=column_sum),
                    out=grad_b)
+    if half:
+        row_value, lse, grad_w = (None if a is None else _to_half(a, dtype, bfloat16)
+                                  for a in (row_value, lse, grad_w))
     loss = _reduce(np.array([loss_sum]), row_value, denominator, reduction, dtype, positions)
     grads = ((None if grad_h is None else grad_h.reshape(h.shape), grad_w,
               None if grad_b is None else grad_b.astype(dtype)) if gradient else ())
@@ -265,8 +295,11 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weig
 
     Parameters
     ----------
-    input : array_like of float32 or float64, shape (..., d)
+    input : array_like of float16, bfloat16, float32 or float64, shape (..., d)
         The hidden states; every position (all axes but the last) is a token.
+        Half precision is computed in float32: the weight is read into
+        float32 once (and with the gradients, the weight's summed in
+        float32), the input a chunk at a time.
     linear_weight : array_like, shape (C, d), input's dtype
         As ``torch.nn.Linear(d, C).weight``.
     target : array_like of int, shape input.shape[:-1]

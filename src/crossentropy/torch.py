@@ -470,7 +470,9 @@ def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *
     computes the gradients in the same pass and the backward scales them in
     place (``allow_retain_graph`` as in :func:`cross_entropy`); for
     ``'none'`` the backward recomputes the chunks with each token's upstream
-    gradient.  Class-index targets only; float32 and float64.
+    gradient.  Class-index targets only.  Half precision (bfloat16, float16)
+    is computed in float32: the weight is read into float32 once, and its
+    gradient summed in float32, both (classes x features).
 
     Examples
     --------
@@ -483,8 +485,8 @@ def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *
     [0.25, 0.25, 0.25]
     """
     function = "torch.nn.functional.linear_cross_entropy"
-    _check_tensor(input, "input", function, floating=True)
-    _check_tensor(linear_weight, "linear_weight", function, floating=True)
+    _check_tensor(input, "input", function, floating=True, half=True)
+    _check_tensor(linear_weight, "linear_weight", function, floating=True, half=True)
     _check_tensor(target, "target", function)
     for t, name in ((linear_bias, "linear_bias"), (weight, "weight")):
         if t is not None:

@@ -32,9 +32,14 @@ PRELUDE = textwrap.dedent("""
     z = np.random.default_rng(0).standard_normal((20000, 100)).astype(np.float32)
     t = np.arange(20000) % 100
 
+    z16 = z.astype(np.float16)
+
     def work():
         loss, grad = ce.cross_entropy_and_grad(z, t, n_threads=2)
-        return float(loss), grad.tobytes(), _kernels.team_size(2)
+        # (half precision: its conversions run threads of their own)
+        loss16, grad16 = ce.cross_entropy_and_grad(z16, t, n_threads=2)
+        return (float(loss), grad.tobytes() + grad16.tobytes() + loss16.tobytes(),
+                _kernels.team_size(2))
 
     expected = work()
     # two threads where the build has OpenMP, one without

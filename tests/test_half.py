@@ -173,18 +173,38 @@ def test_thread_count_and_block_size_never_change_a_bit(monkeypatch):
     assert len(set(results)) == 1
 
 
-def test_rows_shared_by_threads_keep_their_path_across_blocks(small_blocks):
-    # 70 rows of SPLIT classes: the whole is not shared by threads, so no
-    # block may be (a short last block joins the one before)
+def test_rows_shared_by_threads_give_the_bits_of_long_rows(monkeypatch):
+    # 70 rows of SPLIT classes are not shared by threads as a whole, but
+    # blocks of 8 rows are: the same bits (split_rows gives long_rows')
+    monkeypatch.setattr(_api, "_HALF_BLOCK_ELEMENTS", 8 * SPLIT)
     rng = np.random.default_rng(4)
     x = rng.standard_normal((70, SPLIT + 3)).astype(np.float16)
     t = rng.integers(0, SPLIT, 70)
-    assert _api._half_blocks(70, SPLIT + 3, 1) == [(0, 70)]
-    assert _api._half_blocks(300, SPLIT + 3, 1) == [(0, 65), (65, 130), (130, 195), (195, 300)]
-    loss, grad = ce.cross_entropy_and_grad(x, t)
+    loss, grad = ce.cross_entropy_and_grad(x, t, n_threads=2)
     loss32, grad32 = ce.cross_entropy_and_grad(x.astype(np.float32), t)
     assert np.array_equal(grad.view(np.uint16), grad32.astype(np.float16).view(np.uint16))
     assert loss == np.float16(loss32)
+
+
+@pytest.mark.parametrize("shape, axis", [((160, 100_000), 0), ((2, 64, 125_000), 1),
+                                         ((128, SPLIT), -1), ((16_000, 1000), -1)],
+                         ids=["axis-0", "k-dim", "long-rows", "rows"])
+def test_no_float32_copy_of_the_logits_is_made(shape, axis):
+    import tracemalloc
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal(shape, np.float32).astype(np.float16)        # 32 MB
+    positions = shape[:axis % len(shape)] + shape[axis % len(shape) + 1:]
+    t = rng.integers(0, shape[axis], positions)
+    y = rng.random(shape, np.float32).astype(">f8")   # (nor of byte-swapped targets)
+    out = np.empty_like(x)
+    for target in (t, y):
+        tracemalloc.start()
+        ce.cross_entropy_and_grad(x, target, axis=axis, out=out, n_threads=2)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        # two 4 MiB buffers, the per-position arrays and the kernel's
+        # workspace; a float32 copy of the logits would be 64 MB
+        assert peak < 0.6 * x.nbytes, (peak, x.nbytes)
 
 
 def test_edges_as_float32():

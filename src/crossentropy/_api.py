@@ -33,7 +33,7 @@ _CHUNK_ELEMENTS = 1 << 15
 # float32(x) is inf from here on (FLT_MAX plus half an ulp rounds up).
 _FLOAT32_OVERFLOW = 2.0**128 - 2.0**103
 # Half-precision logits are computed in float32 a block of rows at a time,
-# through a buffer of about this many elements (4 MiB).
+# through a buffer of about this many elements (4 MiB; one row, if longer).
 _HALF_BLOCK_ELEMENTS = 1 << 20
 
 
@@ -71,45 +71,78 @@ def _run(mode, z3, threads, *, out3=None, y3=None, target2=None, sample_weight2=
 
 
 def _half_blocks(outer, m, inner):
-    """The [o0, o1) ranges of outer indices that half-precision logits are
-    computed in: whole chunks of rows (so the chunks, and every bit, are
-    those of one call over float32 logits), about _HALF_BLOCK_ELEMENTS each,
-    and for rows long enough to be shared by threads, as many rows as decide
-    that path for the whole."""
+    """How half-precision logits of shape (outer, m, inner) are computed a
+    block of rows at a time: (by_outer, blocks).  Every block is a whole
+    number of the kernel's chunks of rows (so the chunks, and every bit,
+    are those of one call over float32 logits) of about
+    _HALF_BLOCK_ELEMENTS elements.  by_outer: the blocks are ranges
+    [o0, o1) of outer indices, computed in their own (k, m, inner) layout;
+    else ranges [r0, r1) of the rows r = o * inner + i, gathered as (k, m)
+    (when whole outer indices would make blocks too large)."""
     rows_per_chunk = _chunking(outer * inner, m, 1)[0]
-    unit = rows_per_chunk // math.gcd(rows_per_chunk, inner)
-    per_block = max(unit, _HALF_BLOCK_ELEMENTS // max(1, m * inner) // unit * unit)
-    shared = m >= _kernels.SPLIT_MIN_CLASSES_LEN
-    if shared and outer * inner > _kernels.SPLIT_MAX_ROWS_LEN:
-        per_block = max(per_block, _kernels.SPLIT_MAX_ROWS_LEN // inner + 1)
-    starts = list(range(0, outer, per_block))
-    if (shared and len(starts) > 1 and outer * inner > _kernels.SPLIT_MAX_ROWS_LEN
-            and (outer - starts[-1]) * inner <= _kernels.SPLIT_MAX_ROWS_LEN):
-        starts.pop()                # (a short last block would be shared by threads)
-    return list(zip(starts, starts[1:] + [outer]))
+    per_outer = rows_per_chunk // math.gcd(rows_per_chunk, inner)
+    if inner > 1 and per_outer * m * inner <= _HALF_BLOCK_ELEMENTS:
+        step = max(per_outer, _HALF_BLOCK_ELEMENTS // (m * inner) // per_outer * per_outer)
+        n = outer
+    else:
+        step = max(rows_per_chunk,
+                   _HALF_BLOCK_ELEMENTS // max(1, m) // rows_per_chunk * rows_per_chunk)
+        n = outer * inner
+    return inner > 1 and n == outer, [(a, min(a + step, n)) for a in range(0, n, step)]
+
+
+def _half_pieces(r0, r1, inner):
+    """The rows [r0, r1) as (o, i0, i1, a): rows (o, i0..i1) of the logits
+    are rows a.. of the block."""
+    for o in range(r0 // inner, (r1 - 1) // inner + 1):
+        i0, i1 = max(r0 - o * inner, 0), min(r1 - o * inner, inner)
+        yield o, i0, i1, o * inner + i0 - r0
 
 
 def _run_half(mode, zbits3, threads, bfloat16, *, outbits3, y3, target2, sample_weight2,
               row_value, lse, **options):
     """_run over half-precision logits (their bits, uint16): each block of
-    rows read into a float32 buffer, computed there (the gradient in place),
-    the gradient written back rounded to nearest; returns the chunk sums."""
+    rows read into one float32 buffer, computed there (the gradient in
+    place), the gradient written back rounded to nearest; returns the
+    chunk sums."""
     outer, m, inner = zbits3.shape
-    blocks = _half_blocks(outer, m, inner)
-    buffer = np.empty((max((o1 - o0 for o0, o1 in blocks), default=0), m, inner), np.float32)
+    by_outer, blocks = _half_blocks(outer, m, inner)
+    size = max(((e - a) * m * (inner if by_outer else 1) for a, e in blocks), default=0)
+    z_buffer = np.empty(size, np.float32)
+    y_buffer = None if y3 is None else np.empty(size, np.float32)
+    if not by_outer:          # (per-position arrays by row: small, copied if need be)
+        target2, sample_weight2, row_value, lse = (
+            None if a is None else a.reshape((-1, 1)) for a in (target2, sample_weight2,
+                                                                 row_value, lse))
     sums = []
-    for o0, o1 in blocks:
-        z = buffer[:o1 - o0]
-        _kernels.widen(zbits3[o0:o1], z, bfloat16, threads)
-
-        def part(a):
-            return None if a is None else a[o0:o1]
-        sums.append(_run(mode, z, threads, out3=None if outbits3 is None else z,
-                         y3=None if y3 is None else np.asarray(y3[o0:o1], np.float32),
-                         target2=part(target2), sample_weight2=part(sample_weight2),
-                         row_value=part(row_value), lse=part(lse), **options))
+    for a, e in blocks:
+        k = e - a
+        if by_outer or inner == 1:
+            z = z_buffer[:k * m * inner].reshape((k, m, inner))
+            y = None if y3 is None else y_buffer[:z.size].reshape(z.shape)
+            pieces = [((slice(a, e),), z, y)]
+        else:
+            z = z_buffer[:k * m].reshape((k, m, 1))
+            flat = z.reshape((k, m))
+            y2 = None if y3 is None else y_buffer[:k * m].reshape((k, m))
+            y = None if y3 is None else y2.reshape((k, m, 1))
+            pieces = [((slice(o, o + 1), slice(None), slice(i0, i1)),
+                       flat[b:b + i1 - i0].T[None],
+                       None if y3 is None else y2[b:b + i1 - i0].T[None])
+                      for o, i0, i1, b in _half_pieces(a, e, inner)]
+        for where, values, y_values in pieces:
+            _kernels.widen(zbits3[where], values, bfloat16, threads)
+            if y_values is not None:
+                with np.errstate(over="ignore"):         # (as float32 targets would)
+                    y_values[...] = y3[where]
+        sums.append(_run(mode, z, threads, out3=None if outbits3 is None else z, y3=y,
+                         **{name: None if v is None else v[a:e] for name, v in (
+                             ("target2", target2), ("sample_weight2", sample_weight2),
+                             ("row_value", row_value), ("lse", lse))},
+                         **options))
         if outbits3 is not None:
-            _kernels.narrow(z, outbits3[o0:o1], bfloat16, threads)
+            for where, values, _ in pieces:
+                _kernels.narrow(values, outbits3[where], bfloat16, threads)
     return np.concatenate(sums) if sums else np.zeros(0)
 
 
@@ -157,7 +190,7 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
           label_smoothing, sample_weight, grad_scale, z_loss, softcap, return_lse,
           gradient, out=None, inplace=False):
     """Shared body of cross_entropy and cross_entropy_and_grad: validate every
-    argument, then run the kernel once.
+    argument, then run the kernel once (half precision: once per block).
 
     `gradient` is False for the loss alone, True for the gradient too: into
     `out`, a new array, or (`inplace`) the logits.  Returns the loss, with

@@ -1192,14 +1192,22 @@ def needs_scratch(z, out, y):
                for a in (z, out, y))
 
 
+def _check_same_shape(a, b):
+    if tuple(a.shape[:3]) != tuple(b.shape[:3]):
+        raise ValueError(f"the arrays' shapes differ: {tuple(a.shape[:3])} and "
+                         f"{tuple(b.shape[:3])}")
+
+
 def widen(const unsigned short[:, :, :] bits, float[:, :, :] out, bint bfloat16,
           int n_threads=1):
     """out[...] = the values of the float16 (or bfloat16) numbers whose bits
     are `bits`, both (outer, classes, inner) of one shape, exactly."""
+    _check_same_shape(bits, out)
     cdef Py_ssize_t o, i, m = bits.shape[1], inner = bits.shape[2]
     cdef Py_ssize_t step = bits.strides[1] // 2, dstep = out.strides[1] // 4
     if bits.shape[0] == 0 or m == 0 or inner == 0:
         return
+    n_threads = ce_usable_threads(n_threads)
     with nogil:
         for o in prange(bits.shape[0], num_threads=n_threads, schedule="static"):
             for i in range(inner):
@@ -1213,10 +1221,12 @@ def narrow(const float[:, :, :] x, unsigned short[:, :, :] bits, bint bfloat16,
            int n_threads=1):
     """bits[...] = the float16 (or bfloat16) bits of x rounded to nearest
     even, both (outer, classes, inner) of one shape."""
+    _check_same_shape(x, bits)
     cdef Py_ssize_t o, i, m = x.shape[1], inner = x.shape[2]
     cdef Py_ssize_t step = x.strides[1] // 4, dstep = bits.strides[1] // 2
     if x.shape[0] == 0 or m == 0 or inner == 0:
         return
+    n_threads = ce_usable_threads(n_threads)
     with nogil:
         for o in prange(x.shape[0], num_threads=n_threads, schedule="static"):
             for i in range(inner):

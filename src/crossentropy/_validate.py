@@ -400,4 +400,6 @@ def _target_probabilities(y, logits, axis, ignore_index, dtype):
             f"ignore_index ({ignore_index}) is not supported with class-probability "
             f"(floating) targets"
         )
-    return _input3(y.astype(dtype or _native(y.dtype), copy=False), axis)[0]
+    if dtype is None:           # (read a block at a time, and converted there)
+        return y.reshape(_split_shape(y.shape, axis))
+    return _input3(y.astype(dtype, copy=False), axis)[0]

@@ -128,7 +128,8 @@ def main():
             for threads in args.threads:
                 key = f"{dtype}-{threads}"
                 for impl in IMPLEMENTATIONS:
-                    got = run_alone("torch_loss", [impl, *SHAPE, dtype, threads, args.repeats], threads)
+                    got = run_alone("torch_loss", [impl, *SHAPE, dtype, threads, args.repeats],
+                                    threads)
                     entry = results.setdefault(key, {}).setdefault(
                         impl, {"best": [], "peak_mb": 0.0, "loss": got["loss"]})
                     entry["best"].append(min(got["seconds"]))

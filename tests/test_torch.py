@@ -121,7 +121,9 @@ def test_any_strides_give_the_same_result():
     rng = np.random.default_rng(2)
     base = torch.tensor(rng.standard_normal((12, 40)), requires_grad=True)
     t = torch.tensor(rng.integers(0, 6, 5))
-    for view in (lambda b: b[:10:2, 3:9], lambda b: b.T[5:11, :5].T, lambda b: b[:5, :1].expand(5, 6)):
+    views = (lambda b: b[:10:2, 3:9], lambda b: b.T[5:11, :5].T,
+             lambda b: b[:5, :1].expand(5, 6))
+    for view in views:
         z = view(base)
         grads = [torch.autograd.grad(f(z, t, reduction="sum"), base)[0]
                  for f in (ct.cross_entropy, F.cross_entropy)]

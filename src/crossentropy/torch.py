@@ -168,29 +168,24 @@ def _no_double_backward() -> None:
                            "its backward scales a gradient the forward computed")
 
 
-def _scaled(g: Tensor, upstream: Tensor, allow_retain_graph: bool) -> Tensor:
-    """The forward's gradient times the upstream gradient: a new tensor when
-    the graph may run again or is being traced (no data-dependent branch,
-    no mutation of an op's output there), else in place, and not at all for
-    loss.backward()'s upstream of exactly 1."""
-    if allow_retain_graph or type(upstream) is not Tensor or torch.compiler.is_compiling():
-        return g * upstream
-    if upstream.dim() == 0 and upstream.item() == 1.0:
-        return g
-    return g.mul_(upstream)
-
-
-def _take(ctx: Any, name: str, allow_retain_graph: bool) -> Tensor:
-    """A gradient the forward saved, handed over once (the backward scales it
-    in place), or kept for another backward with allow_retain_graph."""
+def _scaled_gradient(ctx: Any, name: str, upstream: Tensor) -> Tensor:
+    """The gradient the forward saved as ctx.<name>, times the upstream
+    gradient.  Without ctx.allow_retain_graph it is handed over once and
+    scaled in place, or not at all for loss.backward()'s upstream of exactly
+    1; with it, or while traced (no data-dependent branch, no mutation of an
+    op's output there), a new tensor."""
     g = getattr(ctx, name)
     if g is None:
         raise RuntimeError("backward through crossentropy.torch ran twice: the forward's "
                            "gradient is scaled in place and gone; pass allow_retain_graph=True "
                            "for retain_graph=True or torch.autograd.gradcheck")
-    if not allow_retain_graph:
+    if not ctx.allow_retain_graph:
         setattr(ctx, name, None)
-    return g
+    if ctx.allow_retain_graph or type(upstream) is not Tensor or torch.compiler.is_compiling():
+        return g * upstream
+    if upstream.dim() == 0 and upstream.item() == 1.0:
+        return g
+    return g.mul_(upstream)
 
 
 # --- cross_entropy -----------------------------------------------------------------
@@ -238,9 +233,8 @@ def _cross_entropy_backward(ctx, grad_loss, _):
     _no_double_backward()
     if grad_loss is None:                       # (an undefined upstream: zero)
         return (None,) * ctx.n_inputs
-    g = _take(ctx, "grad", ctx.allow_retain_graph)
     upstream = grad_loss.unsqueeze(ctx.class_dim) if ctx.per_position else grad_loss
-    return (_scaled(g, upstream, ctx.allow_retain_graph),) + (None,) * (ctx.n_inputs - 1)
+    return (_scaled_gradient(ctx, "grad", upstream),) + (None,) * (ctx.n_inputs - 1)
 
 
 _cross_entropy_op.register_autograd(_cross_entropy_backward, setup_context=_cross_entropy_setup)
@@ -370,9 +364,7 @@ def _linear_setup(ctx, inputs, output):
 def _linear_backward(ctx, grad_loss, *_):
     _no_double_backward()
     grads = [None if grad_loss is None or getattr(ctx, name) is None
-             else _scaled(_take(ctx, name, ctx.allow_retain_graph), grad_loss,
-                          ctx.allow_retain_graph)
-             for name in _LINEAR_GRADS]
+             else _scaled_gradient(ctx, name, grad_loss) for name in _LINEAR_GRADS]
     grad_h, grad_w, grad_b = grads
     return (grad_h, grad_w, None, grad_b) + (None,) * (ctx.n_inputs - 4)
 

@@ -81,14 +81,15 @@ def _half_blocks(outer, m, inner):
     (when whole outer indices would make blocks too large)."""
     rows_per_chunk = _chunking(outer * inner, m, 1)[0]
     per_outer = rows_per_chunk // math.gcd(rows_per_chunk, inner)
-    if inner > 1 and per_outer * m * inner <= _HALF_BLOCK_ELEMENTS:
+    by_outer = inner > 1 and per_outer * m * inner <= _HALF_BLOCK_ELEMENTS
+    if by_outer:
         step = max(per_outer, _HALF_BLOCK_ELEMENTS // (m * inner) // per_outer * per_outer)
         n = outer
     else:
         step = max(rows_per_chunk,
                    _HALF_BLOCK_ELEMENTS // max(1, m) // rows_per_chunk * rows_per_chunk)
         n = outer * inner
-    return inner > 1 and n == outer, [(a, min(a + step, n)) for a in range(0, n, step)]
+    return by_outer, [(a, min(a + step, n)) for a in range(0, n, step)]
 
 
 def _half_pieces(r0, r1, inner):

@@ -241,7 +241,7 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
                 if per_row is not None:
                     per_row[a:e] = 0
             if grad_h is not None:
-                grad_h.view(np.uint16 if half else dtype)[a:e] = 0
+                grad_h[a:e] = 0
             continue
         z = logits[:e - a]
         hc = rows_of(a, e)

@@ -387,8 +387,9 @@ def _raise_bad_target(t, flat_index, positions, n_classes, axis, ignore_index):
 
 
 def _target_probabilities(y, logits, axis, ignore_index, dtype):
-    """Check class-probability targets and return them as (outer, C, inner),
-    in `dtype` (None: their own, native)."""
+    """Check class-probability targets and return them as (outer, C, inner):
+    in `dtype`, native and kernel-ready, or with None as they are (read, and
+    converted, a block at a time)."""
     if y.shape != logits.shape:
         raise ValueError(
             f"target holds floating values, so it is read as class probabilities and must "
@@ -400,6 +401,6 @@ def _target_probabilities(y, logits, axis, ignore_index, dtype):
             f"ignore_index ({ignore_index}) is not supported with class-probability "
             f"(floating) targets"
         )
-    if dtype is None:           # (read a block at a time, and converted there)
+    if dtype is None:
         return y.reshape(_split_shape(y.shape, axis))
     return _input3(y.astype(dtype, copy=False), axis)[0]

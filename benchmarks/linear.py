@@ -28,7 +28,7 @@ import os
 import statistics
 import time
 
-from solo import run_alone, spread
+from solo import ratio, run_alone
 
 IMPLEMENTATIONS = ["fused", "numpy unfused", "products", "torch unfused", "torch chunked"]
 SHAPES = [(4096, 1024, 32000), (16384, 1024, 32000), (2048, 1024, 128000)]
@@ -112,14 +112,10 @@ def table(results, shapes, thread_counts):
                 cells.append("—" if r is None else
                              f"{statistics.median(r['best']):.2f} ({r['peak_mb']:.0f})")
 
-            def ratio(a, b):
-                per_round = [x / y for x, y in zip(row[a]["best"], row[b]["best"])]
-                med, lo, hi = spread(per_round)
-                return f"{med:.3f}× ({lo:.3f}–{hi:.3f})"
             have = all(name in row for name in ("fused", "products"))
-            cells.append(ratio("fused", "products") if have else "—")
+            cells.append(ratio(row, "fused", "products", 3) if have else "—")
             for torch_name in ("torch chunked", "torch unfused"):
-                cells.append(ratio(torch_name, "fused") if torch_name in row else "—")
+                cells.append(ratio(row, torch_name, "fused", 3) if torch_name in row else "—")
             if "torch chunked" in row and "fused" in row:
                 grads = gradients_mb(shape)
                 ours, theirs = (row[k]["peak_mb"] - grads for k in ("fused", "torch chunked"))

@@ -34,3 +34,10 @@ def run_alone(module, args, threads):
 def spread(values):
     """(median, min, max)."""
     return statistics.median(values), min(values), max(values)
+
+
+def ratio(row, a, b, digits):
+    """The cell of a table for row[a] / row[b]: the median of the per-round
+    ratios of their best times, and their range."""
+    med, lo, hi = spread([x / y for x, y in zip(row[a]["best"], row[b]["best"])])
+    return f"{med:.{digits}f}× ({lo:.{digits}f}–{hi:.{digits}f})"

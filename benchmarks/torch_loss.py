@@ -25,7 +25,7 @@ import os
 import statistics
 import time
 
-from solo import run_alone, spread
+from solo import ratio, run_alone
 
 IMPLEMENTATIONS = ["ours", "torch eager", "torch compiled"]
 SHAPE = (4096, 32000)
@@ -96,12 +96,8 @@ def table(results, thread_counts):
             cells = [f"{statistics.median(row[n]['best']) * 1e3:.0f} ({row[n]['peak_mb']:.0f})"
                      if n in row else "—" for n in IMPLEMENTATIONS]
             for peer in ("torch eager", "torch compiled"):
-                if peer in row and "ours" in row:
-                    med, lo, hi = spread([a / b for a, b in zip(row[peer]["best"],
-                                                                 row["ours"]["best"])])
-                    cells.append(f"{med:.2f}× ({lo:.2f}–{hi:.2f})")
-                else:
-                    cells.append("—")
+                cells.append(ratio(row, peer, "ours", 2) if peer in row and "ours" in row
+                             else "—")
             cells.append(f"{row['ours']['peak_mb'] / row['torch eager']['peak_mb']:.2f}"
                          if "ours" in row and "torch eager" in row else "—")
             lines.append(f"| {SHAPE[0]}×{SHAPE[1]} {dtype} | {threads} | " + " | ".join(cells)

@@ -22,13 +22,12 @@ The rounds interleave the implementations; ratios are taken per round.
 Writes benchmarks/results/linear.{json,md}.
 """
 
-import argparse
 import json
 import os
 import statistics
 import time
 
-from solo import ratio, run_alone
+from solo import options, ratio, run_alone, save
 
 IMPLEMENTATIONS = ["fused", "numpy unfused", "products", "torch unfused", "torch chunked"]
 SHAPES = [(4096, 1024, 32000), (16384, 1024, 32000), (2048, 1024, 128000)]
@@ -128,15 +127,9 @@ def table(results, shapes, thread_counts):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=1, help="timed calls per process")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser = options(__doc__, rounds=2, repeats=1)
     parser.add_argument("--quick", action="store_true", help="one small shape, one round")
     parser.add_argument("--implementations", nargs="+", default=IMPLEMENTATIONS)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                      "results"))
-    parser.add_argument("--table", metavar="JSON", help="print the table of a run's linear.json")
     args = parser.parse_args()
     if args.table:
         with open(args.table) as f:
@@ -163,14 +156,8 @@ def main():
                     entry["peak_mb"] = max(entry["peak_mb"], got["peak_bytes"] / 1e6)
                     print(f"round {r + 1} {key} {impl}: {min(got['seconds']):.2f} s, "
                           f"peak +{got['peak_bytes'] / 1e6:.0f} MB", flush=True)
-    md = table(results, shapes, args.threads)
-    print(md)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "linear.json"), "w") as f:
-        json.dump({"rounds": rounds, "repeats": args.repeats, "results": results}, f, indent=1)
-    with open(os.path.join(args.out, "linear.md"), "w") as f:
-        f.write(md + "\n")
-    print(f"wrote {args.out}/linear.json and linear.md")
+    save(args.out, "linear", {"rounds": rounds, "repeats": args.repeats, "results": results},
+         table(results, shapes, args.threads))
 
 
 if __name__ == "__main__":

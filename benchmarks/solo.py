@@ -2,6 +2,7 @@
 n-thread run on a machine with more (as the main benchmark pins), running
 `child(*args)` of a benchmark module in this folder and printing its JSON."""
 
+import argparse
 import json
 import os
 import subprocess
@@ -11,6 +12,7 @@ import sys
 from crossentropy._benchmark import cpus_for
 
 CHILD_TIMEOUT_S = 1800
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def run_alone(module, args, threads):
@@ -41,3 +43,26 @@ def ratio(row, a, b, digits):
     ratios of their best times, and their range."""
     med, lo, hi = spread([x / y for x, y in zip(row[a]["best"], row[b]["best"])])
     return f"{med:.{digits}f}× ({lo:.{digits}f}–{hi:.{digits}f})"
+
+
+def options(doc, rounds, repeats):
+    """The options every benchmark here takes, for its module docstring `doc`;
+    a parser that more can be added to."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--repeats", type=int, default=repeats, help="timed calls per process")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--out", default=RESULTS)
+    parser.add_argument("--table", metavar="JSON", help="print the table of a saved run")
+    return parser
+
+
+def save(out, name, record, md):
+    """Prints the table `md` and writes it and `record` to out/name.{md,json}."""
+    print(md)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
+        json.dump(record, f, indent=1)
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write(md + "\n")
+    print(f"wrote {out}/{name}.json and {name}.md")

@@ -19,13 +19,12 @@ returns, counts) and times `--repeats` more.  The rounds interleave the implemen
 ratios are taken per round.  Writes benchmarks/results/torch_loss.{json,md}.
 """
 
-import argparse
 import json
 import os
 import statistics
 import time
 
-from solo import ratio, run_alone
+from solo import options, ratio, run_alone, save
 
 IMPLEMENTATIONS = ["ours", "torch eager", "torch compiled"]
 SHAPE = (4096, 32000)
@@ -106,13 +105,7 @@ def table(results, thread_counts):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--repeats", type=int, default=5, help="timed steps per process")
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                                      "results"))
-    parser.add_argument("--table", metavar="JSON", help="print the table of a saved run")
+    parser = options(__doc__, rounds=3, repeats=5)
     args = parser.parse_args()
     if args.table:
         with open(args.table) as f:
@@ -132,15 +125,8 @@ def main():
                     entry["peak_mb"] = max(entry["peak_mb"], got["peak_bytes"] / 1e6)
                     print(f"round {r + 1} {key} {impl}: {min(got['seconds']) * 1e3:.0f} ms, "
                           f"peak +{got['peak_bytes'] / 1e6:.0f} MB", flush=True)
-    md = table(results, args.threads)
-    print(md)
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "torch_loss.json"), "w") as f:
-        json.dump({"rounds": args.rounds, "repeats": args.repeats, "results": results}, f,
-                  indent=1)
-    with open(os.path.join(args.out, "torch_loss.md"), "w") as f:
-        f.write(md + "\n")
-    print(f"wrote {args.out}/torch_loss.json and torch_loss.md")
+    save(args.out, "torch_loss", {"rounds": args.rounds, "repeats": args.repeats,
+                                  "results": results}, table(results, args.threads))
 
 
 if __name__ == "__main__":

@@ -548,6 +548,26 @@ def test_few_very_long_rows_normalisers(rng):
     np.testing.assert_array_equal(inplace, ce.softmax(x32))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_few_very_long_rows_log_softmax_is_shared_and_keeps_its_bits(rng, dtype):
+    """The threads share a long row's log-softmax: every thread count, a
+    strided row, in place and a row split into fewer rows give the same bits."""
+    x = (rng.standard_normal((2, SPLIT + 5)) * 4).astype(dtype)
+    results = [ce.log_softmax(x, n_threads=n) for n in (1, 2, 3)]
+    np.testing.assert_allclose(results[0], ref.log_softmax(x), **tolerance(dtype))
+    for got in results[1:]:
+        np.testing.assert_array_equal(got, results[0])
+    np.testing.assert_array_equal(ce.log_softmax(np.ascontiguousarray(x.T), axis=0).T, results[0])
+    inplace = x.copy()
+    assert ce.log_softmax(inplace, out=inplace, n_threads=2) is inplace
+    np.testing.assert_array_equal(inplace, results[0])
+    # (70 rows are not shared by the threads: each row by itself, the same bits)
+    many = np.repeat(x[:1], 70, axis=0)
+    np.testing.assert_array_equal(ce.log_softmax(many, n_threads=2)[69], results[0][0])
+    x[1, 7] = np.inf                                      # NaN throughout, as PyTorch
+    assert np.isnan(ce.log_softmax(x, n_threads=2)[1]).all()
+
+
 @pytest.mark.parametrize("shape", [(20000, 10), (2000, 1000), (2, SPLIT + 1)])
 def test_out_and_inplace_allocate_nothing_like_the_logits(rng, shape):
     import tracemalloc

@@ -916,7 +916,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
     makes of a row are computed in parallel, SEGMENT_RUNS at a time, combined
     in order, and scaled in parallel, so the results are long_rows' to the
     bit, whatever the thread count.  Hard targets without smoothing; loss,
-    loss+grad, softmax or log-sum-exp.  Rows with strided classes, and capped
+    loss+grad, softmax, log-softmax or log-sum-exp.  Rows with strided classes, and capped
     rows, go through the workspace `ws` (runs_bytes: the runs' bookkeeping,
     then 2 rows of m: the logits, capped or gathered, and the gradient)."""
     cdef Py_ssize_t m = P.m, run = ce_run_length(m)
@@ -926,6 +926,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
     cdef bint write = writes_out(P)
     cdef bint strided = zc != 1 or (write and oc != 1)
     cdef bint loss_mode = P.mode == LOSS or P.mode == LOSS_GRAD
+    cdef bint exps_out = write and P.mode != LOG_SOFTMAX    # g holds the exps
     cdef bint capped = P.softcap != 0.0
     cdef Py_ssize_t r, c, t, off
     cdef const floating *z
@@ -965,7 +966,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
             keep_target(P, z, 1, t, &row)
         for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
             off = c * segment
-            run_parts(z + off, g + off if write else NULL, min(segment, m - off), run,
+            run_parts(z + off, g + off if exps_out else NULL, min(segment, m - off), run,
                       &run_top[c * SEGMENT_RUNS], &run_sum[c * SEGMENT_RUNS])
         s = ce_runs_total(run_top, run_sum, run_count(m, run), &row.zmax, run_scale)
         log_s = log(s)
@@ -974,6 +975,12 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
             value = row_logsumexp(z, 1, m, row.zmax, log_s)
         elif P.mode == SOFTMAX:
             factor = 1.0 / s
+            value = row.zmax + log_s
+        elif P.mode == LOG_SOFTMAX:
+            for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
+                off = c * segment
+                shift(z + off, 1, g + off, min(segment, m - off), <floating>row.zmax,
+                      <floating>log_s)
             value = row.zmax + log_s
         elif P.mode == LOSS:
             value = hard_target_end(P, &row, s, log_s, lse, row_sample_weight(P, pos), 0.0,
@@ -1089,7 +1096,7 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
     # long rows, rows shared by all threads.
     hard_plain = ((mode == LOSS or mode == LOSS_GRAD) and not P.probabilities and not P.smoothing
                   and z_loss == 0.0 and softcap == 0.0)
-    split = (m >= SPLIT_MIN_CLASSES and n_rows <= SPLIT_MAX_ROWS and mode != LOG_SOFTMAX
+    split = (m >= SPLIT_MIN_CLASSES and n_rows <= SPLIT_MAX_ROWS
              and not P.probabilities and not P.smoothing)
     if split:
         per_thread, n_spaces = runs_bytes(item) + (2 * m * item if rows_scratch else 0), 1

@@ -102,6 +102,29 @@ def test_logsumexp_of_infinite_rows(n_classes):
     assert np.isnan(got[2]) and np.isnan(got[3])
 
 
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 2e-15), (np.float32, 4e-7)])
+@pytest.mark.parametrize("n", [2, 9, _kernels.SMALL_ROW_LEN + 1, 255, 257, 3000, 10_000,
+                               140_000])
+def test_a_small_logsumexp_keeps_its_relative_precision(dtype, rtol, n):
+    """log(1 + t) for a tiny t (a row of log-probabilities dominated by one
+    class): the max's term 1 would swallow t's low bits (SciPy's gh-18295)."""
+    mpmath = pytest.importorskip("mpmath")
+    rows = np.full((4, n), -60.0)
+    rows[:, 0] = 0.0                             # the max first, last, in between
+    rows[1] = rows[1, ::-1]
+    rows[2, [n // 2, 1]] = rows[2, [1, n // 2]]
+    rows[3, 1] = -0.5                            # t about 0.6: no longer tiny
+    rows[0, 1:] = np.linspace(-45, -38, n - 1)
+    x = rows.astype(dtype)
+    with mpmath.workdps(60):
+        want = [float(mpmath.log(mpmath.fsum(mpmath.exp(mpmath.mpf(float(v))) for v in row)))
+                for row in x]
+    rtol = max(rtol, n * 1e-19)                  # (a float64 sum of n terms rounds more)
+    for got in (ce.logsumexp(x), ce.logsumexp(np.asfortranarray(x)),
+                ce.logsumexp(x, n_threads=2), ce.logsumexp(x.T, axis=0)):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=0)
+
+
 def test_exp_checks_its_output_length():
     with pytest.raises(ValueError, match="out has 2 elements"):
         _kernels.exp(np.zeros(10), np.zeros(2))

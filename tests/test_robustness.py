@@ -359,6 +359,8 @@ def every_path():
                 ce.cross_entropy_and_grad(np.asfortranarray(z), t, n_threads=n_threads)
                 ce.softmax(z, n_threads=n_threads)
                 ce.logsumexp(z, n_threads=n_threads)
+                # (log-probabilities with a dominant class: logsumexp's log1p pass)
+                ce.logsumexp(ce.log_softmax(z * 8), n_threads=n_threads)
     print("done")
 
 threading.stack_size(int(sys.argv[1]))

@@ -57,7 +57,7 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport prange, parallel, threadid
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.math cimport exp as libm_exp, isinf, isfinite, log, INFINITY
+from libc.math cimport exp as libm_exp, fabs, isinf, isfinite, log, log1p, INFINITY
 
 # What a call computes.  Per row it yields one number (loss or log-sum-exp); the
 # modes that write an array write it into `out`.
@@ -237,7 +237,7 @@ cdef inline double vexpsum(const floating *x, floating *out, Py_ssize_t n,
 
 cdef inline double vsumexp(const floating *x, Py_ssize_t n, floating shift,
                            floating lo, const floating *ahead, floating *buf) noexcept nogil:
-    """The exps' sum alone, through `buf` (CE_BLOCK elements)."""
+    """The exps' sum alone, through `buf` (CE_BLOCK elements, or n if fewer)."""
     if floating is float:
         return ce_sumexp_f32(x, n, shift, lo, ahead, buf)
     else:
@@ -430,11 +430,41 @@ cdef inline void keep_target(const Problem *P, const floating *z, Py_ssize_t zc,
     row.wt = class_weight(P, t)
 
 
-cdef inline double row_logsumexp(const floating *z, Py_ssize_t zc, Py_ssize_t m, double zmax,
-                                 double log_s) noexcept nogil:
+cdef enum:
+    BESIDE_BLOCK = 256          # elements of exps_beside_max's stack buffer
+
+
+cdef double exps_beside_max(const floating *z, Py_ssize_t zc, Py_ssize_t m,
+                            floating zmax) noexcept nogil:
+    """sum of exp(z_j - zmax) over the row but its max (the row's only one:
+    see row_logsumexp), a block of BESIDE_BLOCK at a time through the stack,
+    the max made -inf there."""
+    cdef floating buf[BESIDE_BLOCK]
+    cdef floating v
+    cdef Py_ssize_t j0 = 0, i, n
+    cdef double t = 0.0
+    while j0 < m:
+        n = min(<Py_ssize_t>BESIDE_BLOCK, m - j0)
+        for i in range(n):
+            v = z[(j0 + i) * zc]
+            buf[i] = -INFINITY if v == zmax else v
+        t += vsumexp(buf, n, zmax, -INFINITY, NULL, buf)
+        j0 += n
+    return t
+
+
+cdef double row_logsumexp(const floating *z, Py_ssize_t zc, Py_ssize_t m, double zmax,
+                          double log_s) noexcept nogil:
     """A row's log-sum-exp from its max and sum of exps; a row whose max is
-    infinite is summed unshifted (shifted, it would be NaN)."""
-    return unshifted_logsumexp(z, zc, m) if isinf(zmax) else zmax + log_s
+    infinite is summed unshifted (shifted, it would be NaN).  Where the max's
+    own term, 1, dominates the sum and the result is small, the rest's low
+    bits were lost to it: they are summed again alone, for log1p.  (A sum
+    of exps below 2 has one max: each max adds 1.)"""
+    if isinf(zmax):
+        return unshifted_logsumexp(z, zc, m)
+    if log_s < 0.6931471805599453 and fabs(zmax + log_s) < 0.5:
+        return zmax + log1p(exps_beside_max(z, zc, m, <floating>zmax))
+    return zmax + log_s
 
 
 cdef inline double hard_target_end(const Problem *P, const RowPrep *row, double s,

@@ -247,10 +247,26 @@ def test_linear_cross_entropy_as_float32_on_the_same_values(dtype, layout, reduc
                                    rtol=ulp_tolerance(dtype), atol=1e-30)
 
 
-def test_normalisers_refuse_half():
+@pytest.mark.parametrize("axis", [-1, 0, (0, 2), None])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_normalisers_as_float32_on_the_same_values(small_blocks, dtype, axis):
+    x = (np.random.default_rng(8).standard_normal((5, 7, 40)) * 4).astype(half(dtype))
+    x[1, 2, 3], x[2, 0, 0], x[3, 5, :] = np.inf, np.nan, -np.inf
+    x32 = x.astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        for function in ce.softmax, ce.log_softmax:
+            got, want = function(x, axis=axis), function(x32, axis=axis).astype(x.dtype)
+            assert got.dtype == x.dtype
+            assert np.array_equal(got.view(np.uint16), want.view(np.uint16)), function
+        got = ce.logsumexp(x[:, ::-2], axis=axis, keepdims=True)
+        assert got.dtype == x.dtype
+        np.testing.assert_array_equal(
+            got.astype(np.float32),
+            ce.logsumexp(x32[:, ::-2], axis=axis, keepdims=True).astype(x.dtype))
+
+
+def test_half_errors_name_what_is_taken():
     x = np.zeros((2, 3), np.float16)
-    with pytest.raises(TypeError, match="float32 or float64"):
-        ce.softmax(x)
     with pytest.raises(TypeError, match="float16, bfloat16, float32 or float64"):
         ce.cross_entropy(x.astype(np.int16), [0, 1])
     with pytest.raises(TypeError, match="linear_weight has dtype float32 but input has float16"):

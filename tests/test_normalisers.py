@@ -80,7 +80,7 @@ def test_out_partly_overlapping_x_is_a_value_error(function):
 
 @pytest.mark.parametrize("function", [ce.softmax, ce.log_softmax, ce.logsumexp])
 def test_bad_input_is_a_clear_error(function):
-    with pytest.raises(TypeError, match="x must be a float32 or float64 array"):
+    with pytest.raises(TypeError, match="x must be a float16, bfloat16, float32 or float64 array"):
         function(np.arange(3))
     with pytest.raises(ValueError, match="axis"):
         function(np.zeros((2, 3)), axis=5)
@@ -100,6 +100,33 @@ def test_logsumexp_of_infinite_rows(n_classes):
     got = ce.logsumexp(x)
     assert got[0] == -np.inf and got[1] == np.inf
     assert np.isnan(got[2]) and np.isnan(got[3])
+
+
+@pytest.mark.parametrize("axis", [(0, 2), (2, 0), (-1, -2), (1, 3), (0, 1, 2, 3), None])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_tuples_of_axes_are_normalised_together(rng, dtype, axis):
+    """The axes of a tuple as one: as the reference over those axes moved
+    last and flattened, in the input's shape (or reduced: logsumexp)."""
+    x = (rng.standard_normal((2, 3, 4, 5)) * 4).astype(dtype)
+    axes = tuple(range(4)) if axis is None else tuple(sorted(a % 4 for a in axis))
+    kept = [d for d in range(4) if d not in axes]
+    rows = np.transpose(x, kept + list(axes)).reshape(-1, int(np.prod([x.shape[d] for d in axes])))
+    back = [*kept, *axes]
+
+    def as_x(y):
+        return np.transpose(y.reshape([x.shape[d] for d in back]), np.argsort(back))
+
+    tol = tolerance(dtype)
+    np.testing.assert_allclose(ce.softmax(x, axis=axis), as_x(ref.softmax(rows)), **tol)
+    np.testing.assert_allclose(ce.log_softmax(x, axis=axis), as_x(ref.log_softmax(rows)), **tol)
+    lse = ce.logsumexp(x, axis=axis, keepdims=True)
+    assert lse.shape == tuple(1 if d in axes else n for d, n in enumerate(x.shape))
+    np.testing.assert_allclose(lse.reshape(-1), ref.logsumexp(rows), **tol)
+    out = np.empty_like(x)
+    assert ce.softmax(x, axis=axis, out=out) is out
+    np.testing.assert_array_equal(out, ce.softmax(x, axis=axis))
+    with pytest.raises(ValueError, match="repeated axis"):
+        ce.softmax(x, axis=(1, -3))
 
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 2e-15), (np.float32, 4e-7)])

@@ -12,7 +12,7 @@ import numpy as np
 from . import _kernels
 from ._kernels import Mode
 from ._validate import (
-    _as_float_array, _asarray, _check_axis, _check_bool, _check_distinct_elements,
+    _as_float_array, _asarray, _check_axes, _check_axis, _check_bool, _check_distinct_elements,
     _check_loss_options, _check_nonnegative_weights, _check_output, _check_reduction,
     _destination, _half_kind, _input3, _is_floating, _kernel_ready, _native, _resolve_n_threads,
     _same_elements, _shares, _split_shape, _target_indices, _target_probabilities,
@@ -388,7 +388,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     >>> round(float(cross_entropy(logits, [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])), 6)
     0.669962
     """
-    logits = _as_float_array(logits, "logits", half=True)
+    logits = _as_float_array(logits, "logits")
     return _loss(logits, target, reduction=reduction, axis=axis, n_threads=n_threads,
                  weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
                  sample_weight=sample_weight, grad_scale=1.0, z_loss=z_loss, softcap=softcap,
@@ -453,7 +453,7 @@ def cross_entropy_and_grad(logits, target, *, weight=None, ignore_index=-100, re
             raise TypeError(
                 f"inplace=True needs logits to be a numpy.ndarray, got {type(logits).__name__}"
             )
-    logits = _as_float_array(logits, "logits", half=True)
+    logits = _as_float_array(logits, "logits")
     return _loss(logits, target, reduction=reduction, axis=axis, n_threads=n_threads,
                  weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
                  sample_weight=sample_weight, grad_scale=grad_scale, z_loss=z_loss,
@@ -461,21 +461,70 @@ def cross_entropy_and_grad(logits, target, *, weight=None, ignore_index=-100, re
                  inplace=inplace)
 
 
+# --- softmax, log_softmax, logsumexp ------------------------------------------------
+
+def _adjacent(x, axes):
+    """`x` with its sorted, distinct `axes` adjacent, as (view, span, moved):
+    x itself, or (moved) x with those axes moved to the end, and the slice of
+    the view's axes they span."""
+    k = len(axes)
+    if k == 0 or axes[-1] - axes[0] == k - 1:
+        start = axes[0] if k else x.ndim
+        return x, slice(start, start + k), False
+    return np.moveaxis(x, axes, range(x.ndim - k, x.ndim)), slice(x.ndim - k, x.ndim), True
+
+
 def _normaliser(mode, x, axis, n_threads, out):
-    """softmax / log_softmax: validate, run, return the output array."""
-    x = _as_float_array(x, "x")
-    axis = _check_axis(axis, x.ndim, "x", allow_none=True)
+    """softmax / log_softmax of the float array `x` over `axis` (an integer,
+    a tuple of them, or None: every axis); returns the output array."""
+    dtype = _native(x.dtype)
+    half = _half_kind(dtype)
+    axes = _check_axes(axis, x.ndim, "x")
     threads = _resolve_n_threads(n_threads)
     if out is not None:
-        _check_output(out, x, _native(x.dtype), "x")
-    z3, z_copied = _input3(x, axis)
-    out3, result, staged = _destination(out, z3, z_copied, x.shape, axis)
+        _check_output(out, x, dtype, "x")
+    xm, span, moved = _adjacent(x, axes)
+    z3, z_copied = _input3(xm, span)
+    dest = None if out is None else _adjacent(out, axes)[0]
+    out3, result, staged = _destination(dest, z3, z_copied, xm.shape, span)
     if not _same_elements(out3, z3) and _shares(out3, z3, "out and x"):
         raise ValueError("out overlaps x without being x itself; pass a separate array, or x")
-    _run(mode, z3, threads, out3=out3)
+    if half:
+        _run_half(mode, z3.view(np.uint16), threads, half == "bfloat16",
+                  outbits3=out3.view(np.uint16), y3=None, target2=None, sample_weight2=None,
+                  row_value=None, lse=None)
+    else:
+        _run(mode, z3, threads, out3=out3)
     if staged is not None:
         result[...] = staged
-    return result
+    if out is not None:
+        return out
+    if moved:
+        result = np.moveaxis(result, range(x.ndim - len(axes), x.ndim), axes)
+    return result[()]
+
+
+def _logsumexp(x, axis, keepdims, n_threads):
+    """logsumexp of the float array `x` over `axis` (as _normaliser's), in
+    x's dtype: the reduced axes dropped, or kept with length one."""
+    dtype = _native(x.dtype)
+    half = _half_kind(dtype)
+    axes = _check_axes(axis, x.ndim, "x")
+    keepdims = _check_bool(keepdims, "keepdims")
+    threads = _resolve_n_threads(n_threads)
+    xm, span, _ = _adjacent(x, axes)
+    z3, _ = _input3(xm, span)
+    # (rows in the order of the axes kept, with the reduced ones adjacent or last)
+    row_value = np.empty((z3.shape[0], z3.shape[2]), np.float32 if half else dtype)
+    if half:
+        _run_half(Mode.LOGSUMEXP, z3.view(np.uint16), threads, half == "bfloat16",
+                  outbits3=None, y3=None, target2=None, sample_weight2=None,
+                  row_value=row_value, lse=None)
+        row_value = _to_half(row_value, dtype, half == "bfloat16")
+    else:
+        _run(Mode.LOGSUMEXP, z3, threads, row_value=row_value)
+    shape = tuple(1 if d in axes else n for d, n in enumerate(x.shape) if keepdims or d not in axes)
+    return row_value.reshape(shape)[()]
 
 
 def softmax(x, *, axis=-1, n_threads=None, out=None):
@@ -483,9 +532,10 @@ def softmax(x, *, axis=-1, n_threads=None, out=None):
 
     Parameters
     ----------
-    x : array_like of float32 or float64
-    axis : int or None, keyword-only
-        Axis to normalise over (default: the last); None: every element.
+    x : array_like of float16, bfloat16, float32 or float64
+    axis : int, tuple of ints or None, keyword-only
+        Axis (or axes, together) to normalise over (default: the last);
+        None: every element.
     n_threads : int or None, keyword-only
         As in :func:`cross_entropy`.
     out : ndarray, optional, keyword-only
@@ -493,7 +543,8 @@ def softmax(x, *, axis=-1, n_threads=None, out=None):
 
     Returns
     -------
-    ndarray of x's shape and dtype.
+    ndarray of x's shape and dtype.  A row holding NaN, +inf, or only -inf
+    is NaN throughout (as PyTorch).
 
     Examples
     --------
@@ -502,13 +553,14 @@ def softmax(x, *, axis=-1, n_threads=None, out=None):
     >>> softmax(np.array([1.0, 2.0, 3.0])).round(4)
     array([0.09  , 0.2447, 0.6652])
     """
-    return _normaliser(Mode.SOFTMAX, x, axis, n_threads, out)
+    return _normaliser(Mode.SOFTMAX, _as_float_array(x, "x"), axis, n_threads, out)
 
 
 def log_softmax(x, *, axis=-1, n_threads=None, out=None):
     """Log-softmax along ``axis``: ``(x - max) - log(sum(exp(x - max)))``.
 
-    Parameters as :func:`softmax`.
+    Parameters as :func:`softmax`; a row holding NaN, +inf, or only -inf is
+    NaN throughout (as PyTorch).
 
     Examples
     --------
@@ -517,7 +569,7 @@ def log_softmax(x, *, axis=-1, n_threads=None, out=None):
     >>> log_softmax(np.array([1.0, 2.0, 3.0])).round(4)
     array([-2.4076, -1.4076, -0.4076])
     """
-    return _normaliser(Mode.LOG_SOFTMAX, x, axis, n_threads, out)
+    return _normaliser(Mode.LOG_SOFTMAX, _as_float_array(x, "x"), axis, n_threads, out)
 
 
 def logsumexp(x, *, axis=-1, keepdims=False, n_threads=None):
@@ -525,18 +577,19 @@ def logsumexp(x, *, axis=-1, keepdims=False, n_threads=None):
 
     Parameters
     ----------
-    x : array_like of float32 or float64
-    axis : int or None, keyword-only
-        Axis to reduce (default: the last); None: every element.
+    x : array_like of float16, bfloat16, float32 or float64
+    axis : int, tuple of ints or None, keyword-only
+        Axis (or axes) to reduce (default: the last); None: every element.
     keepdims : bool, keyword-only
-        Keep the reduced axis with length one.
+        Keep the reduced axes with length one.
     n_threads : int or None, keyword-only
         As in :func:`cross_entropy`.
 
     Returns
     -------
     numpy scalar or ndarray, in x's dtype (accumulated in float64).
-    An empty axis gives ``-inf``.
+    An empty axis gives ``-inf``, a row of -inf ``-inf``, a row with +inf
+    (and no NaN) ``+inf``.
 
     Examples
     --------
@@ -545,15 +598,4 @@ def logsumexp(x, *, axis=-1, keepdims=False, n_threads=None):
     >>> round(float(logsumexp(np.array([1.0, 2.0, 3.0]))), 6)
     3.407606
     """
-    x = _as_float_array(x, "x")
-    axis = _check_axis(axis, x.ndim, "x", allow_none=True)
-    keepdims = _check_bool(keepdims, "keepdims")
-    threads = _resolve_n_threads(n_threads)
-    z3, _ = _input3(x, axis)
-    row_value = np.empty((z3.shape[0], z3.shape[2]), dtype=z3.dtype)
-    _run(Mode.LOGSUMEXP, z3, threads, row_value=row_value)
-    if axis is None:
-        shape = (1,) * x.ndim if keepdims else ()
-    else:
-        shape = x.shape[:axis] + ((1,) if keepdims else ()) + x.shape[axis + 1:]
-    return row_value.reshape(shape)[()]
+    return _logsumexp(_as_float_array(x, "x"), axis, keepdims, n_threads)

@@ -151,13 +151,13 @@ def cross_entropy_and_grad(
     inplace: bool = False,
 ) -> tuple[_FloatArray, _FloatArray, _Float | _FloatArray]: ...
 def softmax(
-    x: npt.ArrayLike, *, axis: int | None = -1, n_threads: int | None = None, out: _FloatArray | None = None
+    x: npt.ArrayLike, *, axis: int | tuple[int, ...] | None = -1, n_threads: int | None = None, out: _FloatArray | None = None
 ) -> _FloatArray: ...
 def log_softmax(
-    x: npt.ArrayLike, *, axis: int | None = -1, n_threads: int | None = None, out: _FloatArray | None = None
+    x: npt.ArrayLike, *, axis: int | tuple[int, ...] | None = -1, n_threads: int | None = None, out: _FloatArray | None = None
 ) -> _FloatArray: ...
 def logsumexp(
-    x: npt.ArrayLike, *, axis: int | None = -1, keepdims: bool = False, n_threads: int | None = None
+    x: npt.ArrayLike, *, axis: int | tuple[int, ...] | None = -1, keepdims: bool = False, n_threads: int | None = None
 ) -> _Float | _FloatArray: ...
 
 # the shim's chunking rule, which the main job uses to name its threads

@@ -149,8 +149,8 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
     is then not meaningful).  `wanted` says which of the input's, the
     weight's and the bias's gradients to compute (None for the others).
     """
-    h = _as_float_array(input, "input", half=True)
-    w = _as_float_array(linear_weight, "linear_weight", half=True)
+    h = _as_float_array(input, "input")
+    w = _as_float_array(linear_weight, "linear_weight")
     if h.ndim == 0:
         raise ValueError("input must have at least one dimension (the features), got a 0-d array")
     if w.ndim != 2:
@@ -166,7 +166,7 @@ def _linear(input, linear_weight, target, *, linear_bias, weight, ignore_index, 
                          f"has {features} (its shape {w.shape} is (classes, features))")
     b = None
     if linear_bias is not None:
-        b = _as_float_array(linear_bias, "linear_bias", half=True)
+        b = _as_float_array(linear_bias, "linear_bias")
         _same_dtype(b, "linear_bias", dtype)
         if b.shape != (n_classes,):
             raise ValueError(f"linear_bias must have shape ({n_classes},) (one per class, as "

@@ -12,7 +12,7 @@ import os
 import sys
 
 import numpy as np
-from numpy.lib.array_utils import normalize_axis_index
+from numpy.lib.array_utils import normalize_axis_index, normalize_axis_tuple
 
 from . import _kernels
 
@@ -99,14 +99,13 @@ def _is_masked(x):
     return ma is not None and isinstance(x, ma.MaskedArray)
 
 
-def _as_float_array(x, name, *, half=False):
-    """`x` as an ndarray of float32 or float64 (either byte order), or with
-    `half` also float16 or bfloat16, or a TypeError naming `name`."""
+def _as_float_array(x, name):
+    """`x` as an ndarray of float16, bfloat16, float32 or float64 (either
+    byte order), or a TypeError naming `name`."""
     a = _asarray(x, name)
-    if _native(a.dtype) not in _FLOAT_DTYPES and not (half and _half_kind(a.dtype)):
-        kinds = "float16, bfloat16, float32 or float64" if half else "float32 or float64"
+    if _native(a.dtype) not in _FLOAT_DTYPES and not _half_kind(a.dtype):
         raise TypeError(
-            f"{name} must be a {kinds} array, got dtype {a.dtype}"
+            f"{name} must be a float16, bfloat16, float32 or float64 array, got dtype {a.dtype}"
             + (f"; convert it with {name}.astype(np.float32)" if a.dtype.kind in "biuf" else "")
         )
     return a
@@ -133,14 +132,23 @@ def _check_reduction(reduction):
         raise ValueError(f"reduction must be one of 'mean', 'sum', 'none', got {reduction!r}")
 
 
-def _check_axis(axis, ndim, name, *, allow_none=False):
-    """`axis` as an index into `ndim` axes; None (every element) where allowed."""
-    if axis is None and allow_none:
-        return None
-    axis = _check_integer(axis, "axis", "an integer or None" if allow_none else "an integer")
+def _check_axis(axis, ndim, name):
+    """`axis` as an index into `ndim` axes."""
+    axis = _check_integer(axis, "axis")
     if ndim == 0:
         raise ValueError(f"{name} must have at least one dimension (the class axis), got a 0-d array")
     return normalize_axis_index(axis, ndim, msg_prefix=f"axis for {name}")
+
+
+def _check_axes(axis, ndim, name):
+    """`axis` of a reduction (an integer, a tuple of them, or None: every
+    axis) as a sorted tuple of distinct axes of `ndim`."""
+    if axis is None:
+        return tuple(range(ndim))
+    what = "an integer, a tuple of integers or None"
+    items = axis if isinstance(axis, tuple) else (axis,)
+    items = tuple(_check_integer(a, "axis", what) for a in items)
+    return tuple(sorted(normalize_axis_tuple(items, ndim, argname=f"axis for {name}")))
 
 
 def _check_bool(value, name):
@@ -226,9 +234,11 @@ def _kernel_ready(a):
 
 def _split_shape(shape, axis):
     """(outer, classes, inner) for viewing `shape` around `axis` (None: every
-    element is one row's)."""
+    element is one row's; a slice: those adjacent axes are the classes')."""
     if axis is None:
         return 1, math.prod(shape), 1
+    if isinstance(axis, slice):
+        return math.prod(shape[:axis.start]), math.prod(shape[axis]), math.prod(shape[axis.stop:])
     return math.prod(shape[:axis]), shape[axis], math.prod(shape[axis + 1:])
 
 

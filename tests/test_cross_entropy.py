@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import crossentropy as ce
-from crossentropy import _kernels
+from crossentropy import _kernels, special
 
 from conftest import tolerance
 import reference as ref
@@ -564,8 +564,11 @@ def test_few_very_long_rows_log_softmax_is_shared_and_keeps_its_bits(rng, dtype)
     # (70 rows are not shared by the threads: each row by itself, the same bits)
     many = np.repeat(x[:1], 70, axis=0)
     np.testing.assert_array_equal(ce.log_softmax(many, n_threads=2)[69], results[0][0])
-    x[1, 7] = np.inf                                      # NaN throughout, as PyTorch
+    # a row whose max is +inf: NaN throughout here, SciPy's convention in special
+    x[1, 7] = np.inf
     assert np.isnan(ce.log_softmax(x, n_threads=2)[1]).all()
+    scipy_like = special.log_softmax(x, 1, n_threads=2)[1]
+    assert np.isnan(scipy_like[7]) and (np.delete(scipy_like, 7) == -np.inf).all()
 
 
 @pytest.mark.parametrize("shape", [(20000, 10), (2000, 1000), (2, SPLIT + 1)])

@@ -4,6 +4,7 @@ import numpy as np
 import numpy.typing as npt
 
 import crossentropy as ce
+from crossentropy import special
 
 logits: npt.NDArray[np.float32] = np.zeros((4, 3), dtype=np.float32)
 target = np.array([0, 1, 2, 1])
@@ -23,3 +24,7 @@ lin: np.float32 | np.float64 = ce.linear_cross_entropy(h, w, target, chunk_size=
 lin_loss, grad_h, grad_w, grad_b = ce.linear_cross_entropy_and_grad(h, w, target)
 lin_rows, lin_gh, lin_gw, lin_gb, lin_lse = ce.linear_cross_entropy_and_grad(
     h, w, target, reduction="none", return_lse=True)
+weighted, sign = special.logsumexp(logits, 1, b=logits, return_sign=True)
+over_all = special.logsumexp([1, 2, 3])
+normalised = special.softmax(logits, (0, 1))
+log_normalised = special.log_softmax(logits, None, out=np.empty_like(logits))

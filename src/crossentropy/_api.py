@@ -54,7 +54,7 @@ def _chunking(n_rows, n_classes, n_threads):
 
 def _run(mode, z3, threads, *, out3=None, y3=None, target2=None, sample_weight2=None,
          row_value=None, weight=None, ignore_index=-100, label_smoothing=0.0,
-         grad_scale=1.0, lse=None, z_loss=0.0, softcap=0.0):
+         grad_scale=1.0, lse=None, z_loss=0.0, softcap=0.0, inf_row_lse=False):
     """Call the kernel once; returns the per-chunk loss sums."""
     n_rows = z3.shape[0] * z3.shape[2]
     m = z3.shape[1]
@@ -66,7 +66,7 @@ def _run(mode, z3, threads, *, out3=None, y3=None, target2=None, sample_weight2=
                  weight_total=weight_total, ignore_index=ignore_index,
                  label_smoothing=label_smoothing, grad_scale=grad_scale,
                  chunk_sums=chunk_sums, rows_per_chunk=rows_per_chunk, n_threads=threads,
-                 lse=lse, z_loss=z_loss, softcap=softcap)
+                 lse=lse, z_loss=z_loss, softcap=softcap, inf_row_lse=inf_row_lse)
     return chunk_sums
 
 
@@ -462,6 +462,7 @@ def cross_entropy_and_grad(logits, target, *, weight=None, ignore_index=-100, re
 
 
 # --- softmax, log_softmax, logsumexp ------------------------------------------------
+# (shared with crossentropy.special, which gives them SciPy's signatures)
 
 def _adjacent(x, axes):
     """`x` with its sorted, distinct `axes` adjacent, as (view, span, moved):
@@ -474,9 +475,11 @@ def _adjacent(x, axes):
     return np.moveaxis(x, axes, range(x.ndim - k, x.ndim)), slice(x.ndim - k, x.ndim), True
 
 
-def _normaliser(mode, x, axis, n_threads, out):
+def _normaliser(mode, x, axis, n_threads, out, *, scipy=False):
     """softmax / log_softmax of the float array `x` over `axis` (an integer,
-    a tuple of them, or None: every axis); returns the output array."""
+    a tuple of them, or None: every axis); returns the output array.  With
+    `scipy`, the log-softmax of a row holding +inf is SciPy's (z - its
+    log-sum-exp, +inf) rather than NaN throughout."""
     dtype = _native(x.dtype)
     half = _half_kind(dtype)
     axes = _check_axes(axis, x.ndim, "x")
@@ -489,12 +492,13 @@ def _normaliser(mode, x, axis, n_threads, out):
     out3, result, staged = _destination(dest, z3, z_copied, xm.shape, span)
     if not _same_elements(out3, z3) and _shares(out3, z3, "out and x"):
         raise ValueError("out overlaps x without being x itself; pass a separate array, or x")
+    inf_row_lse = scipy and mode == Mode.LOG_SOFTMAX
     if half:
         _run_half(mode, z3.view(np.uint16), threads, half == "bfloat16",
                   outbits3=out3.view(np.uint16), y3=None, target2=None, sample_weight2=None,
-                  row_value=None, lse=None)
+                  row_value=None, lse=None, inf_row_lse=inf_row_lse)
     else:
-        _run(mode, z3, threads, out3=out3)
+        _run(mode, z3, threads, out3=out3, inf_row_lse=inf_row_lse)
     if staged is not None:
         result[...] = staged
     if out is not None:
@@ -544,7 +548,8 @@ def softmax(x, *, axis=-1, n_threads=None, out=None):
     Returns
     -------
     ndarray of x's shape and dtype.  A row holding NaN, +inf, or only -inf
-    is NaN throughout (as PyTorch).
+    is NaN throughout (as PyTorch).  :func:`crossentropy.special.softmax`
+    takes SciPy's signature.
 
     Examples
     --------
@@ -560,7 +565,8 @@ def log_softmax(x, *, axis=-1, n_threads=None, out=None):
     """Log-softmax along ``axis``: ``(x - max) - log(sum(exp(x - max)))``.
 
     Parameters as :func:`softmax`; a row holding NaN, +inf, or only -inf is
-    NaN throughout (as PyTorch).
+    NaN throughout (as PyTorch; :func:`crossentropy.special.log_softmax`
+    follows SciPy there).
 
     Examples
     --------
@@ -589,7 +595,8 @@ def logsumexp(x, *, axis=-1, keepdims=False, n_threads=None):
     -------
     numpy scalar or ndarray, in x's dtype (accumulated in float64).
     An empty axis gives ``-inf``, a row of -inf ``-inf``, a row with +inf
-    (and no NaN) ``+inf``.
+    (and no NaN) ``+inf``.  :func:`crossentropy.special.logsumexp` takes
+    SciPy's signature, with weights ``b`` and ``return_sign``.
 
     Examples
     --------

@@ -53,6 +53,7 @@ def run(
     lse: npt.NDArray[np.floating[Any]] | None,
     z_loss: float,
     softcap: float,
+    inf_row_lse: bool,
 ) -> None: ...
 def exp(x: npt.NDArray[np.floating[Any]], out: npt.NDArray[np.floating[Any]]) -> None: ...
 def widen(bits: npt.NDArray[np.uint16], out: npt.NDArray[np.float32], bfloat16: bool,

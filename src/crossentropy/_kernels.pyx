@@ -177,6 +177,7 @@ cdef struct Problem:
     bint probabilities          # targets are class probabilities (in `y`)
     double z_loss               # z-loss coefficient: z_loss * lse^2 per row (0: none)
     double softcap              # logits capped as softcap * tanh(z / softcap) (0: not)
+    bint inf_row_lse            # log-softmax of a row with +inf: z - logsumexp(z), not NaN
     Strided z, out, y, target, sample_weight, row_value, lse
     bint has_out, has_target, has_sample_weight, has_row_value, has_lse
     bint row_value_float        # row_value and lse hold floats (float32 logits), else doubles
@@ -467,6 +468,20 @@ cdef double row_logsumexp(const floating *z, Py_ssize_t zc, Py_ssize_t m, double
     return zmax + log_s
 
 
+cdef inline void log_softmax_shift(const Problem *P, const floating *z, Py_ssize_t zc,
+                                   Py_ssize_t m, double zmax, double log_s,
+                                   floating *a, floating *b) noexcept nogil:
+    """A row's log-softmax is (z - a) - b: a its max, b the log of its sum of
+    exps; with inf_row_lse, for a row whose max is +inf, a = 0 and b its
+    unshifted log-sum-exp (+inf, or NaN if a logit is)."""
+    if P.inf_row_lse and zmax == INFINITY:
+        a[0] = 0
+        b[0] = <floating>unshifted_logsumexp(z, zc, m)
+    else:
+        a[0] = <floating>zmax
+        b[0] = <floating>log_s
+
+
 cdef inline double hard_target_end(const Problem *P, const RowPrep *row, double s,
                                    double log_s, double lse, double sample_weight,
                                    double e_t, double *factor, double *g_t) noexcept nogil:
@@ -548,7 +563,7 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
     """
     cdef Py_ssize_t j, t = row.t, m = P.m
     cdef double log_s = log(s), loss, gs, a, e_t, factor, g_t
-    cdef floating zmax = <floating>row.zmax
+    cdef floating zmax = <floating>row.zmax, shift_a, shift_b
     lse[0] = ce_loss_lse(row.zmax, log_s)
     if P.mode == LOGSUMEXP:
         return row_logsumexp(z, zc, m, row.zmax, log_s)
@@ -559,7 +574,8 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
             scale(g, m, <floating>(1.0 / s))
         return row.zmax + log_s
     if P.mode == LOG_SOFTMAX:
-        shift(z, zc, g, m, zmax, <floating>log_s)
+        log_softmax_shift(P, z, zc, m, row.zmax, log_s, &shift_a, &shift_b)
+        shift(z, zc, g, m, shift_a, shift_b)
         return row.zmax + log_s
 
     # Loss of the row: sum_j c_j (lse - z_j), split as
@@ -967,6 +983,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
     cdef double *run_scale = run_sum + CE_MAX_RUNS
     cdef floating *scratch = <floating *>(run_scale + CE_MAX_RUNS) + CE_BLOCK
     cdef double s, log_s, lse, value, factor = 0.0, g_t = 0.0
+    cdef floating shift_a, shift_b
     cdef RowPrep row
     cdef Pos pos = row_pos(0, P.inner)
     for r in range(n_rows):
@@ -1007,10 +1024,10 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
             factor = 1.0 / s
             value = row.zmax + log_s
         elif P.mode == LOG_SOFTMAX:
+            log_softmax_shift(P, z, 1, m, row.zmax, log_s, &shift_a, &shift_b)
             for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
                 off = c * segment
-                shift(z + off, 1, g + off, min(segment, m - off), <floating>row.zmax,
-                      <floating>log_s)
+                shift(z + off, 1, g + off, min(segment, m - off), shift_a, shift_b)
             value = row.zmax + log_s
         elif P.mode == LOSS:
             value = hard_target_end(P, &row, s, log_s, lse, row_sample_weight(P, pos), 0.0,
@@ -1044,7 +1061,7 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
         const double[::1] weight, double weight_total,
         Py_ssize_t ignore_index, double label_smoothing, double grad_scale,
         double[::1] chunk_sums, Py_ssize_t rows_per_chunk, int n_threads,
-        floating[:, :] lse, double z_loss, double softcap):
+        floating[:, :] lse, double z_loss, double softcap, bint inf_row_lse):
     """Run `mode` over every row of `z` (outer, classes, inner).  Every
     argument is keyword-only: several are numbers that would swap silently.
 
@@ -1059,6 +1076,8 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
     lse            (outer, inner) per-row log-sum-exp in the loss modes (z's dtype), or None
     z_loss         adds z_loss * lse^2 to each row's loss (loss modes)
     softcap        > 0: the logits are capped, softcap * tanh(z / softcap) (loss modes)
+    inf_row_lse    log-softmax of a row whose max is +inf is z - logsumexp(z): NaN where
+                   z is +inf, -inf elsewhere (SciPy's); else NaN throughout (PyTorch's)
 
     Each thread's scratch (a block's state, strided rows) is allocated here,
     not on the threads' stacks, which can be small (threading.stack_size).
@@ -1088,6 +1107,7 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
     P.probabilities = y is not None
     P.z_loss = z_loss
     P.softcap = softcap
+    P.inf_row_lse = inf_row_lse
     P.has_lse = lse is not None
     P.has_out = out is not None
     P.has_target = target is not None

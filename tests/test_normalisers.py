@@ -150,6 +150,10 @@ def test_a_small_logsumexp_keeps_its_relative_precision(dtype, rtol, n):
     for got in (ce.logsumexp(x), ce.logsumexp(np.asfortranarray(x)),
                 ce.logsumexp(x, n_threads=2), ce.logsumexp(x.T, axis=0)):
         np.testing.assert_allclose(got, want, rtol=rtol, atol=0)
+    if n > _kernels.SPLIT_MIN_CLASSES_LEN:
+        # (4 rows are shared by the threads, 70 are not: the same bits)
+        many = np.repeat(x, 18, axis=0)[:70]
+        np.testing.assert_array_equal(ce.logsumexp(many, n_threads=2)[::18], ce.logsumexp(x))
 
 
 def test_exp_checks_its_output_length():

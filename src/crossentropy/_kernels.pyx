@@ -437,9 +437,9 @@ cdef enum:
 
 cdef double exps_beside_max(const floating *z, Py_ssize_t zc, Py_ssize_t m,
                             floating zmax) noexcept nogil:
-    """sum of exp(z_j - zmax) over the row but its max (the row's only one:
-    see row_logsumexp), a block of BESIDE_BLOCK at a time through the stack,
-    the max made -inf there."""
+    """sum of exp(z_j - zmax) over z[0:m] but the row's max (its only one:
+    see small_lse), a block of BESIDE_BLOCK at a time through the stack, the
+    max made -inf there."""
     cdef floating buf[BESIDE_BLOCK]
     cdef floating v
     cdef Py_ssize_t j0 = 0, i, n
@@ -454,18 +454,30 @@ cdef double exps_beside_max(const floating *z, Py_ssize_t zc, Py_ssize_t m,
     return t
 
 
+cdef inline bint small_lse(double zmax, double log_s) noexcept nogil:
+    """Whether a row's log-sum-exp takes the log1p pass: its max's own term,
+    1, dominates the sum of exps (below 2, so the max is the only one) and
+    the result is within 0.5 of 0, where the rest's low bits were lost to it."""
+    return log_s < 0.6931471805599453 and fabs(zmax + log_s) < 0.5
+
+
 cdef double row_logsumexp(const floating *z, Py_ssize_t zc, Py_ssize_t m, double zmax,
                           double log_s) noexcept nogil:
     """A row's log-sum-exp from its max and sum of exps; a row whose max is
-    infinite is summed unshifted (shifted, it would be NaN).  Where the max's
-    own term, 1, dominates the sum and the result is small, the rest's low
-    bits were lost to it: they are summed again alone, for log1p.  (A sum
-    of exps below 2 has one max: each max adds 1.)"""
+    infinite is summed unshifted (shifted, it would be NaN).  For a small
+    result (small_lse) the exps beside the max are summed again alone, for
+    log1p, a segment of split_rows' length at a time (which shares them
+    among the threads: the same bits)."""
+    cdef Py_ssize_t segment = SEGMENT_RUNS * ce_run_length(m), off = 0
+    cdef double t = 0.0
     if isinf(zmax):
         return unshifted_logsumexp(z, zc, m)
-    if log_s < 0.6931471805599453 and fabs(zmax + log_s) < 0.5:
-        return zmax + log1p(exps_beside_max(z, zc, m, <floating>zmax))
-    return zmax + log_s
+    if not small_lse(zmax, log_s):
+        return zmax + log_s
+    while off < m:
+        t += exps_beside_max(z + off * zc, zc, min(segment, m - off), <floating>zmax)
+        off += segment
+    return zmax + log1p(t)
 
 
 cdef inline void log_softmax_shift(const Problem *P, const floating *z, Py_ssize_t zc,
@@ -982,7 +994,7 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
     cdef double *run_sum = run_top + CE_MAX_RUNS
     cdef double *run_scale = run_sum + CE_MAX_RUNS
     cdef floating *scratch = <floating *>(run_scale + CE_MAX_RUNS) + CE_BLOCK
-    cdef double s, log_s, lse, value, factor = 0.0, g_t = 0.0
+    cdef double s, log_s, lse, value, factor = 0.0, g_t = 0.0, t_beside
     cdef floating shift_a, shift_b
     cdef RowPrep row
     cdef Pos pos = row_pos(0, P.inner)
@@ -1018,7 +1030,17 @@ cdef void split_rows(const Problem *P, Py_ssize_t n_rows, double *row_loss,
         s = ce_runs_total(run_top, run_sum, run_count(m, run), &row.zmax, run_scale)
         log_s = log(s)
         lse = ce_loss_lse(row.zmax, log_s)
-        if P.mode == LOGSUMEXP:
+        if P.mode == LOGSUMEXP and small_lse(row.zmax, log_s):
+            # (row_logsumexp's segments, in parallel, into the runs' sums, now free)
+            for c in prange(n_seg, num_threads=n_threads, schedule="dynamic"):
+                off = c * segment
+                run_sum[c] = exps_beside_max(z + off, 1, min(segment, m - off),
+                                             <floating>row.zmax)
+            t_beside = 0.0
+            for c in range(n_seg):
+                t_beside += run_sum[c]
+            value = row.zmax + log1p(t_beside)
+        elif P.mode == LOGSUMEXP:
             value = row_logsumexp(z, 1, m, row.zmax, log_s)
         elif P.mode == SOFTMAX:
             factor = 1.0 / s
@@ -1080,7 +1102,8 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
                    z is +inf, -inf elsewhere (SciPy's); else NaN throughout (PyTorch's)
 
     Each thread's scratch (a block's state, strided rows) is allocated here,
-    not on the threads' stacks, which can be small (threading.stack_size).
+    not on the threads' stacks, which can be small (threading.stack_size);
+    only exps_beside_max's 2 KB block lives there.
     """
     cdef Problem P
     cdef Py_ssize_t m = z.shape[1], n_rows = z.shape[0] * z.shape[2]

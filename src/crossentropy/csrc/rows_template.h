@@ -116,7 +116,8 @@ static CE_TARGET double CE_FNL(ce_expsum)(const T *x, T *out, ptrdiff_t n, T shi
 }
 
 /* The same loop as ce_expsum, into a block buffer buf (CE_BLOCK elements,
-   the caller's: not on the stack): it must sum in the same order
+   or n if fewer: a full block is too large for small thread stacks, so the
+   caller's workspace holds it): it must sum in the same order
    (cross_entropy equals the loss of cross_entropy_and_grad bit for bit).
    A twin, not one loop choosing its destination at run time, which is
    slower on the gradient path. */

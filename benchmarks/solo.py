@@ -5,6 +5,7 @@ n-thread run on a machine with more (as the main benchmark pins), running
 import argparse
 import json
 import os
+import platform
 import subprocess
 import statistics
 import sys
@@ -57,12 +58,27 @@ def options(doc, rounds, repeats):
     return parser
 
 
+def machine():
+    """What ran the benchmark: the CPU's model, how many there are, and the
+    kernels' ISA level."""
+    from crossentropy import _kernels
+    model = platform.processor()
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f
+                         if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {"cpu": model, "cpus": os.cpu_count(), "kernels": _kernels.dispatch_target()}
+
+
 def save(out, name, record, md):
-    """Prints the table `md` and writes it and `record` to out/name.{md,json}."""
+    """Prints the table `md` and writes it and `record`, with the machine, to
+    out/name.{md,json}."""
     print(md)
     os.makedirs(out, exist_ok=True)
     with open(os.path.join(out, f"{name}.json"), "w") as f:
-        json.dump(record, f, indent=1)
+        json.dump({"machine": machine(), **record}, f, indent=1)
     with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write(md + "\n")
     print(f"wrote {out}/{name}.json and {name}.md")

@@ -6,14 +6,15 @@
 /* The short-row block moves rows with contiguous classes by register tiles
    (whole and half) and strided rows element by element: both must give the
    same bits (loss, block sum and gradient; NaN for NaN), for every row length
-   1..64 and every block size 1..64, with rows given by a first row and a
-   step or by a list of addresses.  Each contiguous row sits at the very end
-   of a page followed by an inaccessible one, or at the very start of a page
-   after one, so a tile that reads or writes past a row's classes crashes the
-   harness.  Odd blocks span more than the one-scale exp's range (the
+   1..64 and every block size 1..64 (with `step` > 1, for emulated builds:
+   the sizes 1..8, every step-th after them, and 64), with rows given by a
+   first row and a step or by a list of addresses.  Each contiguous row sits
+   at the very end of a page followed by an inaccessible one, or at the very
+   start of a page after one, so a tile that reads or writes past a row's
+   classes crashes the harness.  Odd blocks span more than the one-scale exp's range (the
    two-scale exp runs there) and hold a -inf and a NaN logit; row 3 is
    ignored.  Returns the number of disagreements. */
-static long long CE_FN(tile_disagreements)(void)
+static long long CE_FN(tile_disagreements)(int step)
 {
     static char *zpages, *gpages;
     static T zt[64 * CE_ROWS], g2[64 * CE_ROWS];
@@ -24,7 +25,8 @@ static long long CE_FN(tile_disagreements)(void)
     if (zpages == NULL) { zpages = guarded_pages(CE_ROWS); gpages = guarded_pages(CE_ROWS); }
     for (int at_end = 0; at_end < 2; at_end++)
     for (int m = 1; m <= 64; m++)
-    for (int n = 1; n <= CE_ROWS; n++) {
+    for (int n = 1; n <= CE_ROWS;
+         n = n < 8 || n == CE_ROWS ? n + 1 : n + step < CE_ROWS ? n + step : CE_ROWS) {
         void *zl[CE_ROWS], *gl[CE_ROWS], *zl2[CE_ROWS], *gl2[CE_ROWS];
         ptrdiff_t t[2 * CE_ROWS];
         double l1[CE_ROWS], l2[CE_ROWS], l3[CE_ROWS];

@@ -102,7 +102,8 @@ static double row_in_runs(const float *x, float *out, ptrdiff_t m, ptrdiff_t run
     return s;
 }
 
-/* With an argument: "exp", "tiles" or "nan", the checks above.  Otherwise
+/* With an argument: "exp", "tiles" (then optionally the step of its block
+   sizes) or "nan", the checks above.  Otherwise
    stdin: n_rows, m, then n_rows*m floats (logits), then n_rows int64 targets.
    stdout: n_rows*m exps of the flat logits, the expsum of row 0, then the
    short-row loss (n_rows doubles) and gradient (n_rows*m floats), zeros for
@@ -121,8 +122,10 @@ int main(int argc, char **argv)
             printf("%lld", exp_disagreements());
         else if (strcmp(argv[1], "nan") == 0)
             printf("%lld", nan_misses_f32() + nan_misses_f64());
-        else
-            printf("%lld", tile_disagreements_f32() + tile_disagreements_f64());
+        else {
+            int step = argc > 2 ? atoi(argv[2]) : 1;
+            printf("%lld", tile_disagreements_f32(step) + tile_disagreements_f64(step));
+        }
         return 0;
     }
     long long n, m;

@@ -147,6 +147,19 @@ def _run_half(mode, zbits3, threads, bfloat16, *, outbits3, y3, target2, sample_
     return np.concatenate(sums) if sums else np.zeros(0)
 
 
+def _run_any(mode, z3, threads, half, *, out3=None, y3=None, target2=None,
+             sample_weight2=None, row_value=None, lse=None, **options):
+    """_run, or for half-precision logits (`half` their kind, else None)
+    _run_half over their bits; returns the chunk sums."""
+    if not half:
+        return _run(mode, z3, threads, out3=out3, y3=y3, target2=target2,
+                    sample_weight2=sample_weight2, row_value=row_value, lse=lse, **options)
+    return _run_half(mode, z3.view(np.uint16), threads, half == "bfloat16",
+                     outbits3=None if out3 is None else out3.view(np.uint16), y3=y3,
+                     target2=target2, sample_weight2=sample_weight2, row_value=row_value,
+                     lse=lse, **options)
+
+
 def _to_half(a, dtype, bfloat16):
     """A float32 array of per-position results in the half dtype `dtype`."""
     bits = np.empty(a.shape, np.uint16)
@@ -272,15 +285,10 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
                    lse=lse, weight=weight, ignore_index=kernel_ignore,
                    label_smoothing=label_smoothing, grad_scale=grad_scale, z_loss=z_loss,
                    softcap=softcap)
+    chunk_sums = _run_any(mode, z3, threads, half, out3=out3, **options)
     if half:
-        bfloat16 = half == "bfloat16"
-        chunk_sums = _run_half(mode, z3.view(np.uint16), threads, bfloat16,
-                               outbits3=None if out3 is None else out3.view(np.uint16),
-                               **options)
-        row_value, lse = (None if a is None else _to_half(a, dtype, bfloat16)
+        row_value, lse = (None if a is None else _to_half(a, dtype, half == "bfloat16")
                           for a in (row_value, lse))
-    else:
-        chunk_sums = _run(mode, z3, threads, out3=out3, **options)
     if staged is not None:
         grad[...] = staged
     loss = _reduce(chunk_sums, row_value, denominator, reduction, dtype, positions)
@@ -492,13 +500,8 @@ def _normaliser(mode, x, axis, n_threads, out, *, scipy=False):
     out3, result, staged = _destination(dest, z3, z_copied, xm.shape, span)
     if not _same_elements(out3, z3) and _shares(out3, z3, "out and x"):
         raise ValueError("out overlaps x without being x itself; pass a separate array, or x")
-    inf_row_lse = scipy and mode == Mode.LOG_SOFTMAX
-    if half:
-        _run_half(mode, z3.view(np.uint16), threads, half == "bfloat16",
-                  outbits3=out3.view(np.uint16), y3=None, target2=None, sample_weight2=None,
-                  row_value=None, lse=None, inf_row_lse=inf_row_lse)
-    else:
-        _run(mode, z3, threads, out3=out3, inf_row_lse=inf_row_lse)
+    _run_any(mode, z3, threads, half, out3=out3,
+             inf_row_lse=scipy and mode == Mode.LOG_SOFTMAX)
     if staged is not None:
         result[...] = staged
     if out is not None:
@@ -520,13 +523,9 @@ def _logsumexp(x, axis, keepdims, n_threads):
     z3, _ = _input3(xm, span)
     # (rows in the order of the axes kept, with the reduced ones adjacent or last)
     row_value = np.empty((z3.shape[0], z3.shape[2]), np.float32 if half else dtype)
+    _run_any(Mode.LOGSUMEXP, z3, threads, half, row_value=row_value)
     if half:
-        _run_half(Mode.LOGSUMEXP, z3.view(np.uint16), threads, half == "bfloat16",
-                  outbits3=None, y3=None, target2=None, sample_weight2=None,
-                  row_value=row_value, lse=None)
         row_value = _to_half(row_value, dtype, half == "bfloat16")
-    else:
-        _run(Mode.LOGSUMEXP, z3, threads, row_value=row_value)
     shape = tuple(1 if d in axes else n for d, n in enumerate(x.shape) if keepdims or d not in axes)
     return row_value.reshape(shape)[()]
 

@@ -125,3 +125,62 @@ def cross_entropy_full(logits, target, weight=None, ignore_index=-100, reduction
             grad = grad / denominator if denominator else grad * (0.0 if not active.any() else np.nan)
     grad = np.moveaxis(grad, -1, axis)
     return (loss, grad, lse) if return_lse else (loss, grad)
+
+
+def cross_entropy_second_order(logits, target, v=None, weight=None, ignore_index=-100,
+                               reduction="mean", label_smoothing=0.0, sample_weight=None,
+                               axis=-1, z_loss=0.0, softcap=None):
+    """The Hessian of cross_entropy_full's loss with respect to the logits,
+    matrix-free: (its diagonal, its product with `v` or None).
+
+    Per position, with y the (capped) logits, p = softmax(y), c the target
+    distribution, S = sum c, sw the sample weight and rw the z-loss's weight,
+    the gradient with respect to y is g = sw (S p - c) + 2 z_loss rw lse p,
+    whose derivative is H = A (diag p - p p^T) + B p p^T with
+    A = sw S + 2 z_loss rw lse and B = 2 z_loss rw.  Through the cap
+    y = s tanh(z / s): H_z = D H D + diag(g y''), D = diag(1 - (y / s)^2),
+    y'' = -2 y / s^2 (1 - (y / s)^2).  Scaled as the gradient.
+    """
+    z = np.moveaxis(np.asarray(logits, dtype=np.float64), axis, -1)
+    y = z if softcap is None else softcap * np.tanh(z / softcap)
+    logp = log_softmax(y)
+    p = np.exp(logp)
+    c, active = _target_distribution(logp, target, axis, ignore_index, label_smoothing, weight)
+    sw = np.ones(active.shape) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    target = np.asarray(target)
+    w = np.ones(p.shape[-1]) if weight is None else np.asarray(weight, np.float64)
+    if target.dtype.kind == "f":
+        rw, denominator = sw, sw.sum()
+    else:
+        rw = np.where(active, w[np.where(active, target, 0).astype(np.int64)], 0.0) * sw
+        denominator = rw[active].sum()
+    lse = np.where(active, logsumexp(y), 0.0)
+    S = c.sum(axis=-1)
+    A = (sw * S + 2.0 * z_loss * rw * lse)[..., None]
+    B = (2.0 * z_loss * rw)[..., None]
+    diag = A * p * (1.0 - p) + B * p * p
+    g = sw[..., None] * (S[..., None] * p - c) + 2.0 * z_loss * (rw * lse)[..., None] * p
+
+    def h_y(u):
+        pu = (p * u).sum(axis=-1, keepdims=True)
+        return A * (p * u - p * pu) + B * p * pu
+
+    hv = None
+    vm = None if v is None else np.moveaxis(np.asarray(v, dtype=np.float64), axis, -1)
+    if softcap is None:
+        hv = None if vm is None else h_y(vm)
+    else:
+        d = 1.0 - (y / softcap) ** 2
+        ypp = -2.0 * y / softcap**2 * d
+        diag = d * d * diag + g * ypp
+        hv = None if vm is None else d * h_y(d * vm) + g * ypp * vm
+    diag[~active] = 0.0
+    if hv is not None:
+        hv[~active] = 0.0
+    if reduction == "mean":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            scale = 1.0 / denominator if denominator else (0.0 if not active.any() else np.nan)
+        diag = diag * scale
+        hv = None if hv is None else hv * scale
+    diag = np.moveaxis(diag, -1, axis)
+    return diag, None if hv is None else np.moveaxis(hv, -1, axis)

@@ -28,3 +28,7 @@ weighted, sign = special.logsumexp(logits, 1, b=logits, return_sign=True)
 over_all = special.logsumexp([1, 2, 3])
 normalised = special.softmax(logits, (0, 1))
 log_normalised = special.log_softmax(logits, None, out=np.empty_like(logits))
+gh_loss, gh_grad, gh_hess = ce.cross_entropy_grad_hess(logits, target, out=(None, grad))
+gh_rows, _, _, gh_lse = ce.cross_entropy_grad_hess(logits, target, reduction="none",
+                                                   return_lse=True)
+product: npt.NDArray[np.floating] = ce.cross_entropy_hvp(logits, target, np.ones((4, 3)))

@@ -9,7 +9,10 @@ True
 
 __version__ = "0.1.0"
 
-from ._api import cross_entropy, cross_entropy_and_grad, log_softmax, logsumexp, softmax
+from ._api import (
+    cross_entropy, cross_entropy_and_grad, cross_entropy_grad_hess, cross_entropy_hvp, log_softmax,
+    logsumexp, softmax,
+)
 from ._config import show_config
 from ._linear import linear_cross_entropy, linear_cross_entropy_and_grad
 
@@ -17,6 +20,8 @@ __all__ = [
     "__version__",
     "cross_entropy",
     "cross_entropy_and_grad",
+    "cross_entropy_grad_hess",
+    "cross_entropy_hvp",
     "linear_cross_entropy",
     "linear_cross_entropy_and_grad",
     "log_softmax",

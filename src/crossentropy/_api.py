@@ -15,12 +15,14 @@ from ._validate import (
     _as_float_array, _asarray, _check_axes, _check_axis, _check_bool, _check_distinct_elements,
     _check_loss_options, _check_nonnegative_weights, _check_output, _check_reduction,
     _destination, _half_kind, _input3, _is_floating, _kernel_ready, _native, _resolve_n_threads,
-    _same_elements, _shares, _split_shape, _target_indices, _target_probabilities,
+    _same_elements, _shares, _split_shape, _target_indices, _target_probabilities, _vector,
 )
 
 __all__ = [
     "cross_entropy",
     "cross_entropy_and_grad",
+    "cross_entropy_grad_hess",
+    "cross_entropy_hvp",
     "log_softmax",
     "logsumexp",
     "softmax",
@@ -54,7 +56,8 @@ def _chunking(n_rows, n_classes, n_threads):
 
 def _run(mode, z3, threads, *, out3=None, y3=None, target2=None, sample_weight2=None,
          row_value=None, weight=None, ignore_index=-100, label_smoothing=0.0,
-         grad_scale=1.0, lse=None, z_loss=0.0, softcap=0.0, inf_row_lse=False):
+         grad_scale=1.0, lse=None, z_loss=0.0, softcap=0.0, inf_row_lse=False, hess3=None,
+         v3=None):
     """Call the kernel once; returns the per-chunk loss sums."""
     n_rows = z3.shape[0] * z3.shape[2]
     m = z3.shape[1]
@@ -66,7 +69,8 @@ def _run(mode, z3, threads, *, out3=None, y3=None, target2=None, sample_weight2=
                  weight_total=weight_total, ignore_index=ignore_index,
                  label_smoothing=label_smoothing, grad_scale=grad_scale,
                  chunk_sums=chunk_sums, rows_per_chunk=rows_per_chunk, n_threads=threads,
-                 lse=lse, z_loss=z_loss, softcap=softcap, inf_row_lse=inf_row_lse)
+                 lse=lse, z_loss=z_loss, softcap=softcap, inf_row_lse=inf_row_lse,
+                 hess=hess3, vec=v3)
     return chunk_sums
 
 
@@ -100,17 +104,22 @@ def _half_pieces(r0, r1, inner):
         yield o, i0, i1, o * inner + i0 - r0
 
 
-def _run_half(mode, zbits3, threads, bfloat16, *, outbits3, y3, target2, sample_weight2,
-              row_value, lse, **options):
+def _run_half(mode, zbits3, threads, bfloat16, *, outbits3, hessbits3, y3, v3, target2,
+              sample_weight2, row_value, lse, **options):
     """_run over half-precision logits (their bits, uint16): each block of
     rows read into one float32 buffer, computed there (the gradient in
-    place), the gradient written back rounded to nearest; returns the
+    place), the gradient (and the Hessian's diagonal, from a buffer of its
+    own) written back rounded to nearest; probability targets y3 and the
+    vectors v3 are cast into float32 buffers block by block.  Returns the
     chunk sums."""
     outer, m, inner = zbits3.shape
     by_outer, blocks = _half_blocks(outer, m, inner)
     size = max(((e - a) * m * (inner if by_outer else 1) for a, e in blocks), default=0)
     z_buffer = np.empty(size, np.float32)
-    y_buffer = None if y3 is None else np.empty(size, np.float32)
+    # (the float32 buffers beside the logits': probability targets, the
+    # vectors a Hessian multiplies, its diagonal)
+    extra = {name: np.empty(size, np.float32)
+             for name, a in (("y", y3), ("v", v3), ("hess", hessbits3)) if a is not None}
     if not by_outer:          # (per-position arrays by row: small, copied if need be)
         target2, sample_weight2, row_value, lse = (
             None if a is None else a.reshape((-1, 1)) for a in (target2, sample_weight2,
@@ -120,42 +129,47 @@ def _run_half(mode, zbits3, threads, bfloat16, *, outbits3, y3, target2, sample_
         k = e - a
         if by_outer or inner == 1:
             z = z_buffer[:k * m * inner].reshape((k, m, inner))
-            y = None if y3 is None else y_buffer[:z.size].reshape(z.shape)
-            pieces = [((slice(a, e),), z, y)]
+            block = {name: b[:z.size].reshape(z.shape) for name, b in extra.items()}
+            pieces = [((slice(a, e),), z, block)]
         else:
             z = z_buffer[:k * m].reshape((k, m, 1))
             flat = z.reshape((k, m))
-            y2 = None if y3 is None else y_buffer[:k * m].reshape((k, m))
-            y = None if y3 is None else y2.reshape((k, m, 1))
+            flats = {name: b[:k * m].reshape((k, m)) for name, b in extra.items()}
+            block = {name: f.reshape((k, m, 1)) for name, f in flats.items()}
             pieces = [((slice(o, o + 1), slice(None), slice(i0, i1)),
                        flat[b:b + i1 - i0].T[None],
-                       None if y3 is None else y2[b:b + i1 - i0].T[None])
+                       {name: f[b:b + i1 - i0].T[None] for name, f in flats.items()})
                       for o, i0, i1, b in _half_pieces(a, e, inner)]
-        for where, values, y_values in pieces:
+        for where, values, others in pieces:
             _kernels.widen(zbits3[where], values, bfloat16, threads)
-            if y_values is not None:
-                with np.errstate(over="ignore"):         # (as float32 targets would)
-                    y_values[...] = y3[where]
-        sums.append(_run(mode, z, threads, out3=None if outbits3 is None else z, y3=y,
+            for name, source in (("y", y3), ("v", v3)):
+                if source is not None:
+                    with np.errstate(over="ignore"):         # (as float32 inputs would)
+                        others[name][...] = source[where]
+        sums.append(_run(mode, z, threads, out3=None if outbits3 is None else z,
+                         y3=block.get("y"), v3=block.get("v"), hess3=block.get("hess"),
                          **{name: None if v is None else v[a:e] for name, v in (
                              ("target2", target2), ("sample_weight2", sample_weight2),
                              ("row_value", row_value), ("lse", lse))},
                          **options))
-        if outbits3 is not None:
-            for where, values, _ in pieces:
+        for where, values, others in pieces:
+            if outbits3 is not None:
                 _kernels.narrow(values, outbits3[where], bfloat16, threads)
+            if hessbits3 is not None:
+                _kernels.narrow(others["hess"], hessbits3[where], bfloat16, threads)
     return np.concatenate(sums) if sums else np.zeros(0)
 
 
-def _run_any(mode, z3, threads, half, *, out3=None, y3=None, target2=None,
-             sample_weight2=None, row_value=None, lse=None, **options):
+def _run_any(mode, z3, threads, half, *, out3=None, hess3=None, y3=None, v3=None,
+             target2=None, sample_weight2=None, row_value=None, lse=None, **options):
     """_run, or for half-precision logits (`half` their kind, else None)
     _run_half over their bits; returns the chunk sums."""
     if not half:
-        return _run(mode, z3, threads, out3=out3, y3=y3, target2=target2,
+        return _run(mode, z3, threads, out3=out3, hess3=hess3, y3=y3, v3=v3, target2=target2,
                     sample_weight2=sample_weight2, row_value=row_value, lse=lse, **options)
     return _run_half(mode, z3.view(np.uint16), threads, half == "bfloat16",
-                     outbits3=None if out3 is None else out3.view(np.uint16), y3=y3,
+                     outbits3=None if out3 is None else out3.view(np.uint16),
+                     hessbits3=None if hess3 is None else hess3.view(np.uint16), y3=y3, v3=v3,
                      target2=target2, sample_weight2=sample_weight2, row_value=row_value,
                      lse=lse, **options)
 
@@ -200,18 +214,25 @@ def _reduce(chunk_sums, row_value, denominator, reduction, dtype, shape):
         return dtype.type(total)
 
 
+_MODES = {"loss": Mode.LOSS, "grad": Mode.LOSS_GRAD, "hess": Mode.LOSS_GRAD_HESS,
+          "hvp": Mode.HVP}
+
+
 def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
           label_smoothing, sample_weight, grad_scale, z_loss, softcap, return_lse,
-          gradient, out=None, inplace=False):
-    """Shared body of cross_entropy and cross_entropy_and_grad: validate every
-    argument, then run the kernel once (half precision: once per block).
+          outputs, out=None, inplace=False, hess_out=None, v=None):
+    """Shared body of the loss functions: validate every argument, then run
+    the kernel once (half precision: once per block).
 
-    `gradient` is False for the loss alone, True for the gradient too: into
-    `out`, a new array, or (`inplace`) the logits.  Returns the loss, with
-    `gradient` the gradient array too, and with `return_lse` the log-sum-exps
-    last.
+    `outputs` is "loss" for the loss alone; "grad" for the gradient too, into
+    `out`, a new array, or (`inplace`) the logits; "hess" for the gradient
+    and the Hessian's diagonal (into `hess_out` or a new array); "hvp" for
+    the Hessian times `v` alone, into `out` or a new array.  Returns the
+    loss, with the arrays after it, and with `return_lse` the log-sum-exps
+    last; for "hvp", the product alone.
     """
     _check_reduction(reduction)
+    out_name = "out[0]" if outputs == "hess" else "out"
     axis = _check_axis(axis, logits.ndim, "logits")
     dtype = _native(logits.dtype)
     half = _half_kind(dtype)                # (computed in float32, a block of rows at a time)
@@ -231,7 +252,11 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
             raise ValueError("inplace=True needs writeable logits, but logits is read-only")
         _check_distinct_elements(logits, "logits")
     elif out is not None:
-        _check_output(out, logits, dtype, "the logits")
+        _check_output(out, logits, dtype, "the logits", out_name)
+    if hess_out is not None:
+        _check_output(hess_out, logits, dtype, "the logits", "out[1]")
+    if outputs == "hvp":
+        v = _vector(v, logits.shape, compute)
 
     if weight is not None:
         weight = _check_nonnegative_weights(weight, "weight", (n_classes,), "one per class")
@@ -261,14 +286,22 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
     lse = np.empty((outer, inner), compute) if return_lse else None
 
     z3, z_copied = _input3(logits, axis)
-    out3 = grad = staged = None
-    if gradient:
+    v3 = None if v is None else _input3(v, axis)[0]
+    out3 = grad = staged = hess3 = hess = hess_staged = None
+    if outputs != "loss":
         out3, grad, staged = _destination(logits if inplace else out, z3, z_copied,
                                           logits.shape, axis)
         # What the kernel writes must share no element with what it reads:
         # checked on the arrays it reads, once every input is converted.
         reads = [(target2, "target"), (y3, "target"), (weight, "weight"),
-                 (sample_weight2, "sample_weight")]
+                 (sample_weight2, "sample_weight"), (v3, "v")]
+        if outputs == "hess":
+            hess3, hess, hess_staged = _destination(hess_out, z3, False, logits.shape, axis)
+            for other, name in [(logits, "logits"), (z3, "logits"), (grad, "the gradient"),
+                                (out3, "the gradient")] + reads:
+                if other is not None and _shares(hess3, other, f"out[1] and {name}"):
+                    raise ValueError(f"out[1], the Hessian's diagonal, overlaps {name}; "
+                                     f"pass a separate array")
         if inplace:
             for other, name in reads:
                 if other is not None and _shares(out3, other, f"logits and {name}"):
@@ -277,22 +310,26 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
         else:
             # (out3 is z3 where the kernel works in place on its own copy)
             for other, name in [(None if out3 is z3 else z3, "logits")] + reads:
-                if other is not None and _shares(out3, other, f"out and {name}"):
-                    raise ValueError(f"out overlaps {name}; pass a separate array"
+                if other is not None and _shares(out3, other, f"{out_name} and {name}"):
+                    raise ValueError(f"{out_name} overlaps {name}; pass a separate array"
                                      + (" (or inplace=True)" if name == "logits" else ""))
-    mode = Mode.LOSS_GRAD if gradient else Mode.LOSS
     options = dict(y3=y3, target2=target2, sample_weight2=sample_weight2, row_value=row_value,
                    lse=lse, weight=weight, ignore_index=kernel_ignore,
                    label_smoothing=label_smoothing, grad_scale=grad_scale, z_loss=z_loss,
                    softcap=softcap)
-    chunk_sums = _run_any(mode, z3, threads, half, out3=out3, **options)
+    chunk_sums = _run_any(_MODES[outputs], z3, threads, half, out3=out3, hess3=hess3, v3=v3,
+                          **options)
     if half:
         row_value, lse = (None if a is None else _to_half(a, dtype, half == "bfloat16")
                           for a in (row_value, lse))
-    if staged is not None:
-        grad[...] = staged
+    for staging, result in ((staged, grad), (hess_staged, hess)):
+        if staging is not None:
+            result[...] = staging
+    if outputs == "hvp":
+        return grad
     loss = _reduce(chunk_sums, row_value, denominator, reduction, dtype, positions)
-    return _results(loss, (grad,) if gradient else (), lse, positions)
+    arrays = {"loss": (), "grad": (grad,), "hess": (grad, hess)}[outputs]
+    return _results(loss, arrays, lse, positions)
 
 
 # --- public functions --------------------------------------------------------------
@@ -400,7 +437,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     return _loss(logits, target, reduction=reduction, axis=axis, n_threads=n_threads,
                  weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
                  sample_weight=sample_weight, grad_scale=1.0, z_loss=z_loss, softcap=softcap,
-                 return_lse=return_lse, gradient=False)
+                 return_lse=return_lse, outputs="loss")
 
 
 def cross_entropy_and_grad(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
@@ -465,8 +502,126 @@ def cross_entropy_and_grad(logits, target, *, weight=None, ignore_index=-100, re
     return _loss(logits, target, reduction=reduction, axis=axis, n_threads=n_threads,
                  weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
                  sample_weight=sample_weight, grad_scale=grad_scale, z_loss=z_loss,
-                 softcap=softcap, return_lse=return_lse, gradient=True, out=out,
+                 softcap=softcap, return_lse=return_lse, outputs="grad", out=out,
                  inplace=inplace)
+
+
+def cross_entropy_grad_hess(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
+                            label_smoothing=0.0, sample_weight=None, z_loss=0.0, softcap=None,
+                            return_lse=False, grad_scale=1.0, axis=-1, n_threads=None,
+                            out=None, inplace=False):
+    """Cross-entropy loss, its gradient and the diagonal of its Hessian with
+    respect to the logits, fused.
+
+    The loss and the gradient are :func:`cross_entropy_and_grad`'s (the
+    same arguments, reductions and scaling).  Per position, the Hessian with
+    respect to its logits is ``S * (diag(p) - p p^T)``, with ``p`` the
+    softmax and ``S = sum_j c_j`` the position's target mass after class
+    weights and smoothing (``weight[target]`` without smoothing), times its
+    sample weight, the mean's ``1 / denominator`` and ``grad_scale``, as the
+    gradient.  ``hess`` is its diagonal, ``S * p * (1 - p)``.  The z-loss
+    adds its own second derivative, and softcapping takes both through the
+    cap: ``hess`` is always the exact diagonal for the options given.
+    Positions do not interact, so this diagonal and the gradient are all
+    that gradient boosting needs (see :mod:`crossentropy.xgboost` and
+    :mod:`crossentropy.lightgbm`).
+
+    Parameters
+    ----------
+    out : tuple of two ndarrays or None, optional, keyword-only
+        ``(grad_out, hess_out)``, either of them None, as ``out=`` of
+        :func:`cross_entropy_and_grad`; they must not overlap.
+    inplace : bool, keyword-only
+        Write the gradient over ``logits``, as :func:`cross_entropy_and_grad`.
+
+    Other arguments as :func:`cross_entropy_and_grad`.
+
+    Returns
+    -------
+    loss, grad, hess
+        The loss (numpy scalar, or ndarray for ``reduction='none'``); the
+        gradient and the Hessian's diagonal, each of the logits' shape and
+        dtype (zero at ignored positions); with ``return_lse=True`` the
+        log-sum-exps last.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from crossentropy import cross_entropy_grad_hess
+    >>> logits = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 0.0]])
+    >>> loss, grad, hess = cross_entropy_grad_hess(logits, [0, 2], reduction="sum")
+    >>> hess.round(4)
+    array([[0.1684, 0.1446, 0.0376],
+           [0.2222, 0.2222, 0.2222]])
+    """
+    inplace = _check_bool(inplace, "inplace")
+    if out is None:
+        out = (None, None)
+    if not isinstance(out, tuple) or len(out) != 2:
+        raise TypeError(f"out must be a tuple (grad_out, hess_out), either of them None, "
+                        f"got {type(out).__name__}"
+                        + (f" of length {len(out)}" if isinstance(out, tuple) else ""))
+    grad_out, hess_out = out
+    if inplace:
+        if grad_out is not None:
+            raise ValueError("pass either out[0] or inplace=True, not both")
+        if not isinstance(logits, np.ndarray):
+            raise TypeError(
+                f"inplace=True needs logits to be a numpy.ndarray, got {type(logits).__name__}"
+            )
+    if grad_out is not None and hess_out is not None and _shares(grad_out, hess_out,
+                                                                 "out[0] and out[1]"):
+        raise ValueError("out[0] and out[1] overlap; pass separate arrays")
+    logits = _as_float_array(logits, "logits")
+    return _loss(logits, target, reduction=reduction, axis=axis, n_threads=n_threads,
+                 weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
+                 sample_weight=sample_weight, grad_scale=grad_scale, z_loss=z_loss,
+                 softcap=softcap, return_lse=return_lse, outputs="hess", out=grad_out,
+                 inplace=inplace, hess_out=hess_out)
+
+
+def cross_entropy_hvp(logits, target, v, *, weight=None, ignore_index=-100, reduction="mean",
+                      label_smoothing=0.0, sample_weight=None, z_loss=0.0, softcap=None,
+                      grad_scale=1.0, axis=-1, n_threads=None, out=None):
+    """The Hessian of the cross-entropy loss with respect to the logits,
+    applied to ``v``, fused: no Hessian matrix is formed.
+
+    Per position, ``S * (p * v - p * sum(p * v))`` along the class axis
+    (``p`` the softmax, ``S`` as in :func:`cross_entropy_grad_hess`), scaled
+    as the gradient of :func:`cross_entropy_and_grad` (sample weight, the
+    mean's ``1 / denominator``, ``grad_scale``), with the z-loss's and the
+    cap's second derivatives when those options are on.  This is what a
+    Newton-CG solver's ``hessp`` needs: for logits ``X @ W``, the product
+    with a direction ``D`` is ``X.T @ cross_entropy_hvp(X @ W, y, X @ D)``.
+
+    Parameters
+    ----------
+    v : array_like of real numbers, the logits' shape
+        The vectors to multiply (converted to the logits' dtype; for half
+        precision, computed in float32).
+    out : ndarray, optional, keyword-only
+        Where to write the product: the logits' shape and dtype, sharing no
+        element with what the call reads (``v`` included).
+
+    Other arguments as :func:`cross_entropy_and_grad`.
+
+    Returns
+    -------
+    ndarray of the logits' shape and dtype, zero at ignored positions.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from crossentropy import cross_entropy_hvp
+    >>> logits = np.array([[2.0, 0.5, -1.0]])
+    >>> cross_entropy_hvp(logits, [0], np.array([[1.0, 0.0, 0.0]])).round(4)
+    array([[ 0.1684, -0.1377, -0.0307]])
+    """
+    logits = _as_float_array(logits, "logits")
+    return _loss(logits, target, reduction=reduction, axis=axis, n_threads=n_threads,
+                 weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
+                 sample_weight=sample_weight, grad_scale=grad_scale, z_loss=z_loss,
+                 softcap=softcap, return_lse=False, outputs="hvp", out=out, v=v)
 
 
 # --- softmax, log_softmax, logsumexp ------------------------------------------------

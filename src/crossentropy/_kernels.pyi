@@ -10,6 +10,8 @@ class Mode(IntEnum):
     LOGSUMEXP = 2
     SOFTMAX = 3
     LOG_SOFTMAX = 4
+    LOSS_GRAD_HESS = 5
+    HVP = 6
 
 SMALL_ROW_LEN: int
 FAST_ROWS_LEN: int
@@ -54,6 +56,8 @@ def run(
     z_loss: float,
     softcap: float,
     inf_row_lse: bool,
+    hess: npt.NDArray[np.floating[Any]] | None,
+    vec: npt.NDArray[np.floating[Any]] | None,
 ) -> None: ...
 def exp(x: npt.NDArray[np.floating[Any]], out: npt.NDArray[np.floating[Any]]) -> None: ...
 def widen(bits: npt.NDArray[np.uint16], out: npt.NDArray[np.float32], bfloat16: bool,

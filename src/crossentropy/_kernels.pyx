@@ -30,12 +30,20 @@ logits stay as they are) and ``finish`` takes the gradient through the cap
 last; the z-loss is a term of the loss and of what multiplies the
 probabilities in ``finish``; the log-sum-exp is ``finish``'s too.
 
+The second-order modes are the gradient's, with one more step in ``finish``
+while the output still holds the row's exps: the Hessian with respect to the
+logits is ``A (diag p - p p^T) + B p p^T`` per row (``A`` what multiplies the
+probabilities in the gradient, ``B`` the z-loss's ``2 z_loss``, both weighted
+and scaled as the gradient), of which ``hessian_diagonal`` writes the
+diagonal and ``hessian_product`` applies it to a vector; softcapping takes
+both through the cap.
+
 Which loops run depends on the shape and the options, never on the layout:
 
 * short rows (``m <= CE_SHORT_MAX``) with class-index targets, no smoothing,
-  no z-loss and no cap: ``short_rows_hard``, vectorised across blocks of 64 rows (``ce_short_xent``
-  in ``csrc/short_rows_template.h``: the block is transposed so that every step
-  is SIMD over rows).
+  no z-loss, no cap and no Hessian: ``short_rows_hard``, vectorised across
+  blocks of 64 rows (``ce_short_xent`` in ``csrc/short_rows_template.h``: the
+  block is transposed so that every step is SIMD over rows).
 * other short rows: ``short_rows``: ``z - max`` of a block of rows goes into one
   buffer, one SIMD exp covers the whole block, the rest is plain loops.
 * long rows: ``long_rows``, SIMD primitives per row; a row whose classes are
@@ -45,7 +53,8 @@ Which loops run depends on the shape and the options, never on the layout:
   (``ce_run_parts``); ``ce_runs_total`` finds each run's scale to the row's
   max and ``finish`` applies them, so that the row is read from memory once.
 * few very long rows (``m >= SPLIT_MIN_CLASSES``, at most ``SPLIT_MAX_ROWS``):
-  ``split_rows``, the same runs, shared by the threads: the same bits.
+  ``split_rows``, the same runs, shared by the threads: the same bits (not
+  the second-order modes, whose rows each go to one thread).
 
 Rows are processed in fixed chunks, handed to threads dynamically; each chunk's
 loss is summed in float64 in an order fixed by the shape (row by row, or four
@@ -67,6 +76,8 @@ cpdef enum Mode:
     LOGSUMEXP = 2       # log-sum-exp only
     SOFTMAX = 3         # softmax into out
     LOG_SOFTMAX = 4     # log-softmax into out
+    LOSS_GRAD_HESS = 5  # loss, gradient into out, the Hessian's diagonal into aux
+    HVP = 6             # loss, and the Hessian times the vectors in aux into out
 
 # The paths' boundaries (rows of up to CE_SHORT_MAX classes take the row-block
 # paths, CE_ROWS rows at a time across rows; csrc/platform.h sizes them).
@@ -179,6 +190,7 @@ cdef struct Problem:
     double softcap              # logits capped as softcap * tanh(z / softcap) (0: not)
     bint inf_row_lse            # log-softmax of a row with +inf: z - logsumexp(z), not NaN
     Strided z, out, y, target, sample_weight, row_value, lse
+    Strided aux                 # z's shape: the Hessian's diagonal (written) or v (read)
     bint has_out, has_target, has_sample_weight, has_row_value, has_lse
     bint row_value_float        # row_value and lse hold floats (float32 logits), else doubles
 
@@ -494,6 +506,23 @@ cdef inline void log_softmax_shift(const Problem *P, const floating *z, Py_ssize
         b[0] = <floating>log_s
 
 
+cdef inline double multiplier(const Problem *P, const RowPrep *row, double lse) noexcept nogil:
+    """What multiplies a row's probabilities in its gradient, before the
+    upstream gradient and the sample weight: its target mass S = sum_j c_j,
+    plus the z-loss's 2 z_loss lse, weighted as the rest of the row's loss
+    (by the target's class weight; for probability targets not at all)."""
+    cdef double a
+    if P.probabilities:
+        a = row.mass
+        if P.z_loss != 0.0:
+            a = a + 2.0 * P.z_loss * lse
+        return a
+    a = P.keep * row.wt + (P.each * P.weight_total if P.smoothing else 0.0)
+    if P.z_loss != 0.0:
+        a = a + 2.0 * P.z_loss * row.wt * lse
+    return a
+
+
 cdef inline double hard_target_end(const Problem *P, const RowPrep *row, double s,
                                    double log_s, double lse, double sample_weight,
                                    double e_t, double *factor, double *g_t) noexcept nogil:
@@ -513,13 +542,120 @@ cdef inline double hard_target_end(const Problem *P, const RowPrep *row, double 
     loss = ce_weigh(sample_weight, loss, log_s)
     if factor != NULL:
         gs = P.grad_scale * sample_weight
-        a = P.keep * row.wt + (P.each * P.weight_total if P.smoothing else 0.0)
-        if P.z_loss != 0.0:
-            a = a + 2.0 * P.z_loss * row.wt * lse
+        a = multiplier(P, row, lse)
         factor[0] = gs * a / s
         g_t[0] = ce_target_grad(gs, a, e_t / s, P.keep * row.wt,
                                 P.each * row.wt if P.smoothing else 0.0)
     return loss
+
+
+# --- the second-order modes -------------------------------------------------------
+
+cdef inline double cap_slope(double u) noexcept nogil:
+    """The cap's derivative 1 - tanh^2 at a capped logit y = c u, u = y / c
+    (0 where rounding puts |u| above 1)."""
+    cdef double d = 1.0 - u * u
+    return d if d > 0.0 else 0.0
+
+
+cdef inline double target_mass(const Problem *P, const RowPrep *row, const floating *y,
+                               Py_ssize_t yc, Py_ssize_t j) noexcept nogil:
+    """c_j, the weight of -log p_j in the row's loss: the gradient is
+    (upstream gradient x sample weight) (multiplier p_j - c_j)."""
+    cdef double c
+    if P.probabilities:
+        return class_mass(P, y, yc, j)
+    c = P.each * class_weight(P, j) if P.smoothing else 0.0
+    return c + P.keep * row.wt if j == row.t else c
+
+
+cdef void hessian_diagonal(const floating *e, floating *h, Py_ssize_t hc, Py_ssize_t m,
+                           double s, double A, double B, const double *run_scale,
+                           Py_ssize_t run) noexcept nogil:
+    """h (class stride hc) = A p (1 - p) + B p^2 with p = e / s (e times
+    run_scale[b] in run b when run_scale is not NULL): 1 - p is taken as
+    (s - e) / s, which keeps the digits of a probability near 1."""
+    cdef Py_ssize_t j, j0 = 0, j1
+    cdef double q, r = 1.0, inv2 = 1.0 / (s * s)
+    while j0 < m:
+        j1 = m
+        if run_scale != NULL:
+            j1 = min(m, j0 + run)
+            r = run_scale[j0 // run]
+        for j in range(j0, j1):
+            q = e[j] * r
+            h[j * hc] = <floating>(q * (A * (s - q) + B * q) * inv2)
+        j0 = j1
+
+
+cdef void cap_hessian(floating *h, Py_ssize_t hc, const floating *g, const floating *y,
+                      Py_ssize_t m, double c) noexcept nogil:
+    """The Hessian's diagonal h with respect to capped logits y = c tanh(z / c)
+    made one with respect to z: d^2 h + g y'' with d the cap's slope, y'' =
+    -2 (y / c^2) d and g the gradient with respect to y."""
+    cdef Py_ssize_t j
+    cdef double u, d, inv = 1.0 / c
+    for j in range(m):
+        u = y[j] * inv
+        d = cap_slope(u)
+        h[j * hc] = <floating>(d * (d * h[j * hc] - 2.0 * inv * u * g[j]))
+
+
+cdef void hessian_product(const Problem *P, const floating *z, floating *g,
+                          const floating *y, Py_ssize_t yc, const floating *v, Py_ssize_t vc,
+                          double s, const RowPrep *row, double gs, double A, double B,
+                          const double *run_scale, Py_ssize_t run) noexcept nogil:
+    """g (the row's exps, in runs as finish's) = H v, H = A (diag p - p p^T)
+    + B p p^T; with softcapping (z the capped logits) through the cap,
+    d (H (d v)) + g_y y'' v, g_y the gradient with respect to the capped
+    logits (d, y'' as cap_hessian's).  v has class stride vc."""
+    cdef Py_ssize_t j, m = P.m
+    cdef bint capped = P.softcap != 0.0
+    cdef double u = 0.0, p, w, d = 1.0, c_u = 0.0, inv = 0.0
+    if run_scale != NULL:
+        scale_runs(g, m, run, 1.0 / s, run_scale)
+    else:
+        scale(g, m, <floating>(1.0 / s))
+    if capped:
+        inv = 1.0 / P.softcap
+        for j in range(m):
+            u = u + g[j] * (cap_slope(z[j] * inv) * v[j * vc])
+    else:
+        for j in range(m):
+            u = u + <double>g[j] * v[j * vc]
+    for j in range(m):
+        p = g[j]
+        w = v[j * vc]
+        if capped:
+            c_u = z[j] * inv
+            d = cap_slope(c_u)
+        w = A * p * (d * w) + (B - A) * p * u
+        if capped:
+            # (A p - gs c_j: the gradient with respect to the capped logit)
+            w = d * w - (2.0 * inv * c_u * d * (A * p - gs * target_mass(P, row, y, yc, j))
+                         * v[j * vc])
+        g[j] = <floating>w
+
+
+cdef inline bint second_order(const Problem *P, const floating *z, floating *g,
+                              const floating *y, Py_ssize_t yc, floating *aux, Py_ssize_t ac,
+                              double s, const RowPrep *row, double gs, double lse,
+                              const double *run_scale, Py_ssize_t run) noexcept nogil:
+    """finish's Hessian step, while g holds the row's exps: the diagonal
+    into aux (class stride ac) in LOSS_GRAD_HESS, after which finish makes g
+    the gradient; in HVP g becomes the product with the v in aux, and this
+    returns True."""
+    cdef double A = gs * multiplier(P, row, lse)
+    cdef double B = gs * 2.0 * P.z_loss * (1.0 if P.probabilities else row.wt)
+    if P.mode == HVP:
+        hessian_product(P, z, g, y, yc, aux, ac, s, row, gs, A, B, run_scale, run)
+        return True
+    hessian_diagonal(g, aux, ac, P.m, s, A, B, run_scale, run)
+    return False
+
+
+cdef inline bint loss_mode(Mode mode) noexcept nogil:
+    return mode == LOSS or mode == LOSS_GRAD or mode == LOSS_GRAD_HESS or mode == HVP
 
 
 # --- one row: prepare and finish -----------------------------------------------
@@ -539,7 +675,7 @@ cdef inline void prepare(const Problem *P, const floating *z, Py_ssize_t zc,
     row.zmax = zmax
     row.zmin = zmin
     row.t = t
-    if P.mode != LOSS and P.mode != LOSS_GRAD:
+    if not loss_mode(P.mode):
         return
     if P.probabilities:
         # c_j = w_j ((1 - eps) y_j + eps / C); a class with c_j == 0 adds
@@ -560,6 +696,7 @@ cdef inline void prepare(const Problem *P, const floating *z, Py_ssize_t zc,
 cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
                           floating *g, const floating *y, Py_ssize_t yc, double s,
                           const RowPrep *row, double sample_weight, double *lse,
+                          floating *aux=NULL, Py_ssize_t ac=0,
                           const double *run_scale=NULL, Py_ssize_t run=0) noexcept nogil:
     """Loss (or log-sum-exp) of a row whose exps sum to `s`; writes `g`, and
     in the loss modes the row's log-sum-exp into lse.
@@ -571,7 +708,9 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
     that is safe: for log-softmax element by element before the write, and for
     the log-sum-exp of a row with an infinite max.  `z`, `y` have class strides
     zc, yc.  With softcapping, `z` is the row's capped logits, contiguous
-    (zc = 1), and the gradient is taken through the cap at the end.
+    (zc = 1), and the gradient is taken through the cap at the end.  `aux`
+    (class stride ac) is the row's Hessian diagonal to write (LOSS_GRAD_HESS)
+    or its vector v to read (HVP, where `g` gets the product instead).
     """
     cdef Py_ssize_t j, t = row.t, m = P.m
     cdef double log_s = log(s), loss, gs, a, e_t, factor, g_t
@@ -603,7 +742,10 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
         if P.mode == LOSS:
             return loss
         gs = P.grad_scale * sample_weight
-        a = gs * (row.mass + 2.0 * P.z_loss * lse[0] if P.z_loss != 0.0 else row.mass) / s
+        if P.mode != LOSS_GRAD and second_order(P, z, g, y, yc, aux, ac, s, row, gs, lse[0],
+                                                NULL, 0):
+            return loss
+        a = gs * multiplier(P, row, lse[0]) / s
         for j in range(m):
             g[j] = <floating>(g[j] * a - gs * class_mass(P, y, yc, j))
     elif P.mode == LOSS:
@@ -614,6 +756,9 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
             e_t = e_t * run_scale[t // run]
         loss = hard_target_end(P, row, s, log_s, lse[0], sample_weight, e_t, &factor, &g_t)
         gs = P.grad_scale * sample_weight
+        if P.mode != LOSS_GRAD and second_order(P, z, g, y, yc, aux, ac, s, row, gs, lse[0],
+                                                run_scale, run):
+            return loss
         if run_scale != NULL:
             scale_runs(g, m, run, factor, run_scale)
         elif P.smoothing or not isfinite(<floating>factor):
@@ -624,6 +769,8 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
             scale(g, m, <floating>factor)
         g[t] = <floating>g_t
     if P.softcap != 0.0:
+        if P.mode == LOSS_GRAD_HESS:
+            cap_hessian(aux, ac, g, z, m, P.softcap)
         cap_grad(g, z, m, P.softcap)
     return loss
 
@@ -685,7 +832,7 @@ cdef inline Py_ssize_t run_count(Py_ssize_t n, Py_ssize_t run) noexcept nogil:
 
 
 cdef inline bint writes_out(const Problem *P) noexcept nogil:
-    return P.mode == LOSS_GRAD or P.mode == SOFTMAX or P.mode == LOG_SOFTMAX
+    return P.mode != LOSS and P.mode != LOGSUMEXP
 
 
 cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
@@ -701,6 +848,7 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
     cdef Py_ssize_t zc = P.z.sc // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t oc = P.out.sc // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t yc = P.y.sc // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t ac = P.aux.sc // <Py_ssize_t>sizeof(floating)
     cdef bint write = writes_out(P)
     cdef bint strided = zc != 1 or (write and oc != 1) or (P.probabilities and yc != 1)
     cdef bint capped = P.softcap != 0.0
@@ -718,6 +866,7 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
     cdef const floating *y = NULL
     cdef floating *g = NULL
     cdef floating *g_dest = NULL
+    cdef floating *aux = NULL
     cdef double s, v, sw, lse, total = 0.0
     cdef RowPrep row
 
@@ -726,9 +875,12 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
         if r > r0:
             next_row(&pos, P.inner)
         t = row_target(P, pos)
+        aux = <floating *>row_ptr(&P.aux, pos)
         if t < 0:
             if write:
                 clear_row(<floating *>row_ptr(&P.out, pos), oc, m)
+            if P.mode == LOSS_GRAD_HESS:
+                clear_row(aux, ac, m)
             store_row_value(P, pos, 0.0)
             store_lse(P, pos, 0.0)
             continue
@@ -757,7 +909,7 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
             run_parts(z, g if write and P.mode != LOG_SOFTMAX else NULL, m, run,
                       run_top, run_sum)
             s = ce_runs_total(run_top, run_sum, run_count(m, run), &row.zmax, run_scale)
-            v = finish(P, z, 1, g, y, 1, s, &row, sw, &lse, run_scale, run)
+            v = finish(P, z, 1, g, y, 1, s, &row, sw, &lse, aux, ac, run_scale, run)
         else:
             # the next row's logits stream in during this row's exps (rows of a
             # few KB: the hardware prefetcher alone leaves each max pass waiting)
@@ -767,7 +919,7 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
                 s = vexpsum(z, g, m, <floating>row.zmax, <floating>row.zmin, ahead)
             else:
                 s = vsumexp(z, m, <floating>row.zmax, <floating>row.zmin, ahead, block)
-            v = finish(P, z, 1, g, y, 1, s, &row, sw, &lse)
+            v = finish(P, z, 1, g, y, 1, s, &row, sw, &lse, aux, ac)
         if strided and write:
             scatter(g, g_dest, oc, m)
         store_row_value(P, pos, v)
@@ -809,6 +961,7 @@ cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
     cdef Py_ssize_t zc = P.z.sc // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t oc = P.out.sc // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t yc = P.y.sc // <Py_ssize_t>sizeof(floating)
+    cdef Py_ssize_t ac = P.aux.sc // <Py_ssize_t>sizeof(floating)
     cdef bint write = writes_out(P)
     cdef bint capped = P.softcap != 0.0
     cdef Py_ssize_t zs = 1 if capped else zc     # class stride of the rows read
@@ -861,6 +1014,8 @@ cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
             if prep[k].t < 0:
                 if write:
                     clear_row(<floating *>row_ptr(&P.out, positions[k]), oc, m)
+                if P.mode == LOSS_GRAD_HESS:
+                    clear_row(<floating *>row_ptr(&P.aux, positions[k]), ac, m)
                 store_row_value(P, positions[k], 0.0)
                 store_lse(P, positions[k], 0.0)
                 continue
@@ -870,7 +1025,8 @@ cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
             else:
                 z = <const floating *>row_ptr(&P.z, positions[k])
             y = <const floating *>row_ptr(&P.y, positions[k]) if P.probabilities else NULL
-            v = finish(P, z, zs, exps + k * m, y, yc, s, &prep[k], weights[k], &lse)
+            v = finish(P, z, zs, exps + k * m, y, yc, s, &prep[k], weights[k], &lse,
+                       <floating *>row_ptr(&P.aux, positions[k]), ac)
             if write:
                 scatter(exps + k * m, <floating *>row_ptr(&P.out, positions[k]), oc, m)
             store_row_value(P, positions[k], v)
@@ -1083,7 +1239,8 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
         const double[::1] weight, double weight_total,
         Py_ssize_t ignore_index, double label_smoothing, double grad_scale,
         double[::1] chunk_sums, Py_ssize_t rows_per_chunk, int n_threads,
-        floating[:, :] lse, double z_loss, double softcap, bint inf_row_lse):
+        floating[:, :] lse, double z_loss, double softcap, bint inf_row_lse,
+        floating[:, :, :] hess, const floating[:, :, :] vec):
     """Run `mode` over every row of `z` (outer, classes, inner).  Every
     argument is keyword-only: several are numbers that would swap silently.
 
@@ -1100,6 +1257,8 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
     softcap        > 0: the logits are capped, softcap * tanh(z / softcap) (loss modes)
     inf_row_lse    log-softmax of a row whose max is +inf is z - logsumexp(z): NaN where
                    z is +inf, -inf elsewhere (SciPy's); else NaN throughout (PyTorch's)
+    hess           z's shape: the Hessian's diagonal (LOSS_GRAD_HESS), else None
+    vec            z's shape: the vectors the Hessian multiplies (HVP), else None
 
     Each thread's scratch (a block's state, strided rows) is allocated here,
     not on the threads' stacks, which can be small (threading.stack_size);
@@ -1156,6 +1315,18 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
     P.lse = describe(<char *>&lse[0, 0] if P.has_lse else NULL,
                      lse.strides[0] if P.has_lse else 0, 0,
                      lse.strides[1] if P.has_lse else 0)
+    if (hess is not None) != (mode == LOSS_GRAD_HESS) or (vec is not None) != (mode == HVP):
+        raise ValueError("hess goes with LOSS_GRAD_HESS, vec with HVP, and only they")
+    if hess is not None:
+        _check_same_shape(hess, z)
+        P.aux = describe(<char *>&hess[0, 0, 0] if m > 0 else NULL, hess.strides[0],
+                         hess.strides[1], hess.strides[2])
+    elif vec is not None:
+        _check_same_shape(vec, z)
+        P.aux = describe(<char *>&vec[0, 0, 0] if m > 0 else NULL, vec.strides[0],
+                         vec.strides[1], vec.strides[2])
+    else:
+        P.aux = describe(NULL, 0, 0, 0)
 
     if m == 0:
         # No classes: log-sum-exp of nothing is -inf.  The shim lets loss modes
@@ -1170,7 +1341,8 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
     hard_plain = ((mode == LOSS or mode == LOSS_GRAD) and not P.probabilities and not P.smoothing
                   and z_loss == 0.0 and softcap == 0.0)
     split = (m >= SPLIT_MIN_CLASSES and n_rows <= SPLIT_MAX_ROWS
-             and not P.probabilities and not P.smoothing)
+             and not P.probabilities and not P.smoothing
+             and mode != LOSS_GRAD_HESS and mode != HVP)
     if split:
         per_thread, n_spaces = runs_bytes(item) + (2 * m * item if rows_scratch else 0), 1
     elif m > CE_SHORT_MAX:

@@ -157,19 +157,33 @@ def _check_bool(value, name):
     return bool(value)
 
 
-def _check_output(out, like, dtype, like_name):
-    """A caller's `out` for an array shaped like `like`, of float dtype `dtype`
-    (either byte order)."""
+def _check_output(out, like, dtype, like_name, name="out"):
+    """A caller's `out` (called `name`) for an array shaped like `like`, of
+    float dtype `dtype` (either byte order)."""
     if not isinstance(out, np.ndarray) or _is_masked(out):
-        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}"
-                        + ("; pass out.data, its unmasked array" if _is_masked(out) else ""))
+        raise TypeError(f"{name} must be a numpy.ndarray, got {type(out).__name__}"
+                        + (f"; pass {name}.data, its unmasked array" if _is_masked(out) else ""))
     if _native(out.dtype) != dtype:
-        raise TypeError(f"out must have dtype {dtype} (as {like_name}), got {out.dtype}")
+        raise TypeError(f"{name} must have dtype {dtype} (as {like_name}), got {out.dtype}")
     if out.shape != like.shape:
-        raise ValueError(f"out must have shape {like.shape} (as {like_name}), got {out.shape}")
+        raise ValueError(f"{name} must have shape {like.shape} (as {like_name}), got {out.shape}")
     if not out.flags.writeable:
-        raise ValueError("out is read-only")
-    _check_distinct_elements(out, "out")
+        raise ValueError(f"{name} is read-only")
+    _check_distinct_elements(out, name)
+
+
+def _vector(v, shape, dtype):
+    """The vectors a Hessian multiplies: real numbers of the logits' `shape`,
+    as `dtype` (float32 for half-precision logits, converted a block at a
+    time by the kernels' caller: kept in their own float dtype then)."""
+    v = _asarray(v, "v")
+    if not (_is_floating(v.dtype) or v.dtype.kind in "iu"):
+        raise TypeError(f"v must hold real numbers (integer or floating), got dtype {v.dtype}")
+    if v.shape != shape:
+        raise ValueError(f"v must have the logits' shape {shape}, got {v.shape}")
+    if _half_kind(v.dtype) and dtype == np.float32:
+        return v
+    return v.astype(dtype, copy=False)
 
 
 def _check_distinct_elements(a, name):

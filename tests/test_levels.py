@@ -46,6 +46,11 @@ for m, n in ((3, 200), (10, 300), (64, 100), (65, 100), (1000, 50), (9000, 8), (
                 key = f"{m}x{n}/{np.dtype(dtype).name}/{name}/t{threads}"
                 out["results"][key + "/loss"] = digest(loss)
                 out["results"][key + "/grad"] = digest(grad)
+                out["results"][key + "/hess"] = digest(ce.cross_entropy_grad_hess(
+                    z, target, reduction="none", n_threads=threads, **kw)[2])
+                out["results"][key + "/hvp"] = digest(ce.cross_entropy_hvp(
+                    z, target, np.cos(np.arange(z.size).reshape(z.shape)).astype(dtype),
+                    reduction="none", n_threads=threads, **kw))
         out["results"][f"{m}x{n}/{np.dtype(dtype).name}/softmax"] = digest(ce.softmax(z))
         out["results"][f"{m}x{n}/{np.dtype(dtype).name}/lse"] = digest(ce.logsumexp(z))
 json.dump(out, sys.stdout)

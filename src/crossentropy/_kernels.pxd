@@ -90,8 +90,10 @@ cdef extern from "csrc/ce.h" nogil:
     double ce_short_xent_f32(const ce_rows *z, Py_ssize_t zc, const Py_ssize_t *target,
                              Py_ssize_t ts, Py_ssize_t ignore, const double *weight,
                              Py_ssize_t n, Py_ssize_t m, const ce_rows *g, Py_ssize_t gc,
-                             double gscale, double *loss, double *lse, float *buf)
+                             const ce_rows *h, Py_ssize_t hc, double gscale, double *loss,
+                             double *lse, float *buf)
     double ce_short_xent_f64(const ce_rows *z, Py_ssize_t zc, const Py_ssize_t *target,
                              Py_ssize_t ts, Py_ssize_t ignore, const double *weight,
                              Py_ssize_t n, Py_ssize_t m, const ce_rows *g, Py_ssize_t gc,
-                             double gscale, double *loss, double *lse, double *buf)
+                             const ce_rows *h, Py_ssize_t hc, double gscale, double *loss,
+                             double *lse, double *buf)

@@ -36,14 +36,17 @@ logits is ``A (diag p - p p^T) + B p p^T`` per row (``A`` what multiplies the
 probabilities in the gradient, ``B`` the z-loss's ``2 z_loss``, both weighted
 and scaled as the gradient), of which ``hessian_diagonal`` writes the
 diagonal and ``hessian_product`` applies it to a vector; softcapping takes
-both through the cap.
+both through the cap.  The across-rows block of short rows writes the
+diagonal itself (``ce_short_xent``'s ``h``), from the exps left in its
+buffer once the gradient is out.
 
 Which loops run depends on the shape and the options, never on the layout:
 
 * short rows (``m <= CE_SHORT_MAX``) with class-index targets, no smoothing,
-  no z-loss, no cap and no Hessian: ``short_rows_hard``, vectorised across
-  blocks of 64 rows (``ce_short_xent`` in ``csrc/short_rows_template.h``: the
-  block is transposed so that every step is SIMD over rows).
+  no z-loss, no cap and no Hessian product: ``short_rows_hard``, vectorised
+  across blocks of 64 rows (``ce_short_xent`` in
+  ``csrc/short_rows_template.h``: the block is transposed so that every step
+  is SIMD over rows).
 * other short rows: ``short_rows``: ``z - max`` of a block of rows goes into one
   buffer, one SIMD exp covers the whole block, the rest is plain loops.
 * long rows: ``long_rows``, SIMD primitives per row; a row whose classes are
@@ -1039,11 +1042,14 @@ cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
 cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
                             const floating *element_type) noexcept nogil:
     """short_rows for the common case, hard targets without smoothing, in
-    blocks of CE_ROWS rows vectorised across rows by ce_short_xent."""
+    blocks of CE_ROWS rows vectorised across rows by ce_short_xent (the
+    Hessian's diagonal too, in LOSS_GRAD_HESS)."""
     cdef Py_ssize_t m = P.m, inner = P.inner, ignore = P.ignore_index, b0, b1, k, n, t, ts
     cdef Py_ssize_t zc = P.z.sc // <Py_ssize_t>sizeof(floating)
     cdef Py_ssize_t oc = P.out.sc // <Py_ssize_t>sizeof(floating)
-    cdef bint write = P.mode == LOSS_GRAD
+    cdef Py_ssize_t ac = P.aux.sc // <Py_ssize_t>sizeof(floating)
+    cdef bint write = P.mode == LOSS_GRAD or P.mode == LOSS_GRAD_HESS
+    cdef bint hess = P.mode == LOSS_GRAD_HESS
     cdef const double *class_weight = P.weight
     cdef bint has_sw = P.has_sample_weight
     cdef bint weighted = class_weight != NULL or has_sw
@@ -1051,12 +1057,13 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char
     cdef bint keep_lse = P.has_lse
     # Local copies: the compiler then knows the stores below do not change them
     # (read through P, they were reloaded for every row).
-    cdef Strided z = P.z, out = P.out, target = P.target
+    cdef Strided z = P.z, out = P.out, target = P.target, aux = P.aux
     cdef Strided sample_weight = P.sample_weight
     cdef double total = 0.0
-    cdef ce_rows zrows, grows
+    cdef ce_rows zrows, grows, hrows
     cdef void *zat[CE_ROWS]
     cdef void *gat[CE_ROWS]
+    cdef void *hat[CE_ROWS]
     cdef Py_ssize_t targets[CE_ROWS]
     cdef double weights[CE_ROWS]
     cdef double losses[CE_ROWS]
@@ -1069,8 +1076,10 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char
     # the block's row addresses are listed.
     zrows.step = z.so
     grows.step = out.so
+    hrows.step = aux.so
     zrows.at = NULL if inner == 1 else zat
     grows.at = NULL if inner == 1 else gat
+    hrows.at = NULL if inner == 1 else hat
     b0 = r0
     while b0 < r1:
         b1 = b0 + CE_ROWS
@@ -1081,6 +1090,8 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char
             zrows.base = z.data + b0 * z.so
             if write:
                 grows.base = out.data + b0 * out.so
+            if hess:
+                hrows.base = aux.data + b0 * aux.so
             tp = target.data + b0 * target.so
             ts = target.so
             if has_sw:
@@ -1093,6 +1104,8 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char
                 zat[k] = row_ptr(&z, pos)
                 if write:
                     gat[k] = row_ptr(&out, pos)
+                if hess:
+                    hat[k] = row_ptr(&aux, pos)
                 targets[k] = (<Py_ssize_t *>row_ptr(&target, pos))[0]
                 if has_sw:
                     weights[k] = (<double *>row_ptr(&sample_weight, pos))[0]
@@ -1107,13 +1120,13 @@ cdef double short_rows_hard(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char
         if floating is float:
             total = total + ce_short_xent_f32(
                 &zrows, zc, <Py_ssize_t *>tp, ts, ignore, weights if weighted else NULL, n, m,
-                &grows if write else NULL, oc, P.grad_scale, losses if keep_rows else NULL,
-                lses if keep_lse else NULL, <float *>ws)
+                &grows if write else NULL, oc, &hrows if hess else NULL, ac, P.grad_scale,
+                losses if keep_rows else NULL, lses if keep_lse else NULL, <float *>ws)
         else:
             total = total + ce_short_xent_f64(
                 &zrows, zc, <Py_ssize_t *>tp, ts, ignore, weights if weighted else NULL, n, m,
-                &grows if write else NULL, oc, P.grad_scale, losses if keep_rows else NULL,
-                lses if keep_lse else NULL, <double *>ws)
+                &grows if write else NULL, oc, &hrows if hess else NULL, ac, P.grad_scale,
+                losses if keep_rows else NULL, lses if keep_lse else NULL, <double *>ws)
         if keep_rows:
             for k in range(n):
                 store_row_value(P, row_pos(b0 + k, inner), losses[k])
@@ -1338,8 +1351,8 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
     # Hard targets without smoothing: the across-rows SIMD block for short rows
     # (without the options that it leaves to short_rows), and for few very
     # long rows, rows shared by all threads.
-    hard_plain = ((mode == LOSS or mode == LOSS_GRAD) and not P.probabilities and not P.smoothing
-                  and z_loss == 0.0 and softcap == 0.0)
+    hard_plain = ((mode == LOSS or mode == LOSS_GRAD or mode == LOSS_GRAD_HESS)
+                  and not P.probabilities and not P.smoothing and z_loss == 0.0 and softcap == 0.0)
     split = (m >= SPLIT_MIN_CLASSES and n_rows <= SPLIT_MAX_ROWS
              and not P.probabilities and not P.smoothing
              and mode != LOSS_GRAD_HESS and mode != HVP)

@@ -5,7 +5,8 @@
 
 /* The short-row block moves rows with contiguous classes by register tiles
    (whole and half) and strided rows element by element: both must give the
-   same bits (loss, block sum and gradient; NaN for NaN), for every row length
+   same bits (loss, block sum, gradient and Hessian diagonal; NaN for NaN),
+   for every row length
    1..64 and every block size 1..64 (with `step` > 1, for emulated builds:
    the sizes 1..8, every step-th after them, and 64), with rows given by a
    first row and a step or by a list of addresses.  Each contiguous row sits
@@ -16,18 +17,23 @@
    ignored.  Returns the number of disagreements. */
 static long long CE_FN(tile_disagreements)(int step)
 {
-    static char *zpages, *gpages;
-    static T zt[64 * CE_ROWS], g2[64 * CE_ROWS];
+    static char *zpages, *gpages, *hpages;
+    static T zt[64 * CE_ROWS], g2[64 * CE_ROWS], h2[64 * CE_ROWS];
     long pg = page_size();
     long long bad = 0;
     uint64_t st = 99;
     static T blk[CE_SHORT_MAX * CE_ROWS] CE_ALIGNED(32);
-    if (zpages == NULL) { zpages = guarded_pages(CE_ROWS); gpages = guarded_pages(CE_ROWS); }
+    if (zpages == NULL) {
+        zpages = guarded_pages(CE_ROWS);
+        gpages = guarded_pages(CE_ROWS);
+        hpages = guarded_pages(CE_ROWS);
+    }
     for (int at_end = 0; at_end < 2; at_end++)
     for (int m = 1; m <= 64; m++)
     for (int n = 1; n <= CE_ROWS;
          n = n < 8 || n == CE_ROWS ? n + 1 : n + step < CE_ROWS ? n + step : CE_ROWS) {
-        void *zl[CE_ROWS], *gl[CE_ROWS], *zl2[CE_ROWS], *gl2[CE_ROWS];
+        void *zl[CE_ROWS], *gl[CE_ROWS], *hl[CE_ROWS], *zl2[CE_ROWS], *gl2[CE_ROWS],
+             *hl2[CE_ROWS];
         ptrdiff_t t[2 * CE_ROWS];
         double l1[CE_ROWS], l2[CE_ROWS], l3[CE_ROWS];
         size_t off = at_end ? (size_t)pg - m * sizeof(T) : 0;
@@ -45,30 +51,37 @@ static long long CE_FN(tile_disagreements)(int step)
             for (int j = 0; j < m; j++) zt[j * CE_ROWS + k] = z[j];
             zl[k] = z;
             gl[k] = gpages + 2 * k * pg + off;
+            hl[k] = hpages + 2 * k * pg + off;
             zl2[k] = zt + k;
             gl2[k] = g2 + k;
+            hl2[k] = h2 + k;
         }
         /* contiguous rows: evenly spaced, then listed; strided rows */
-        ce_rows z1 = {zpages + off, 2 * pg, NULL}, g1 = {gpages + off, 2 * pg, NULL};
-        ce_rows z3 = {NULL, 0, zl}, g3 = {NULL, 0, gl};
-        ce_rows z2 = {NULL, 0, zl2}, gs2 = {NULL, 0, gl2};
+        ce_rows z1 = {zpages + off, 2 * pg, NULL}, g1 = {gpages + off, 2 * pg, NULL},
+                h1 = {hpages + off, 2 * pg, NULL};
+        ce_rows z3 = {NULL, 0, zl}, g3 = {NULL, 0, gl}, h3 = {NULL, 0, hl};
+        ce_rows z2 = {NULL, 0, zl2}, gs2 = {NULL, 0, gl2}, hs2 = {NULL, 0, hl2};
         ptrdiff_t ts = 2 * sizeof(ptrdiff_t);
-        double s2 = CE_FN(ce_short_xent)(&z2, CE_ROWS, t, ts, -100, NULL, n, m, &gs2, CE_ROWS, 0.5, l2, NULL, blk);
+        double s2 = CE_FN(ce_short_xent)(&z2, CE_ROWS, t, ts, -100, NULL, n, m, &gs2, CE_ROWS,
+                                        &hs2, CE_ROWS, 0.5, l2, NULL, blk);
         for (int pass = 0; pass < 2; pass++) {
             for (int k = 0; k < n; k++)       /* nothing left from the last */
-                for (int j = 0; j < m; j++) ((T *)gl[k])[j] = (T)12345;
+                for (int j = 0; j < m; j++) ((T *)gl[k])[j] = ((T *)hl[k])[j] = (T)12345;
             double s1 = CE_FN(ce_short_xent)(pass ? &z3 : &z1, 1, t, ts, -100, NULL, n, m,
-                                            pass ? &g3 : &g1, 1, 0.5, l1, NULL, blk);
+                                            pass ? &g3 : &g1, 1, pass ? &h3 : &h1, 1, 0.5, l1,
+                                            NULL, blk);
             bad += !CE_SAME(s1, s2);
             for (int k = 0; k < n; k++) {
                 bad += !CE_SAME(l1[k], l2[k]);
-                T *g = (T *)gl[k];
-                for (int j = 0; j < m; j++)
+                T *g = (T *)gl[k], *h = (T *)hl[k];
+                for (int j = 0; j < m; j++) {
                     bad += !CE_SAME(g[j], g2[j * CE_ROWS + k]);
+                    bad += !CE_SAME(h[j], h2[j * CE_ROWS + k]);
+                }
             }
         }
         /* the loss alone: the same losses */
-        CE_FN(ce_short_xent)(&z1, 1, t, ts, -100, NULL, n, m, NULL, 1, 0.5, l3, NULL, blk);
+        CE_FN(ce_short_xent)(&z1, 1, t, ts, -100, NULL, n, m, NULL, 1, NULL, 1, 0.5, l3, NULL, blk);
         for (int k = 0; k < n; k++) bad += !CE_SAME(l3[k], l2[k]);
         if (n > 3) bad += l2[3] != 0.0;          /* the ignored row */
     }

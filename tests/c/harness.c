@@ -146,8 +146,8 @@ int main(int argc, char **argv)
     for (long long b = 0; m <= CE_SHORT_MAX && b < n; b += CE_ROWS) {
         long long len = n - b < CE_ROWS ? n - b : CE_ROWS;
         ce_rows zr = {(char *)(z + b * m), m * 4, NULL}, gr = {(char *)(g + b * m), m * 4, NULL};
-        ce_short_xent_f32(&zr, 1, t + b, sizeof(ptrdiff_t), -100, NULL, len, m, &gr, 1, 1.0,
-                          loss + b, NULL, blk);
+        ce_short_xent_f32(&zr, 1, t + b, sizeof(ptrdiff_t), -100, NULL, len, m, &gr, 1, NULL, 1,
+                          1.0, loss + b, NULL, blk);
     }
     /* row 0 in runs: its sum (storing the exps and not), max and softmax */
     ptrdiff_t run = ce_run_length(m);

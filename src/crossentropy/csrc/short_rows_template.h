@@ -113,6 +113,31 @@ CE_INLINE void CE_FNL(ce_row_list)(const ce_rows *rows, ptrdiff_t n, T **out)
         for (ptrdiff_t k = 0; k < n; k++) out[k] = (T *)(base + k * step);
 }
 
+/* Rows 0..n-1 of the [class][row] block into rows (class stride gc), each
+   row k times a[k]: by register tiles where the classes are contiguous
+   (tiles' layout from ce_tiles), else element by element. */
+CE_INLINE void CE_FNL(ce_block_out)(const T *buf, const T *a, T *const *rows, ptrdiff_t gc,
+                                   ptrdiff_t n, ptrdiff_t m, int n_tiles,
+                                   const ptrdiff_t *start, const int *half)
+{
+    ptrdiff_t k = 0, j;
+#if CE_GNU
+    if (gc == 1 && n_tiles > 0)
+        for (; k + CE_VL <= n; k += CE_VL)
+            for (int i = 0; i < n_tiles; i++) {
+                if (half[i])
+                    CE_FNL(ce_half_out)(buf + start[i] * CE_ROWS + k, a + k, rows + k, start[i]);
+                else
+                    CE_FNL(ce_tile_out)(buf + start[i] * CE_ROWS + k, a + k, rows + k, start[i]);
+            }
+#else
+    (void)n_tiles; (void)start; (void)half;
+#endif
+    for (; k < n; k++)
+        CE_NO_VECTORIZE
+        for (j = 0; j < m; j++) rows[k][j * gc] = buf[j * CE_ROWS + k] * a[k];
+}
+
 /*
  * Short rows, many at a time: softmax cross-entropy with hard targets for up
  * to CE_ROWS rows of m <= CE_SHORT_MAX classes.  The rows are transposed into
@@ -129,6 +154,8 @@ CE_INLINE void CE_FNL(ce_row_list)(const ce_rows *rows, ptrdiff_t n, T **out)
  *               the row
  *   weight[k]   row k's weight (class weight x sample weight), or NULL for 1
  *   g           where the rows' gradients go (stride gc), or g == NULL
+ *   h           with g: where the diagonals of the rows' Hessians go (stride
+ *               hc), gscale * w p (1 - p) with 1 - p as (s - e) / s; or NULL
  *   gscale      multiplies every gradient (upstream gradient / denominator)
  *   loss[k]     receives row k's weighted loss (0 for ignored rows), or
  *               loss == NULL
@@ -143,7 +170,8 @@ CE_INLINE void CE_FNL(ce_row_list)(const ce_rows *rows, ptrdiff_t n, T **out)
 static CE_TARGET double CE_FNL(ce_short_xent)(
     const ce_rows *z, ptrdiff_t zc, const ptrdiff_t *target, ptrdiff_t ts,
     ptrdiff_t ignore, const double *weight, ptrdiff_t n, ptrdiff_t m,
-    const ce_rows *g, ptrdiff_t gc, double gscale, double *loss, double *lse, T *buf)
+    const ce_rows *g, ptrdiff_t gc, const ce_rows *h, ptrdiff_t hc, double gscale,
+    double *loss, double *lse, T *buf)
 {
     buf = CE_ASSUME_ALIGNED(buf, 32);
     T mx[CE_ROWS], mn[CE_ROWS], a[CE_ROWS] CE_ALIGNED(32);
@@ -167,10 +195,11 @@ static CE_TARGET double CE_FNL(ce_short_xent)(
             CE_PREFETCH(grows[k] + (m - 1) * gc, 1);
         }
     k = 0;
+    ptrdiff_t start[CE_SHORT_MAX / 2 + 2];
+    int half[CE_SHORT_MAX / 2 + 2], n_tiles = 0;
 #if CE_GNU
     const T *const *zin = (const T *const *)zrows;
-    ptrdiff_t start[CE_SHORT_MAX / 2 + 2];
-    int half[CE_SHORT_MAX / 2 + 2], n_tiles = 0, i;
+    int i;
     if (m >= CE_VL / 2) n_tiles = ce_tiles(m, CE_VL, start, half);
     if (zc == 1 && n_tiles > 0)
         for (; k + CE_VL <= n; k += CE_VL)
@@ -263,41 +292,49 @@ static CE_TARGET double CE_FNL(ce_short_xent)(
     if (grows == NULL) return total;
     /* Gradient: p = e / s scaled by gscale * w (the row's weight is its
        target's), then the target's entry (ce_target_grad). */
-    double gt[CE_ROWS], f[CE_ROWS];
+    double gt[CE_ROWS], f[CE_ROWS], gw[CE_ROWS];
     int overflow = 0;
     for (k = 0; k < CE_ROWS; k++) {
-        double gw = gscale * w[k], inv = 1.0 / s[k];
-        f[k] = gw * inv;
+        double inv = 1.0 / s[k];
+        gw[k] = gscale * w[k];
+        f[k] = gw[k] * inv;
         a[k] = (T)f[k];
-        gt[k] = ce_target_grad(gw, 1.0, et[k] * inv, 1.0, 0.0);
+        gt[k] = ce_target_grad(gw[k], 1.0, et[k] * inv, 1.0, 0.0);
         overflow |= (a[k] == CE_INF || a[k] == -CE_INF)
                     && !(f[k] == INFINITY || f[k] == -INFINITY);
     }
-    k = 0;
     if (overflow) {            /* a factor overflows T; the products may not */
-        for (; k < n; k++)
+        for (k = 0; k < n; k++)
             CE_NO_VECTORIZE
             for (j = 0; j < m; j++)
                 grows[k][j * gc] = (T)(buf[j * CE_ROWS + k] * f[k]);
+    } else {
+        CE_FNL(ce_block_out)(buf, a, grows, gc, n, m, n_tiles, start, half);
     }
-#if CE_GNU
-    else if (gc == 1 && n_tiles > 0) {
-        for (; k + CE_VL <= n; k += CE_VL)
-            for (i = 0; i < n_tiles; i++) {
-                if (half[i])
-                    CE_FNL(ce_half_out)(buf + start[i] * CE_ROWS + k, a + k, grows + k, start[i]);
-                else
-                    CE_FNL(ce_tile_out)(buf + start[i] * CE_ROWS + k, a + k, grows + k, start[i]);
-            }
-    }
-#endif
-    for (; k < n; k++)
-        CE_NO_VECTORIZE
-        for (j = 0; j < m; j++) grows[k][j * gc] = buf[j * CE_ROWS + k] * a[k];
     for (k = 0; k < n; k++) {
         T *gk = grows[k];
         if (t[k] < 0) { for (j = 0; j < m; j++) gk[j * gc] = 0; continue; }
         gk[t[k] * gc] = (T)gt[k];
     }
+    if (h == NULL) return total;
+    /* The Hessian's diagonal, over the exps in place (the gradient is out). */
+    T *hrow_list[CE_ROWS];
+    double inv2[CE_ROWS];
+    CE_FNL(ce_row_list)(h, n, hrow_list);
+    for (k = 0; k < CE_ROWS; k++) {
+        inv2[k] = 1.0 / (s[k] * s[k]);
+        a[k] = 1;
+    }
+    for (j = 0; j < m; j++) {
+        T *col = buf + j * CE_ROWS;
+        for (k = 0; k < CE_ROWS; k++) {
+            double e = col[k];
+            col[k] = (T)(e * (gw[k] * (s[k] - e)) * inv2[k]);
+        }
+    }
+    CE_FNL(ce_block_out)(buf, a, hrow_list, hc, n, m, n_tiles, start, half);
+    for (k = 0; k < n; k++)
+        if (t[k] < 0)
+            for (j = 0; j < m; j++) hrow_list[k][j * hc] = 0;
     return total;
 }

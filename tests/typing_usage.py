@@ -32,3 +32,11 @@ gh_loss, gh_grad, gh_hess = ce.cross_entropy_grad_hess(logits, target, out=(None
 gh_rows, _, _, gh_lse = ce.cross_entropy_grad_hess(logits, target, reduction="none",
                                                    return_lse=True)
 product: npt.NDArray[np.floating] = ce.cross_entropy_hvp(logits, target, np.ones((4, 3)))
+parts: npt.NDArray[np.float64] = ce.combine_partials([
+    ce.cross_entropy_partials(logits[:, :1], target, class_start=0, n_classes=3),
+    ce.cross_entropy_partials(logits[:, 1:], target, class_start=1, n_classes=3)])
+sharded_loss = ce.cross_entropy_from_partials(parts, target, n_classes=3, dtype=np.float32)
+sharded_rows, sharded_lse = ce.cross_entropy_from_partials(parts, target, n_classes=3,
+                                                           reduction="none", return_lse=True)
+slice_grad: npt.NDArray[np.floating] = ce.cross_entropy_shard_grad(
+    logits[:, 1:], target, parts, class_start=1, n_classes=3, inplace=False)

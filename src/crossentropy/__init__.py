@@ -15,13 +15,21 @@ from ._api import (
 )
 from ._config import show_config
 from ._linear import linear_cross_entropy, linear_cross_entropy_and_grad
+from ._shards import (
+    combine_partials, cross_entropy_from_partials, cross_entropy_partials,
+    cross_entropy_shard_grad,
+)
 
 __all__ = [
     "__version__",
+    "combine_partials",
     "cross_entropy",
     "cross_entropy_and_grad",
+    "cross_entropy_from_partials",
     "cross_entropy_grad_hess",
     "cross_entropy_hvp",
+    "cross_entropy_partials",
+    "cross_entropy_shard_grad",
     "linear_cross_entropy",
     "linear_cross_entropy_and_grad",
     "log_softmax",

@@ -57,20 +57,23 @@ def _chunking(n_rows, n_classes, n_threads):
 def _run(mode, z3, threads, *, out3=None, y3=None, target2=None, sample_weight2=None,
          row_value=None, weight=None, ignore_index=-100, label_smoothing=0.0,
          grad_scale=1.0, lse=None, z_loss=0.0, softcap=0.0, inf_row_lse=False, hess3=None,
-         v3=None):
-    """Call the kernel once; returns the per-chunk loss sums."""
+         v3=None, part=None, shard=(0, None)):
+    """Call the kernel once; returns the per-chunk loss sums.  `shard` is
+    (offset, n_all) in the shard modes, whose rows have n_all classes."""
     n_rows = z3.shape[0] * z3.shape[2]
     m = z3.shape[1]
+    offset, n_all = shard
+    n_all = m if n_all is None else n_all
     rows_per_chunk, n_chunks, threads = _chunking(n_rows, m, threads)
     chunk_sums = np.zeros(n_chunks, dtype=np.float64)
-    weight_total = float(np.sum(weight)) if weight is not None else float(m)
+    weight_total = float(np.sum(weight)) if weight is not None else float(n_all)
     _kernels.run(mode=int(mode), z=z3, out=out3, y=y3, target=target2,
                  sample_weight=sample_weight2, row_value=row_value, weight=weight,
                  weight_total=weight_total, ignore_index=ignore_index,
                  label_smoothing=label_smoothing, grad_scale=grad_scale,
                  chunk_sums=chunk_sums, rows_per_chunk=rows_per_chunk, n_threads=threads,
                  lse=lse, z_loss=z_loss, softcap=softcap, inf_row_lse=inf_row_lse,
-                 hess=hess3, vec=v3)
+                 hess=hess3, vec=v3, part=part, offset=offset, n_all=n_all)
     return chunk_sums
 
 
@@ -105,7 +108,7 @@ def _half_pieces(r0, r1, inner):
 
 
 def _run_half(mode, zbits3, threads, bfloat16, *, outbits3, hessbits3, y3, v3, target2,
-              sample_weight2, row_value, lse, **options):
+              sample_weight2, row_value, lse, part=None, **options):
     """_run over half-precision logits (their bits, uint16): each block of
     rows read into one float32 buffer, computed there (the gradient in
     place), the gradient (and the Hessian's diagonal, from a buffer of its
@@ -124,6 +127,7 @@ def _run_half(mode, zbits3, threads, bfloat16, *, outbits3, hessbits3, y3, v3, t
         target2, sample_weight2, row_value, lse = (
             None if a is None else a.reshape((-1, 1)) for a in (target2, sample_weight2,
                                                                  row_value, lse))
+        part = None if part is None else part.reshape((-1, 1, part.shape[-1]))
     sums = []
     for a, e in blocks:
         k = e - a
@@ -150,7 +154,7 @@ def _run_half(mode, zbits3, threads, bfloat16, *, outbits3, hessbits3, y3, v3, t
                          y3=block.get("y"), v3=block.get("v"), hess3=block.get("hess"),
                          **{name: None if v is None else v[a:e] for name, v in (
                              ("target2", target2), ("sample_weight2", sample_weight2),
-                             ("row_value", row_value), ("lse", lse))},
+                             ("row_value", row_value), ("lse", lse), ("part", part))},
                          **options))
         for where, values, others in pieces:
             if outbits3 is not None:
@@ -161,17 +165,19 @@ def _run_half(mode, zbits3, threads, bfloat16, *, outbits3, hessbits3, y3, v3, t
 
 
 def _run_any(mode, z3, threads, half, *, out3=None, hess3=None, y3=None, v3=None,
-             target2=None, sample_weight2=None, row_value=None, lse=None, **options):
+             target2=None, sample_weight2=None, row_value=None, lse=None, part=None,
+             **options):
     """_run, or for half-precision logits (`half` their kind, else None)
     _run_half over their bits; returns the chunk sums."""
     if not half:
         return _run(mode, z3, threads, out3=out3, hess3=hess3, y3=y3, v3=v3, target2=target2,
-                    sample_weight2=sample_weight2, row_value=row_value, lse=lse, **options)
+                    sample_weight2=sample_weight2, row_value=row_value, lse=lse, part=part,
+                    **options)
     return _run_half(mode, z3.view(np.uint16), threads, half == "bfloat16",
                      outbits3=None if out3 is None else out3.view(np.uint16),
                      hessbits3=None if hess3 is None else hess3.view(np.uint16), y3=y3, v3=v3,
                      target2=target2, sample_weight2=sample_weight2, row_value=row_value,
-                     lse=lse, **options)
+                     lse=lse, part=part, **options)
 
 
 def _to_half(a, dtype, bfloat16):
@@ -191,6 +197,31 @@ def _mean_scale(grad_scale, reduction, denominator, n_active):
     # No position counts: PyTorch gives a zero gradient when every position
     # is ignored, and NaN when the weights of the rest are 0.
     return 0.0 if n_active == 0 else math.nan
+
+
+def _partials_array(a, positions, name):
+    """Partials or totals of these positions as the kernels read them:
+    float64, the positions' shape + (_PARTS,), native and aligned."""
+    a = _asarray(a, name)
+    if a.dtype != np.float64:
+        raise TypeError(f"{name} must be float64 (as the partials are), got {a.dtype}")
+    if a.shape != positions + (_PARTS,):
+        raise ValueError(f"{name} has shape {a.shape}, expected {positions + (_PARTS,)}: "
+                         f"the positions' shape and {_PARTS} numbers for each")
+    return _kernel_ready(a)
+
+
+def _check_inplace(logits, out, inplace):
+    """inplace as a bool, checked against out and the logits given."""
+    inplace = _check_bool(inplace, "inplace")
+    if inplace:
+        if out is not None:
+            raise ValueError("pass either out= or inplace=True, not both")
+        if not isinstance(logits, np.ndarray):
+            raise TypeError(
+                f"inplace=True needs logits to be a numpy.ndarray, got {type(logits).__name__}"
+            )
+    return inplace
 
 
 def _results(loss, arrays, lse, positions):
@@ -215,12 +246,15 @@ def _reduce(chunk_sums, row_value, denominator, reduction, dtype, shape):
 
 
 _MODES = {"loss": Mode.LOSS, "grad": Mode.LOSS_GRAD, "hess": Mode.LOSS_GRAD_HESS,
-          "hvp": Mode.HVP}
+          "hvp": Mode.HVP, "partials": Mode.PARTIALS, "shard_grad": Mode.SHARD_GRAD}
+# What a row's partials hold: its max, float64 sum of exps, target mass
+# sum_j c_j and sum_j c_j (max - z_j) (_shards.py combines them).
+_PARTS = 4
 
 
 def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
           label_smoothing, sample_weight, grad_scale, z_loss, softcap, return_lse,
-          outputs, out=None, inplace=False, hess_out=None, v=None):
+          outputs, out=None, inplace=False, hess_out=None, v=None, shard=None, totals=None):
     """Shared body of the loss functions: validate every argument, then run
     the kernel once (half precision: once per block).
 
@@ -230,6 +264,12 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
     the Hessian times `v` alone, into `out` or a new array.  Returns the
     loss, with the arrays after it, and with `return_lse` the log-sum-exps
     last; for "hvp", the product alone.
+
+    With `shard` = (class_start, n_classes), the logits are classes
+    [class_start, class_start + C) of rows of n_classes (class-index targets
+    and `weight` are the whole rows'): "partials" returns the rows' partials
+    (the positions' shape + (_PARTS,), float64), "shard_grad" the shard's
+    gradient from the rows' combined `totals` (the same shape).
     """
     _check_reduction(reduction)
     out_name = "out[0]" if outputs == "hess" else "out"
@@ -240,7 +280,7 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
     threads, ignore_index, label_smoothing, grad_scale, z_loss, softcap, return_lse = (
         _check_loss_options(n_threads, ignore_index, label_smoothing, grad_scale, z_loss,
                             softcap, return_lse, compute))
-    n_classes = logits.shape[axis]
+    n_classes = logits.shape[axis] if shard is None else shard[1]
     positions = logits.shape[:axis] + logits.shape[axis + 1:]
     outer, _, inner = _split_shape(logits.shape, axis)
     t = _asarray(target, "target")
@@ -269,7 +309,8 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
     y3 = target2 = None
     if t.dtype.kind in "iu":
         target2, kernel_ignore, n_active, denominator = _target_indices(
-            t, logits.shape, axis, ignore_index, weight, sample_weight2)
+            t, logits.shape[:axis] + (n_classes,) + logits.shape[axis + 1:], axis, ignore_index,
+            weight, sample_weight2)
     elif _is_floating(t.dtype):
         y3 = _target_probabilities(t, logits, axis, ignore_index, None if half else dtype)
         kernel_ignore = -1
@@ -285,16 +326,21 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
     row_value = np.empty((outer, inner), compute) if reduction == "none" else None
     lse = np.empty((outer, inner), compute) if return_lse else None
 
+    part = totals3 = None
+    if outputs == "partials":
+        part = np.empty((outer, inner, _PARTS), np.float64)
+    elif outputs == "shard_grad":
+        totals3 = _partials_array(totals, positions, "totals").reshape((outer, inner, _PARTS))
     z3, z_copied = _input3(logits, axis)
     v3 = None if v is None else _input3(v, axis)[0]
     out3 = grad = staged = hess3 = hess = hess_staged = None
-    if outputs != "loss":
+    if outputs not in ("loss", "partials"):
         out3, grad, staged = _destination(logits if inplace else out, z3, z_copied,
                                           logits.shape, axis)
         # What the kernel writes must share no element with what it reads:
         # checked on the arrays it reads, once every input is converted.
         reads = [(target2, "target"), (y3, "target"), (weight, "weight"),
-                 (sample_weight2, "sample_weight"), (v3, "v")]
+                 (sample_weight2, "sample_weight"), (v3, "v"), (totals3, "totals")]
         if outputs == "hess":
             hess3, hess, hess_staged = _destination(hess_out, z3, False, logits.shape, axis)
             for other, name in [(logits, "logits"), (z3, "logits"), (grad, "the gradient"),
@@ -317,16 +363,20 @@ def _loss(logits, target, *, reduction, axis, n_threads, weight, ignore_index,
                    lse=lse, weight=weight, ignore_index=kernel_ignore,
                    label_smoothing=label_smoothing, grad_scale=grad_scale, z_loss=z_loss,
                    softcap=softcap)
+    if shard is not None:
+        options["shard"] = shard
     chunk_sums = _run_any(_MODES[outputs], z3, threads, half, out3=out3, hess3=hess3, v3=v3,
-                          **options)
+                          part=part if totals3 is None else totals3, **options)
     if half:
         row_value, lse = (None if a is None else _to_half(a, dtype, half == "bfloat16")
                           for a in (row_value, lse))
     for staging, result in ((staged, grad), (hess_staged, hess)):
         if staging is not None:
             result[...] = staging
-    if outputs == "hvp":
+    if outputs in ("hvp", "shard_grad"):
         return grad
+    if outputs == "partials":
+        return part.reshape(positions + (_PARTS,))
     loss = _reduce(chunk_sums, row_value, denominator, reduction, dtype, positions)
     arrays = {"loss": (), "grad": (grad,), "hess": (grad, hess)}[outputs]
     return _results(loss, arrays, lse, positions)
@@ -490,14 +540,7 @@ def cross_entropy_and_grad(logits, target, *, weight=None, ignore_index=-100, re
     array([[-0.1072,  0.0876,  0.0196],
            [ 0.1667,  0.1667, -0.3333]])
     """
-    inplace = _check_bool(inplace, "inplace")
-    if inplace:
-        if out is not None:
-            raise ValueError("pass either out= or inplace=True, not both")
-        if not isinstance(logits, np.ndarray):
-            raise TypeError(
-                f"inplace=True needs logits to be a numpy.ndarray, got {type(logits).__name__}"
-            )
+    inplace = _check_inplace(logits, out, inplace)
     logits = _as_float_array(logits, "logits")
     return _loss(logits, target, reduction=reduction, axis=axis, n_threads=n_threads,
                  weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing,

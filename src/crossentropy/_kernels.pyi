@@ -12,6 +12,8 @@ class Mode(IntEnum):
     LOG_SOFTMAX = 4
     LOSS_GRAD_HESS = 5
     HVP = 6
+    PARTIALS = 7
+    SHARD_GRAD = 8
 
 SMALL_ROW_LEN: int
 FAST_ROWS_LEN: int
@@ -58,6 +60,9 @@ def run(
     inf_row_lse: bool,
     hess: npt.NDArray[np.floating[Any]] | None,
     vec: npt.NDArray[np.floating[Any]] | None,
+    part: npt.NDArray[np.float64] | None,
+    offset: int,
+    n_all: int,
 ) -> None: ...
 def exp(x: npt.NDArray[np.floating[Any]], out: npt.NDArray[np.floating[Any]]) -> None: ...
 def widen(bits: npt.NDArray[np.uint16], out: npt.NDArray[np.float32], bfloat16: bool,

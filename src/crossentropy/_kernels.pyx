@@ -40,6 +40,16 @@ both through the cap.  The across-rows block of short rows writes the
 diagonal itself (``ce_short_xent``'s ``h``), from the exps left in its
 buffer once the gradient is out.
 
+The shard modes compute a row whose classes are split into shards, a
+shard at a time: ``PARTIALS`` writes, per row, what the shard adds to the
+loss (its max, its float64 sum of exps, and with ``c_j`` as above its target
+mass ``sum_j c_j`` and ``sum_j c_j (max - z_j)``), which the shim combines
+across shards; ``SHARD_GRAD`` takes the combined max, sum and mass and
+writes the shard's slice of the gradient, through ``finish`` as the
+gradient of a whole row.  A target in another shard is ``m + its class``.
+They run on the general paths (not the across-rows block, not split rows),
+and the gradient not in runs.
+
 Which loops run depends on the shape and the options, never on the layout:
 
 * short rows (``m <= CE_SHORT_MAX``) with class-index targets, no smoothing,
@@ -81,6 +91,8 @@ cpdef enum Mode:
     LOG_SOFTMAX = 4     # log-softmax into out
     LOSS_GRAD_HESS = 5  # loss, gradient into out, the Hessian's diagonal into aux
     HVP = 6             # loss, and the Hessian times the vectors in aux into out
+    PARTIALS = 7        # a shard of each row's classes: what combines into its loss, into part
+    SHARD_GRAD = 8      # a shard's gradient into out, from the rows' totals in part
 
 # The paths' boundaries (rows of up to CE_SHORT_MAX classes take the row-block
 # paths, CE_ROWS rows at a time across rows; csrc/platform.h sizes them).
@@ -194,6 +206,12 @@ cdef struct Problem:
     bint inf_row_lse            # log-softmax of a row with +inf: z - logsumexp(z), not NaN
     Strided z, out, y, target, sample_weight, row_value, lse
     Strided aux                 # z's shape: the Hessian's diagonal (written) or v (read)
+    # The shard modes: z holds the classes [offset, offset + m) of rows of
+    # n_all classes; targets and weight are the whole rows' (weight points at
+    # the shard's first class); shard_weight_total sums the shard's weights.
+    Strided part                # rows of 4 doubles (sc their stride): partials or totals
+    Py_ssize_t offset, n_all
+    double shard_weight_total
     bint has_out, has_target, has_sample_weight, has_row_value, has_lse
     bint row_value_float        # row_value and lse hold floats (float32 logits), else doubles
 
@@ -205,7 +223,9 @@ cdef struct RowPrep:
     double wt                   # target class weight
     double gap                  # smoothing: sum w_j (max - z_j); probabilities: D
     double mass                 # probabilities: S = sum c_j
-    Py_ssize_t t                # target class, -1 when the row is ignored
+    double total                # SHARD_GRAD: the whole row's sum of exps
+    Py_ssize_t t                # target class, -1 when the row is ignored (shard modes:
+                                # m + the class when it is another shard's)
 
 
 cdef struct Pos:
@@ -441,7 +461,12 @@ cdef inline double class_weight(const Problem *P, Py_ssize_t t) noexcept nogil:
 cdef inline void keep_target(const Problem *P, const floating *z, Py_ssize_t zc, Py_ssize_t t,
                              RowPrep *row) noexcept nogil:
     """What the loss needs of the target before the exps may overwrite z (in
-    place): its logit and its class weight."""
+    place): its logit and its class weight (a target in another shard: its
+    weight alone)."""
+    if t >= P.m:
+        row.zt = 0.0
+        row.wt = class_weight(P, t - P.m - P.offset)
+        return
     row.zt = z[t * zc]
     row.wt = class_weight(P, t)
 
@@ -658,7 +683,56 @@ cdef inline bint second_order(const Problem *P, const floating *z, floating *g,
 
 
 cdef inline bint loss_mode(Mode mode) noexcept nogil:
-    return mode == LOSS or mode == LOSS_GRAD or mode == LOSS_GRAD_HESS or mode == HVP
+    return (mode == LOSS or mode == LOSS_GRAD or mode == LOSS_GRAD_HESS or mode == HVP
+            or mode == PARTIALS or mode == SHARD_GRAD)
+
+
+cdef inline bint shard_mode(Mode mode) noexcept nogil:
+    return mode == PARTIALS or mode == SHARD_GRAD
+
+
+cdef inline bint hessian_mode(Mode mode) noexcept nogil:
+    return mode == LOSS_GRAD_HESS or mode == HVP
+
+
+cdef inline double *part_of(const Problem *P, Pos r, Py_ssize_t *stride) noexcept nogil:
+    """The row's 4 doubles in `part`, and their stride (in doubles)."""
+    stride[0] = P.part.sc // <Py_ssize_t>sizeof(double)
+    return <double *>row_ptr(&P.part, r)
+
+
+cdef inline void store_partials(const Problem *P, Pos r, const RowPrep *row,
+                                double s) noexcept nogil:
+    """PARTIALS: the row's max, sum of exps s, target mass sum_j c_j and
+    sum_j c_j (max - z_j) over the shard (row NULL: an ignored row, which
+    adds nothing: -inf, 0, 0, 0).  A term whose c_j is 0 adds 0 even where
+    z_j is -inf, as in the loss of a whole row."""
+    cdef Py_ssize_t c
+    cdef double *p = part_of(P, r, &c)
+    cdef double mass = 0.0, gap = 0.0, ct
+    if row == NULL:
+        p[0], p[c], p[2 * c], p[3 * c] = -INFINITY, 0.0, 0.0, 0.0
+        return
+    if P.probabilities:
+        mass, gap = row.mass, row.gap
+    else:
+        if P.smoothing:
+            mass, gap = P.each * P.shard_weight_total, P.each * row.gap
+        ct = P.keep * row.wt
+        if row.t < P.m and ct != 0.0:
+            mass = mass + ct
+            gap = gap + ct * (row.zmax - row.zt)
+    p[0], p[c], p[2 * c], p[3 * c] = row.zmax, s, mass, gap
+
+
+cdef inline void given_totals(const Problem *P, Pos r, RowPrep *row) noexcept nogil:
+    """SHARD_GRAD: the whole row's max, sum of exps and (probability
+    targets) target mass, from `part`."""
+    cdef Py_ssize_t c
+    cdef const double *p = part_of(P, r, &c)
+    row.zmax = p[0]
+    row.total = p[c]
+    row.mass = p[2 * c]
 
 
 # --- one row: prepare and finish -----------------------------------------------
@@ -674,10 +748,17 @@ cdef inline void prepare(const Problem *P, const floating *z, Py_ssize_t zc,
     cdef Py_ssize_t j, m = P.m
     cdef double c, mass = 0.0, gap = 0.0
     cdef floating zmin
-    cdef floating zmax = row_max(z, zc, m, &zmin)
+    cdef floating zmax
+    row.t = t
+    if P.mode == SHARD_GRAD:
+        # the whole row's max is given (given_totals), and mass too
+        row.zmin = -INFINITY
+        if not P.probabilities:
+            keep_target(P, z, zc, t, row)
+        return
+    zmax = row_max(z, zc, m, &zmin)
     row.zmax = zmax
     row.zmin = zmin
-    row.t = t
     if not loss_mode(P.mode):
         return
     if P.probabilities:
@@ -745,8 +826,8 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
         if P.mode == LOSS:
             return loss
         gs = P.grad_scale * sample_weight
-        if P.mode != LOSS_GRAD and second_order(P, z, g, y, yc, aux, ac, s, row, gs, lse[0],
-                                                NULL, 0):
+        if hessian_mode(P.mode) and second_order(P, z, g, y, yc, aux, ac, s, row, gs, lse[0],
+                                                 NULL, 0):
             return loss
         a = gs * multiplier(P, row, lse[0]) / s
         for j in range(m):
@@ -754,13 +835,13 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
     elif P.mode == LOSS:
         return hard_target_end(P, row, s, log_s, lse[0], sample_weight, 0.0, NULL, NULL)
     else:
-        e_t = g[t]
+        e_t = g[t] if t < m else 0.0          # (SHARD_GRAD: the target is in this shard)
         if run_scale != NULL:
             e_t = e_t * run_scale[t // run]
         loss = hard_target_end(P, row, s, log_s, lse[0], sample_weight, e_t, &factor, &g_t)
         gs = P.grad_scale * sample_weight
-        if P.mode != LOSS_GRAD and second_order(P, z, g, y, yc, aux, ac, s, row, gs, lse[0],
-                                                run_scale, run):
+        if hessian_mode(P.mode) and second_order(P, z, g, y, yc, aux, ac, s, row, gs, lse[0],
+                                                 run_scale, run):
             return loss
         if run_scale != NULL:
             scale_runs(g, m, run, factor, run_scale)
@@ -770,7 +851,8 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
             scale_sub(g, P.weight, m, factor, gs * P.each if P.smoothing else 0.0)
         else:
             scale(g, m, <floating>factor)
-        g[t] = <floating>g_t
+        if t < m:
+            g[t] = <floating>g_t
     if P.softcap != 0.0:
         if P.mode == LOSS_GRAD_HESS:
             cap_hessian(aux, ac, g, z, m, P.softcap)
@@ -781,10 +863,19 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
 # --- rows of a chunk -------------------------------------------------------------
 
 cdef inline Py_ssize_t row_target(const Problem *P, Pos r) noexcept nogil:
-    """The row's class, or -1 when it is ignored (or, defensively, invalid)."""
+    """The row's class, or -1 when it is ignored (or, defensively, invalid);
+    in the shard modes, its class in the shard, or m + its class when that is
+    another shard's."""
+    cdef Py_ssize_t t
     if not P.has_target or P.probabilities:
         return 0
-    return ce_class_or_ignored((<Py_ssize_t *>row_ptr(&P.target, r))[0], P.ignore_index, P.m)
+    t = (<Py_ssize_t *>row_ptr(&P.target, r))[0]
+    if shard_mode(P.mode):
+        t = ce_class_or_ignored(t, P.ignore_index, P.n_all)
+        if t < 0:
+            return -1
+        return t - P.offset if P.offset <= t < P.offset + P.m else P.m + t
+    return ce_class_or_ignored(t, P.ignore_index, P.m)
 
 
 cdef inline double row_sample_weight(const Problem *P, Pos r) noexcept nogil:
@@ -835,7 +926,7 @@ cdef inline Py_ssize_t run_count(Py_ssize_t n, Py_ssize_t run) noexcept nogil:
 
 
 cdef inline bint writes_out(const Problem *P) noexcept nogil:
-    return P.mode != LOSS and P.mode != LOGSUMEXP
+    return P.mode != LOSS and P.mode != LOGSUMEXP and P.mode != PARTIALS
 
 
 cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
@@ -857,7 +948,8 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
     cdef bint capped = P.softcap != 0.0
     cdef bint prefetch = (not strided and not capped and P.inner == 1
                           and PREFETCH_MIN <= m <= PREFETCH_MAX)
-    cdef bint runs = m >= RUNS_MIN and not P.probabilities and not P.smoothing
+    cdef bint runs = (m >= RUNS_MIN and not P.probabilities and not P.smoothing
+                      and P.mode != SHARD_GRAD)
     cdef Py_ssize_t run = ce_run_length(m)
     cdef double *run_top = <double *>ws
     cdef double *run_sum = run_top + CE_MAX_RUNS
@@ -884,6 +976,8 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
                 clear_row(<floating *>row_ptr(&P.out, pos), oc, m)
             if P.mode == LOSS_GRAD_HESS:
                 clear_row(aux, ac, m)
+            if P.mode == PARTIALS:
+                store_partials(P, pos, NULL, 0.0)
             store_row_value(P, pos, 0.0)
             store_lse(P, pos, 0.0)
             continue
@@ -912,16 +1006,26 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
             run_parts(z, g if write and P.mode != LOG_SOFTMAX else NULL, m, run,
                       run_top, run_sum)
             s = ce_runs_total(run_top, run_sum, run_count(m, run), &row.zmax, run_scale)
+            if P.mode == PARTIALS:
+                store_partials(P, pos, &row, s)
+                continue
             v = finish(P, z, 1, g, y, 1, s, &row, sw, &lse, aux, ac, run_scale, run)
         else:
             # the next row's logits stream in during this row's exps (rows of a
             # few KB: the hardware prefetcher alone leaves each max pass waiting)
             ahead = z + P.z.so // <Py_ssize_t>sizeof(floating) if prefetch and r + 1 < r1 else NULL
+            if P.mode == SHARD_GRAD:
+                given_totals(P, pos, &row)
             prepare(P, z, 1, y, 1, t, &row)
             if write and P.mode != LOG_SOFTMAX:
                 s = vexpsum(z, g, m, <floating>row.zmax, <floating>row.zmin, ahead)
             else:
                 s = vsumexp(z, m, <floating>row.zmax, <floating>row.zmin, ahead, block)
+            if P.mode == PARTIALS:
+                store_partials(P, pos, &row, s)
+                continue
+            if P.mode == SHARD_GRAD:
+                s = row.total
             v = finish(P, z, 1, g, y, 1, s, &row, sw, &lse, aux, ac)
         if strided and write:
             scatter(g, g_dest, oc, m)
@@ -1005,6 +1109,8 @@ cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
                 z = caps + k * m
             y = <const floating *>row_ptr(&P.y, pos) if P.probabilities else NULL
             weights[k] = row_sample_weight(P, pos)
+            if P.mode == SHARD_GRAD:
+                given_totals(P, pos, &prep[k])
             prepare(P, z, zs, y, yc, t, &prep[k])
             zmax = <floating>prep[k].zmax
             for j in range(m):
@@ -1019,10 +1125,17 @@ cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
                     clear_row(<floating *>row_ptr(&P.out, positions[k]), oc, m)
                 if P.mode == LOSS_GRAD_HESS:
                     clear_row(<floating *>row_ptr(&P.aux, positions[k]), ac, m)
+                if P.mode == PARTIALS:
+                    store_partials(P, positions[k], NULL, 0.0)
                 store_row_value(P, positions[k], 0.0)
                 store_lse(P, positions[k], 0.0)
                 continue
             s = short_sum(exps + k * m, m)
+            if P.mode == PARTIALS:
+                store_partials(P, positions[k], &prep[k], s)
+                continue
+            if P.mode == SHARD_GRAD:
+                s = prep[k].total
             if capped:
                 z = caps + k * m
             else:
@@ -1253,7 +1366,8 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
         Py_ssize_t ignore_index, double label_smoothing, double grad_scale,
         double[::1] chunk_sums, Py_ssize_t rows_per_chunk, int n_threads,
         floating[:, :] lse, double z_loss, double softcap, bint inf_row_lse,
-        floating[:, :, :] hess, const floating[:, :, :] vec):
+        floating[:, :, :] hess, const floating[:, :, :] vec,
+        double[:, :, :] part, Py_ssize_t offset, Py_ssize_t n_all):
     """Run `mode` over every row of `z` (outer, classes, inner).  Every
     argument is keyword-only: several are numbers that would swap silently.
 
@@ -1272,6 +1386,10 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
                    z is +inf, -inf elsewhere (SciPy's); else NaN throughout (PyTorch's)
     hess           z's shape: the Hessian's diagonal (LOSS_GRAD_HESS), else None
     vec            z's shape: the vectors the Hessian multiplies (HVP), else None
+    part           (outer, inner, 4): the rows' partials (PARTIALS, written) or totals
+                   (SHARD_GRAD, read), else None
+    offset, n_all  the shard modes: z holds classes [offset, offset + classes) of n_all;
+                   target, weight and weight_total are the whole rows'
 
     Each thread's scratch (a block's state, strided rows) is allocated here,
     not on the threads' stacks, which can be small (threading.stack_size);
@@ -1295,10 +1413,30 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
     P.ignore_index = ignore_index
     P.grad_scale = grad_scale
     P.keep = 1.0 - label_smoothing
-    P.each = label_smoothing / m if m > 0 else 0.0
     P.smoothing = label_smoothing > 0.0
-    P.weight = &weight[0] if weight is not None and m > 0 else NULL
+    if (part is not None) != shard_mode(P.mode):
+        raise ValueError("part goes with PARTIALS and SHARD_GRAD, and only they")
+    if not shard_mode(P.mode):
+        offset, n_all = 0, m
+    elif not (0 <= offset and m <= n_all - offset and (weight is None or weight.shape[0] == n_all)
+              and part.shape[0] == z.shape[0] and part.shape[1] == z.shape[2]
+              and part.shape[2] == 4):
+        raise ValueError("a shard's classes, weights and partials must fit its rows")
+    P.offset = offset
+    P.n_all = n_all
+    P.each = label_smoothing / n_all if n_all > 0 else 0.0
+    P.weight = &weight[0] + offset if weight is not None and n_all > 0 else NULL
     P.weight_total = weight_total
+    P.shard_weight_total = 0.0
+    if P.weight != NULL:
+        for c in range(m):
+            P.shard_weight_total += P.weight[c]
+    else:
+        P.shard_weight_total = m
+    P.part = describe(<char *>&part[0, 0, 0] if part is not None and part.size else NULL,
+                      part.strides[0] if part is not None else 0,
+                      part.strides[2] if part is not None else 0,
+                      part.strides[1] if part is not None else 0)
     P.probabilities = y is not None
     P.z_loss = z_loss
     P.softcap = softcap
@@ -1347,6 +1485,8 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
         for r0 in range(n_rows):
             store_row_value(&P, row_pos(r0, P.inner), -INFINITY if mode == LOGSUMEXP else 0.0)
             store_lse(&P, row_pos(r0, P.inner), 0.0)
+            if mode == PARTIALS:
+                store_partials(&P, row_pos(r0, P.inner), NULL, 0.0)
         return
     # Hard targets without smoothing: the across-rows SIMD block for short rows
     # (without the options that it leaves to short_rows), and for few very
@@ -1355,7 +1495,7 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
                   and not P.probabilities and not P.smoothing and z_loss == 0.0 and softcap == 0.0)
     split = (m >= SPLIT_MIN_CLASSES and n_rows <= SPLIT_MAX_ROWS
              and not P.probabilities and not P.smoothing
-             and mode != LOSS_GRAD_HESS and mode != HVP)
+             and not hessian_mode(P.mode) and not shard_mode(P.mode))
     if split:
         per_thread, n_spaces = runs_bytes(item) + (2 * m * item if rows_scratch else 0), 1
     elif m > CE_SHORT_MAX:

@@ -12,6 +12,10 @@ backward multiplies it in place by the upstream gradient.  For
 chunks with the per-token upstream gradient folded in, so that no
 (tokens x classes) array is ever held.
 
+``vocab_parallel_cross_entropy``, for a vocabulary split across the ranks of
+a process group, is a ``torch.autograd.Function`` instead (a process group
+is no custom op's argument), with the same forward and backward.
+
 Importing this module imports torch; ``import crossentropy`` does not.
 """
 
@@ -27,7 +31,7 @@ except ImportError as error:                    # pragma: no cover - torch is an
     raise ImportError("crossentropy.torch needs PyTorch: pip install 'crossentropy[torch]'") \
         from error
 
-from . import _api, _linear
+from . import _api, _linear, _shards
 from ._validate import _check_integer, _check_real, _check_reduction
 
 __all__ = [
@@ -37,6 +41,7 @@ __all__ = [
     "LinearCrossEntropyLoss",
     "cross_entropy",
     "linear_cross_entropy",
+    "vocab_parallel_cross_entropy",
 ]
 
 Tensor = torch.Tensor
@@ -501,6 +506,180 @@ def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *
     wanted = [grad_enabled and t is not None and t.requires_grad
               for t in (input, linear_weight, linear_bias)]
     return _linear_op(*args, reduction, *tail, *wanted, bool(allow_retain_graph))[0]
+
+
+# --- vocab_parallel_cross_entropy --------------------------------------------------
+
+# What a rank sends in its one all_gather, as float64 (exact for the integers):
+# whether its own checks passed, its slice's first class and width, then its
+# rows' partials.
+_HEADER = 3
+
+
+def _gather(packed: Tensor, group: Any) -> list[np.ndarray]:
+    import torch.distributed as dist
+
+    gathered = [torch.empty_like(packed)
+                for _ in range(dist.get_world_size(group))]
+    dist.all_gather(gathered, packed, group=group)
+    return [g.numpy() for g in gathered]
+
+
+def _vocabulary(layout: Sequence[tuple[float, float]]) -> int:
+    """The vocabulary the ranks' slices [start, start + width) make: they
+    must tile [0, V) (in any rank order), or a clear error on every rank."""
+    slices = sorted((int(start), int(width)) for start, width in layout)
+    end = 0
+    for start, width in slices:
+        if start != end:
+            raise InputError(f"the ranks' vocabulary slices (vocab_start, width) {slices} do "
+                             f"not tile [0, V): a slice should start at {end}, not {start}")
+        end = start + width
+    return end
+
+
+class _VocabParallel(torch.autograd.Function):
+    """The loss from every rank's partials, gathered once; the gradient of
+    the rank's own slice computed in the forward and scaled in the backward,
+    as the custom ops do."""
+
+    @staticmethod
+    def forward(ctx: Any, local_logits: Tensor, target: Tensor, weight: Tensor | None,
+                sample_weight: Tensor | None, options: dict[str, Any],
+                compute_grad: bool) -> Tensor:
+        z, t = _numpy(local_logits), _numpy(target)
+        w, sw = _numpy(weight), _numpy(sample_weight)
+        start, vocab_size, group = options["vocab_start"], options["vocab_size"], options["group"]
+        class_dim = 1 if local_logits.dim() > 1 else 0
+        shard = dict(weight=w, ignore_index=options["ignore_index"],
+                     label_smoothing=options["label_smoothing"], softcap=options["softcap"],
+                     axis=class_dim, n_threads=_threads(options["n_threads"]))
+        positions = int(np.prod(z.shape[:class_dim] + z.shape[class_dim + 1:]))
+        packed = np.zeros(_HEADER + _api._PARTS * positions)
+        packed[1:_HEADER] = start, z.shape[class_dim]
+        error = None
+        try:
+            with _torch_errors():
+                parts = _shards.cross_entropy_partials(z, t, class_start=start,
+                                                       n_classes=vocab_size, **shard)
+            packed[0] = 1.0
+            packed[_HEADER:] = parts.reshape(-1)
+        except (ValueError, TypeError, IndexError) as caught:
+            error = caught               # (raised once the others know, so none waits)
+        gathered = _gather(torch.from_numpy(packed), group)
+        if error is not None:
+            raise error
+        failed = [rank for rank, g in enumerate(gathered) if g[0] != 1.0]
+        if failed:
+            raise InputError(f"vocab_parallel_cross_entropy failed on rank(s) {failed}: see "
+                             f"the error raised there")
+        made = _vocabulary([(g[1], g[2]) for g in gathered])
+        if made != vocab_size:
+            raise InputError(f"the ranks' vocabulary slices make {made} classes, but "
+                             f"vocab_size is {vocab_size}")
+        totals = _shards.combine_partials([g[_HEADER:].reshape(parts.shape) for g in gathered])
+        finish = dict(weight=w, ignore_index=options["ignore_index"],
+                      reduction=options["reduction"], sample_weight=sw,
+                      z_loss=options["z_loss"])
+        with _torch_errors():
+            loss = _shards.cross_entropy_from_partials(totals, t, n_classes=vocab_size,
+                                                       dtype=z.dtype, **finish)
+            grad = None
+            if compute_grad:
+                grad = _shards.cross_entropy_shard_grad(
+                    z, t, totals, class_start=start, n_classes=vocab_size,
+                    reduction=options["reduction"], sample_weight=sw, z_loss=options["z_loss"],
+                    **shard)
+        ctx.class_dim = class_dim
+        ctx.per_position = options["reduction"] == "none"
+        ctx.allow_retain_graph = options["allow_retain_graph"]
+        ctx.grad = None if grad is None else _from_numpy(grad)
+        return _loss_tensor(loss)
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: Tensor) -> tuple[Tensor | None, ...]:
+        _no_double_backward()
+        upstream = grad_loss.unsqueeze(ctx.class_dim) if ctx.per_position else grad_loss
+        return (_scaled_gradient(ctx, "grad", upstream),) + (None,) * 5
+
+
+def vocab_parallel_cross_entropy(local_logits: Tensor, target: Tensor, *, vocab_start: int,
+                                 vocab_size: int | None = None, group: Any = None,
+                                 weight: Tensor | None = None, ignore_index: int = -100,
+                                 reduction: str = "mean", label_smoothing: float = 0.0,
+                                 sample_weight: Tensor | None = None, z_loss: float = 0.0,
+                                 softcap: float | None = None, n_threads: int | None = None,
+                                 allow_retain_graph: bool = False) -> Tensor:
+    """Cross-entropy over a vocabulary split across the ranks of a process
+    group (tensor parallelism, as Megatron-LM's ``vocab_parallel_cross_entropy``).
+
+    Each rank passes its slice of the logits, the classes
+    ``[vocab_start, vocab_start + C_local)`` along dimension 1 of
+    ``(N, C_local, d1, ...)`` (or 0 of a ``(C_local,)`` input), and the same
+    ``target`` (whole-vocabulary class indices), ``weight`` (one per class
+    of the whole vocabulary) and ``sample_weight`` as the others.  Every
+    rank gets the loss of the whole vocabulary, and backward gives each the
+    gradient of its own slice: both the single-process
+    :func:`cross_entropy`'s up to float64 rounding, label smoothing and
+    class weights exact (not Megatron's per-partition smoothing).  Options
+    as :func:`cross_entropy`; class-index targets only.
+
+    Each rank makes one pass over its logits for its rows' partials (four
+    float64 numbers each), one ``all_gather`` of them, and (with a
+    gradient) one pass for its gradient slice, in place of its saved
+    logits' copy.  ``vocab_size`` None learns the vocabulary from the
+    ranks' slices with one more, small, ``all_gather``; either way the
+    slices must tile ``[0, V)``.  A rank whose checks fail still takes part
+    in the collective, so that every rank raises and none waits.
+    ``group`` None is the default process group (``torch.distributed``,
+    any backend that gathers CPU tensors: gloo).
+
+    Examples
+    --------
+    On each of two ranks (``torch.distributed.init_process_group("gloo", ...)``),
+    with ``logits`` the whole ``(N, V)`` and ``rank`` 0 or 1::
+
+        half = V // 2
+        local = logits[:, rank * half:(rank + 1) * half].requires_grad_()
+        loss = vocab_parallel_cross_entropy(local, target, vocab_start=rank * half)
+        loss.backward()     # local.grad: this rank's slice of the gradient
+    """
+    import torch.distributed as dist
+
+    function = "megatron.core.tensor_parallel.vocab_parallel_cross_entropy"
+    _check_tensor(local_logits, "local_logits", function, floating=True, half=True)
+    _check_tensor(target, "target", function)
+    for t, name in ((weight, "weight"), (sample_weight, "sample_weight")):
+        if t is not None:
+            _check_tensor(t, name, function)
+    _check_no_grad([(target, "target"), (weight, "weight"), (sample_weight, "sample_weight")],
+                   "crossentropy.torch.vocab_parallel_cross_entropy")
+    if local_logits.dim() == 0:
+        raise InputError("local_logits must have at least one dimension (the classes), got a "
+                         "0-d tensor")
+    if target.is_floating_point():
+        raise InputTypeError("vocab_parallel_cross_entropy takes class-index targets: a rank's "
+                             "class probabilities would be its slice of them, not target")
+    if not (dist.is_available() and dist.is_initialized()):
+        raise InputError("vocab_parallel_cross_entropy needs torch.distributed's process "
+                         "group: call torch.distributed.init_process_group first")
+    ignore_index, reduction, label_smoothing, z_loss, softcap, threads = _check_options(
+        ignore_index, reduction, label_smoothing, z_loss, softcap, n_threads)
+    with _torch_errors():
+        vocab_start = _check_integer(vocab_start, "vocab_start")
+        if vocab_size is None:
+            width = local_logits.shape[1 if local_logits.dim() > 1 else 0]
+            layout = _gather(torch.tensor([vocab_start, width], dtype=torch.float64), group)
+            vocab_size = _vocabulary([(g[0], g[1]) for g in layout])
+        vocab_size = _check_integer(vocab_size, "vocab_size")
+    options = dict(vocab_start=vocab_start, vocab_size=vocab_size, group=group,
+                   ignore_index=ignore_index, reduction=reduction,
+                   label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
+                   n_threads=threads, allow_retain_graph=bool(allow_retain_graph))
+    compute_grad = torch.is_grad_enabled() and local_logits.requires_grad
+    loss: Tensor = _VocabParallel.apply(local_logits, target, weight, sample_weight, options,
+                                        compute_grad)
+    return loss
 
 
 # --- modules -----------------------------------------------------------------------

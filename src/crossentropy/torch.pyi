@@ -4,7 +4,7 @@ import torch
 from torch import Tensor
 
 __all__ = ["CrossEntropyLoss", "InputError", "InputTypeError", "LinearCrossEntropyLoss", "cross_entropy",
-           "linear_cross_entropy"]
+           "linear_cross_entropy", "vocab_parallel_cross_entropy"]
 
 class InputError(ValueError, RuntimeError): ...
 class InputTypeError(TypeError, RuntimeError): ...
@@ -22,6 +22,13 @@ def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *
                          softcap: float | None = None, chunk_size: int | None = None,
                          n_threads: int | None = None,
                          allow_retain_graph: bool = False) -> Tensor: ...
+def vocab_parallel_cross_entropy(local_logits: Tensor, target: Tensor, *, vocab_start: int,
+                                 vocab_size: int | None = None, group: Any = None,
+                                 weight: Tensor | None = None, ignore_index: int = -100,
+                                 reduction: str = "mean", label_smoothing: float = 0.0,
+                                 sample_weight: Tensor | None = None, z_loss: float = 0.0,
+                                 softcap: float | None = None, n_threads: int | None = None,
+                                 allow_retain_graph: bool = False) -> Tensor: ...
 
 class CrossEntropyLoss(torch.nn.Module):
     weight: Tensor | None

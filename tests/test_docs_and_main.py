@@ -10,10 +10,11 @@ import pytest
 
 import crossentropy
 from crossentropy import __main__ as main_module
-from crossentropy import _api, _config, _kernels
+from crossentropy import _api, _config, _kernels, _shards
 
 
-@pytest.mark.parametrize("module", [crossentropy, _api, _config], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("module", [crossentropy, _api, _config, _shards],
+                         ids=lambda m: m.__name__)
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.attempted > 0

@@ -100,7 +100,8 @@ def _graph(logits, target, *, weight, ignore_index, reduction, label_smoothing, 
                                        softcap, return_lse, compute)
     axis = _check_axis(axis, z.ndim, "logits")
     shape = z.shape
-    z = da.moveaxis(z, axis, -1)
+    last = axis == z.ndim - 1
+    z = z if last else da.moveaxis(z, axis, -1)
     n_classes = z.shape[-1]
     positions = z.shape[:-1]
     weight = None if weight is None else _check_nonnegative_weights(
@@ -122,7 +123,7 @@ def _graph(logits, target, *, weight, ignore_index, reduction, label_smoothing, 
         if ignore_index >= 0:
             raise ValueError(f"ignore_index ({ignore_index}) is not supported with "
                              f"class-probability (floating) targets")
-        t = da.moveaxis(t, axis, -1).rechunk(z.chunks)
+        t = (t if last else da.moveaxis(t, axis, -1)).rechunk(z.chunks)
     else:
         raise TypeError(f"target must hold integer class indices or floating class "
                         f"probabilities, got dtype {t.dtype}")
@@ -177,7 +178,7 @@ def _graph(logits, target, *, weight, ignore_index, reduction, label_smoothing, 
             *sw_args, scale, "", dtype=dtype, meta=np.empty((0,) * z.ndim, dtype),
             align_arrays=False,
             concatenate=True, z_loss=z_loss, **shard_options)
-        results += (da.moveaxis(grad, -1, axis),)
+        results += (grad if last else da.moveaxis(grad, -1, axis),)
     if return_lse:
         results += (rows_lse.map_blocks(_shards._in_dtype, dtype, dtype=dtype),)
     return results if len(results) > 1 else loss

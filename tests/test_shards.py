@@ -182,13 +182,18 @@ EDGE_LOGITS = np.array([[1, 2, 3, 4, 5, 6],
                         [1, np.nan, 2, 3, 4, 5],
                         [1, np.inf, 2, 3, 4, 5],
                         [-np.inf, 0, 0, 0, 0, 0],
-                        [0, 0, 0, -np.inf, -np.inf, -np.inf]])
-EDGE_TARGETS = np.array([0, 0, 3, 2, 1, 0, 4])
+                        [0, 0, 0, -np.inf, -np.inf, -np.inf],
+                        # (a shard of NaN alone, or NaN among -inf: the max passes over NaN)
+                        [1, 2, 3, np.nan, np.nan, np.nan],
+                        [np.nan, -np.inf, -np.inf, 1, 2, 3],
+                        [-np.inf, -np.inf, -np.inf, -np.inf, np.nan, -np.inf]])
+EDGE_TARGETS = np.array([0, 0, 3, 2, 1, 0, 4, 0, 4, 1])
 
 
 @pytest.mark.parametrize("options", [
     {}, dict(label_smoothing=0.1), dict(weight=np.array([0, 1, 1, 1, 1, 1.0])),
-    dict(z_loss=0.1), dict(sample_weight=np.array([1, 1, 1, 1, 1, 0, 0.0])), dict(softcap=2.0)],
+    dict(z_loss=0.1), dict(sample_weight=np.array([1, 1, 1, 1, 1, 0, 0, 1, 0, 1.0])),
+    dict(softcap=2.0), dict(label_smoothing=0.2, weight=np.array([1, 0, 1, 1, 0, 1.0]))],
     ids=lambda o: "-".join(o) or "plain")
 @pytest.mark.parametrize("cuts", [(0, 3, 6), (0, 1, 3, 3, 6), (0, 6)], ids=str)
 def test_infinities_and_nans_as_the_whole_rows(options, cuts):

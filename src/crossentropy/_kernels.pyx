@@ -79,7 +79,7 @@ cimport cython
 from cython cimport floating
 from cython.parallel cimport prange, parallel, threadid
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
-from libc.math cimport exp as libm_exp, fabs, isinf, isfinite, log, log1p, INFINITY
+from libc.math cimport exp as libm_exp, fabs, isinf, isfinite, log, log1p, INFINITY, NAN
 
 # What a call computes.  Per row it yields one number (loss or log-sum-exp); the
 # modes that write an array write it into `out`.
@@ -701,18 +701,29 @@ cdef inline double *part_of(const Problem *P, Pos r, Py_ssize_t *stride) noexcep
     return <double *>row_ptr(&P.part, r)
 
 
-cdef inline void store_partials(const Problem *P, Pos r, const RowPrep *row,
-                                double s) noexcept nogil:
-    """PARTIALS: the row's max, sum of exps s, target mass sum_j c_j and
-    sum_j c_j (max - z_j) over the shard (row NULL: an ignored row, which
-    adds nothing: -inf, 0, 0, 0).  A term whose c_j is 0 adds 0 even where
-    z_j is -inf, as in the loss of a whole row."""
+cdef inline void store_no_partials(const Problem *P, Pos r) noexcept nogil:
+    """PARTIALS of an ignored row, which add nothing: -inf, 0, 0, 0."""
     cdef Py_ssize_t c
     cdef double *p = part_of(P, r, &c)
-    cdef double mass = 0.0, gap = 0.0, ct
-    if row == NULL:
-        p[0], p[c], p[2 * c], p[3 * c] = -INFINITY, 0.0, 0.0, 0.0
-        return
+    p[0], p[c], p[2 * c], p[3 * c] = -INFINITY, 0.0, 0.0, 0.0
+
+
+cdef inline void store_partials(const Problem *P, Pos r, const RowPrep *row, double s,
+                                const floating *z, Py_ssize_t zc) noexcept nogil:
+    """PARTIALS: the row's max, sum of exps s, target mass sum_j c_j and
+    sum_j c_j (max - z_j) over the shard (z, class stride zc).  A term whose
+    c_j is 0 adds 0 even where z_j is -inf, as in the loss of a whole row.
+    A shard whose max is -inf adds no exps (s = 0) unless it holds a NaN
+    (which the max passes over): then its max is NaN, which makes the row's."""
+    cdef Py_ssize_t c, j
+    cdef double *p = part_of(P, r, &c)
+    cdef double mass = 0.0, gap = 0.0, ct, top = row.zmax
+    if top == -INFINITY:
+        s = 0.0
+        for j in range(P.m):
+            if z[j * zc] != z[j * zc]:
+                top = s = NAN
+                break
     if P.probabilities:
         mass, gap = row.mass, row.gap
     else:
@@ -722,7 +733,7 @@ cdef inline void store_partials(const Problem *P, Pos r, const RowPrep *row,
         if row.t < P.m and ct != 0.0:
             mass = mass + ct
             gap = gap + ct * (row.zmax - row.zt)
-    p[0], p[c], p[2 * c], p[3 * c] = row.zmax, s, mass, gap
+    p[0], p[c], p[2 * c], p[3 * c] = top, s, mass, gap
 
 
 cdef inline void given_totals(const Problem *P, Pos r, RowPrep *row) noexcept nogil:
@@ -977,7 +988,7 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
             if P.mode == LOSS_GRAD_HESS:
                 clear_row(aux, ac, m)
             if P.mode == PARTIALS:
-                store_partials(P, pos, NULL, 0.0)
+                store_no_partials(P, pos)
             store_row_value(P, pos, 0.0)
             store_lse(P, pos, 0.0)
             continue
@@ -1007,7 +1018,7 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
                       run_top, run_sum)
             s = ce_runs_total(run_top, run_sum, run_count(m, run), &row.zmax, run_scale)
             if P.mode == PARTIALS:
-                store_partials(P, pos, &row, s)
+                store_partials(P, pos, &row, s, z, 1)
                 continue
             v = finish(P, z, 1, g, y, 1, s, &row, sw, &lse, aux, ac, run_scale, run)
         else:
@@ -1022,7 +1033,7 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
             else:
                 s = vsumexp(z, m, <floating>row.zmax, <floating>row.zmin, ahead, block)
             if P.mode == PARTIALS:
-                store_partials(P, pos, &row, s)
+                store_partials(P, pos, &row, s, z, 1)
                 continue
             if P.mode == SHARD_GRAD:
                 s = row.total
@@ -1126,13 +1137,15 @@ cdef double short_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
                 if P.mode == LOSS_GRAD_HESS:
                     clear_row(<floating *>row_ptr(&P.aux, positions[k]), ac, m)
                 if P.mode == PARTIALS:
-                    store_partials(P, positions[k], NULL, 0.0)
+                    store_no_partials(P, positions[k])
                 store_row_value(P, positions[k], 0.0)
                 store_lse(P, positions[k], 0.0)
                 continue
             s = short_sum(exps + k * m, m)
             if P.mode == PARTIALS:
-                store_partials(P, positions[k], &prep[k], s)
+                store_partials(P, positions[k], &prep[k], s,
+                               caps + k * m if capped else
+                               <const floating *>row_ptr(&P.z, positions[k]), zs)
                 continue
             if P.mode == SHARD_GRAD:
                 s = prep[k].total
@@ -1486,7 +1499,7 @@ def run(*, int mode, const floating[:, :, :] z, floating[:, :, :] out,
             store_row_value(&P, row_pos(r0, P.inner), -INFINITY if mode == LOGSUMEXP else 0.0)
             store_lse(&P, row_pos(r0, P.inner), 0.0)
             if mode == PARTIALS:
-                store_partials(&P, row_pos(r0, P.inner), NULL, 0.0)
+                store_no_partials(&P, row_pos(r0, P.inner))
         return
     # Hard targets without smoothing: the across-rows SIMD block for short rows
     # (without the options that it leaves to short_rows), and for few very

@@ -223,6 +223,27 @@ def test_all_ignored_and_the_lse(rng):
 
 # --- outputs, threads ----------------------------------------------------------------
 
+@pytest.mark.parametrize("kind", ["float16", "float32"])
+def test_an_empty_shard_of_a_middle_class_axis(rng, kind):
+    logits = np.zeros((3, 0, 5), kind)
+    target = rng.integers(0, 4, (3, 5))
+    parts = ce.cross_entropy_partials(logits, target, class_start=2, n_classes=4, axis=1)
+    np.testing.assert_array_equal(parts, np.broadcast_to([-np.inf, 0, 0, 0], (3, 5, 4)))
+    grad = ce.cross_entropy_shard_grad(logits, target, ce.combine_partials([parts]),
+                                       class_start=2, n_classes=4, axis=1)
+    assert grad.shape == (3, 0, 5) and grad.dtype == kind
+
+
+def test_read_only_totals(rng):
+    logits = rng.standard_normal((6, 8))
+    target = rng.integers(0, 8, 6)
+    totals = sharded(logits, target, [0, 3, 8])[2]
+    want = ce.cross_entropy_shard_grad(logits[:, 3:], target, totals, class_start=3, n_classes=8)
+    totals.setflags(write=False)
+    got = ce.cross_entropy_shard_grad(logits[:, 3:], target, totals, class_start=3, n_classes=8)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_gradient_in_place_and_into_out(rng):
     logits = rng.standard_normal((20, 40)).astype(np.float32)
     target = rng.integers(0, 40, 20)

@@ -88,7 +88,7 @@ def _half_blocks(outer, m, inner):
     (when whole outer indices would make blocks too large)."""
     rows_per_chunk = _chunking(outer * inner, m, 1)[0]
     per_outer = rows_per_chunk // math.gcd(rows_per_chunk, inner)
-    by_outer = inner > 1 and per_outer * m * inner <= _HALF_BLOCK_ELEMENTS
+    by_outer = inner > 1 and 0 < per_outer * m * inner <= _HALF_BLOCK_ELEMENTS
     if by_outer:
         step = max(per_outer, _HALF_BLOCK_ELEMENTS // (m * inner) // per_outer * per_outer)
         n = outer
@@ -208,7 +208,8 @@ def _partials_array(a, positions, name):
     if a.shape != positions + (_PARTS,):
         raise ValueError(f"{name} has shape {a.shape}, expected {positions + (_PARTS,)}: "
                          f"the positions' shape and {_PARTS} numbers for each")
-    return _kernel_ready(a)
+    # (the kernels take one writeable view for partials and totals alike)
+    return _kernel_ready(a) if a.flags.writeable else np.array(a)
 
 
 def _check_inplace(logits, out, inplace):

@@ -10,7 +10,6 @@ import pytest
 import crossentropy as ce
 
 da = pytest.importorskip("dask.array")
-distributed = pytest.importorskip("distributed")
 cdask = pytest.importorskip("crossentropy.dask")
 
 from conftest import option_id, random_case  # noqa: E402
@@ -27,6 +26,7 @@ WORKER_MEMORY = 768 * 2**20
 
 @pytest.fixture(scope="module")
 def client():
+    distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   memory_limit=WORKER_MEMORY, dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:

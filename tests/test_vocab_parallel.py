@@ -82,9 +82,14 @@ def _worker(rank, port, out):
                           torch.tensor(upstream, dtype=loss.dtype))
             np.save(out / f"{name}-{rank}-loss.npy", loss.detach().double().numpy())
             np.save(out / f"{name}-{rank}-grad.npy", local.grad.double().numpy())
-        # errors, each raised on both ranks
+        # a slice of NaN: the whole rows' loss is NaN, on every rank
         logits, target, _, _, _ = make_case(0, (10, 37), {})
         a, b = cuts(37)[rank:rank + 2]
+        nan_slice = logits[:, a:b] * (np.nan if rank == 1 else 1.0)
+        np.save(out / f"nan-slice-{rank}.npy", vocab_parallel_cross_entropy(
+            tensor(nan_slice), tensor(target), vocab_start=a).numpy())
+        # errors: each raised on both ranks, none left waiting
+        mine = rank == 1
         errors = []
         for label, call in [
             ("overlap", lambda: vocab_parallel_cross_entropy(
@@ -93,11 +98,25 @@ def _worker(rank, port, out):
                 tensor(logits[:, a:b]), tensor(target), vocab_start=a, vocab_size=36)),
             ("bad-target", lambda: vocab_parallel_cross_entropy(
                 tensor(logits[:, a:b]), tensor(np.r_[target[:-1], 37]), vocab_start=a)),
+            ("probabilities", lambda: vocab_parallel_cross_entropy(
+                tensor(logits[:, a:b]), tensor(logits[:, a:b]), vocab_start=a)),
+            ("one-rank-bad-start", lambda: vocab_parallel_cross_entropy(
+                tensor(logits[:, a:b]), tensor(target), vocab_start=a + 0.5 if mine else a)),
+            ("one-rank-not-a-tensor", lambda: vocab_parallel_cross_entropy(
+                logits[:, a:b] if mine else tensor(logits[:, a:b]), tensor(target),
+                vocab_start=a)),
+            ("one-rank-fewer-rows", lambda: vocab_parallel_cross_entropy(
+                tensor(logits[:9 if mine else 10, a:b]), tensor(target[:9 if mine else 10]),
+                vocab_start=a)),
+            ("one-rank-other-targets", lambda: vocab_parallel_cross_entropy(
+                tensor(logits[:, a:b]), tensor((target + mine) % 37), vocab_start=a)),
+            ("one-rank-rows-unlike-target", lambda: vocab_parallel_cross_entropy(
+                tensor(logits[:9 if mine else 10, a:b]), tensor(target), vocab_start=a)),
         ]:
             try:
                 call()
                 errors.append(f"{label}: no error")
-            except (ValueError, IndexError) as error:
+            except (ValueError, IndexError, TypeError) as error:
                 errors.append(f"{label}: {type(error).__name__}: {error}")
         (out / f"errors-{rank}.txt").write_text("\n".join(errors))
     finally:
@@ -141,15 +160,29 @@ def test_each_rank_gets_the_single_process_loss_and_its_gradient(results, index)
                                    rtol=1e-13)
 
 
-def test_errors_are_raised_on_every_rank(results):
+def test_a_slice_of_nan_makes_the_loss_nan_on_every_rank(results):
     for rank in range(WORLD):
-        errors = dict(line.split(": ", 1) for line in
-                      (results / f"errors-{rank}.txt").read_text().splitlines())
-        assert "do not tile" in errors["overlap"]
-        assert errors["bad-target"].startswith("IndexError") and "37 classes" in errors["bad-target"]
-    # the slice that does not fit is rank 1's own error; rank 0 is told
-    assert "class_start" in (results / "errors-1.txt").read_text()
-    assert "failed on rank(s) [1]" in (results / "errors-0.txt").read_text()
+        assert np.isnan(np.load(results / f"nan-slice-{rank}.npy"))
+
+
+def test_errors_are_raised_on_every_rank(results):
+    errors = [dict(line.split(": ", 1) for line in
+                   (results / f"errors-{rank}.txt").read_text().splitlines())
+              for rank in range(WORLD)]
+    for mine in errors:
+        assert "do not tile" in mine["overlap"]
+        assert "make 37 classes, but vocab_size is 36" in mine["too-small"]
+        assert mine["bad-target"].startswith("IndexError") and "37 classes" in mine["bad-target"]
+        assert "different numbers of positions" in mine["one-rank-fewer-rows"]
+        assert "different targets" in mine["one-rank-other-targets"]
+        assert mine["probabilities"].startswith("InputTypeError")
+        assert "class-index targets" in mine["probabilities"]
+    # a rank's own failure is raised there, and the others are told
+    assert "vocab_start must be an integer" in errors[1]["one-rank-bad-start"]
+    assert "local_logits must be a torch.Tensor" in errors[1]["one-rank-not-a-tensor"]
+    assert "target has shape" in errors[1]["one-rank-rows-unlike-target"]
+    for label in ("one-rank-bad-start", "one-rank-not-a-tensor", "one-rank-rows-unlike-target"):
+        assert "failed on rank(s) [1]" in errors[0][label]
 
 
 def test_without_a_process_group_it_says_so():
@@ -158,5 +191,3 @@ def test_without_a_process_group_it_says_so():
     with pytest.raises(InputError, match="init_process_group"):
         vocab_parallel_cross_entropy(torch.zeros(3, 4), torch.zeros(3, dtype=torch.long),
                                      vocab_start=0)
-    with pytest.raises(TypeError, match="class-index targets"):
-        vocab_parallel_cross_entropy(torch.zeros(3, 4), torch.zeros(3, 4), vocab_start=0)

@@ -510,31 +510,49 @@ def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *
 
 # --- vocab_parallel_cross_entropy --------------------------------------------------
 
-# What a rank sends in its one all_gather, as float64 (exact for the integers):
-# whether its own checks passed, its slice's first class and width, then its
-# rows' partials.
-_HEADER = 3
+# What every rank sends first, as float64 (exact for these integers): whether
+# its own checks passed, its slice's first class and width, its number of
+# positions, and checksums of the target and the two weights, which must be
+# the same on every rank.
+_HEADER = ("ok", "vocab_start", "width", "positions", "target", "weight", "sample_weight")
 
 
-def _gather(packed: Tensor, group: Any) -> list[np.ndarray]:
+def _gather(packed: np.ndarray, group: Any) -> list[np.ndarray]:
     import torch.distributed as dist
 
-    gathered = [torch.empty_like(packed)
-                for _ in range(dist.get_world_size(group))]
-    dist.all_gather(gathered, packed, group=group)
+    t = torch.from_numpy(packed)
+    gathered = [torch.empty_like(t) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(gathered, t, group=group)
     return [g.numpy() for g in gathered]
 
 
-def _vocabulary(layout: Sequence[tuple[float, float]]) -> int:
+def _checksum(t: Tensor | None) -> float:
+    import zlib
+    return -1.0 if t is None else float(zlib.crc32(np.ascontiguousarray(_numpy(t)).tobytes()))
+
+
+def _agree(gathered: list[np.ndarray], error: BaseException | None) -> None:
+    """Raise on every rank if one failed: its own error there, a pointer to
+    it elsewhere."""
+    if error is not None:
+        raise error
+    failed = [rank for rank, g in enumerate(gathered) if g[0] != 1.0]
+    if failed:
+        raise InputError(f"vocab_parallel_cross_entropy failed on rank(s) {failed}: see the "
+                         f"error raised there")
+
+
+def _vocabulary(headers: list[np.ndarray]) -> int:
     """The vocabulary the ranks' slices [start, start + width) make: they
-    must tile [0, V) (in any rank order), or a clear error on every rank."""
-    slices = sorted((int(start), int(width)) for start, width in layout)
+    must tile [0, V) (in any rank order)."""
+    start, width = _HEADER.index("vocab_start"), _HEADER.index("width")
+    slices = sorted((int(h[start]), int(h[width])) for h in headers)
     end = 0
-    for start, width in slices:
-        if start != end:
+    for a, n in slices:
+        if a != end:
             raise InputError(f"the ranks' vocabulary slices (vocab_start, width) {slices} do "
-                             f"not tile [0, V): a slice should start at {end}, not {start}")
-        end = start + width
+                             f"not tile [0, V): a slice should start at {end}, not {a}")
+        end = a + n
     return end
 
 
@@ -549,41 +567,29 @@ class _VocabParallel(torch.autograd.Function):
                 compute_grad: bool) -> Tensor:
         z, t = _numpy(local_logits), _numpy(target)
         w, sw = _numpy(weight), _numpy(sample_weight)
-        start, vocab_size, group = options["vocab_start"], options["vocab_size"], options["group"]
+        start, vocab_size = options["vocab_start"], options["vocab_size"]
         class_dim = 1 if local_logits.dim() > 1 else 0
         shard = dict(weight=w, ignore_index=options["ignore_index"],
                      label_smoothing=options["label_smoothing"], softcap=options["softcap"],
                      axis=class_dim, n_threads=_threads(options["n_threads"]))
-        positions = int(np.prod(z.shape[:class_dim] + z.shape[class_dim + 1:]))
-        packed = np.zeros(_HEADER + _api._PARTS * positions)
-        packed[1:_HEADER] = start, z.shape[class_dim]
+        packed = np.zeros(1 + _api._PARTS * options["positions"])
         error = None
         try:
             with _torch_errors():
                 parts = _shards.cross_entropy_partials(z, t, class_start=start,
                                                        n_classes=vocab_size, **shard)
             packed[0] = 1.0
-            packed[_HEADER:] = parts.reshape(-1)
-        except (ValueError, TypeError, IndexError) as caught:
-            error = caught               # (raised once the others know, so none waits)
-        gathered = _gather(torch.from_numpy(packed), group)
-        if error is not None:
-            raise error
-        failed = [rank for rank, g in enumerate(gathered) if g[0] != 1.0]
-        if failed:
-            raise InputError(f"vocab_parallel_cross_entropy failed on rank(s) {failed}: see "
-                             f"the error raised there")
-        made = _vocabulary([(g[1], g[2]) for g in gathered])
-        if made != vocab_size:
-            raise InputError(f"the ranks' vocabulary slices make {made} classes, but "
-                             f"vocab_size is {vocab_size}")
-        totals = _shards.combine_partials([g[_HEADER:].reshape(parts.shape) for g in gathered])
-        finish = dict(weight=w, ignore_index=options["ignore_index"],
-                      reduction=options["reduction"], sample_weight=sw,
-                      z_loss=options["z_loss"])
+            packed[1:] = parts.reshape(-1)
+        except Exception as caught:              # (raised once the others know)
+            error = caught
+        gathered = _gather(packed, options["group"])
+        _agree(gathered, error)
+        totals = _shards.combine_partials([g[1:].reshape(parts.shape) for g in gathered])
         with _torch_errors():
-            loss = _shards.cross_entropy_from_partials(totals, t, n_classes=vocab_size,
-                                                       dtype=z.dtype, **finish)
+            loss = _shards.cross_entropy_from_partials(
+                totals, t, n_classes=vocab_size, weight=w, ignore_index=options["ignore_index"],
+                reduction=options["reduction"], sample_weight=sw, z_loss=options["z_loss"],
+                dtype=z.dtype)
             grad = None
             if compute_grad:
                 grad = _shards.cross_entropy_shard_grad(
@@ -601,6 +607,37 @@ class _VocabParallel(torch.autograd.Function):
         _no_double_backward()
         upstream = grad_loss.unsqueeze(ctx.class_dim) if ctx.per_position else grad_loss
         return (_scaled_gradient(ctx, "grad", upstream),) + (None,) * 5
+
+
+def _vocab_parallel_checks(local_logits: Any, target: Any, weight: Any, sample_weight: Any,
+                           vocab_start: Any, vocab_size: Any,
+                           options: tuple[Any, ...]) -> tuple[Any, ...]:
+    """This rank's own checks: the options as _check_options gives them, and
+    the header it sends."""
+    function = "megatron.core.tensor_parallel.vocab_parallel_cross_entropy"
+    _check_tensor(local_logits, "local_logits", function, floating=True, half=True)
+    _check_tensor(target, "target", function)
+    for t, name in ((weight, "weight"), (sample_weight, "sample_weight")):
+        if t is not None:
+            _check_tensor(t, name, function)
+    _check_no_grad([(target, "target"), (weight, "weight"), (sample_weight, "sample_weight")],
+                   "crossentropy.torch.vocab_parallel_cross_entropy")
+    if local_logits.dim() == 0:
+        raise InputError("local_logits must have at least one dimension (the classes), got a "
+                         "0-d tensor")
+    if target.is_floating_point():
+        raise InputTypeError("vocab_parallel_cross_entropy takes class-index targets: a rank's "
+                             "class probabilities would be its slice of them, not target")
+    checked = _check_options(*options)
+    with _torch_errors():
+        vocab_start = _check_integer(vocab_start, "vocab_start")
+        if vocab_size is not None:
+            _check_integer(vocab_size, "vocab_size")
+    width = local_logits.shape[1 if local_logits.dim() > 1 else 0]
+    header = dict(ok=1.0, vocab_start=vocab_start, width=width, positions=target.numel(),
+                  target=_checksum(target), weight=_checksum(weight),
+                  sample_weight=_checksum(sample_weight))
+    return checked, np.array([header[name] for name in _HEADER], np.float64)
 
 
 def vocab_parallel_cross_entropy(local_logits: Tensor, target: Tensor, *, vocab_start: int,
@@ -625,14 +662,14 @@ def vocab_parallel_cross_entropy(local_logits: Tensor, target: Tensor, *, vocab_
     as :func:`cross_entropy`; class-index targets only.
 
     Each rank makes one pass over its logits for its rows' partials (four
-    float64 numbers each), one ``all_gather`` of them, and (with a
-    gradient) one pass for its gradient slice, in place of its saved
-    logits' copy.  ``vocab_size`` None learns the vocabulary from the
-    ranks' slices with one more, small, ``all_gather``; either way the
-    slices must tile ``[0, V)``.  A rank whose checks fail still takes part
-    in the collective, so that every rank raises and none waits.
-    ``group`` None is the default process group (``torch.distributed``,
-    any backend that gathers CPU tensors: gloo).
+    float64 numbers each) and, with a gradient, one pass for its slice, in
+    the forward, which backward scales.  Two ``all_gather`` calls: a header
+    of seven numbers (the rank's slice, whether its checks passed, checksums
+    of ``target``, ``weight`` and ``sample_weight``), so that ranks that
+    disagree or fail all raise rather than wait or go wrong, then the
+    partials.  The slices must tile ``[0, V)``; ``vocab_size``, when given,
+    must be V.  ``group`` None is the default process group
+    (``torch.distributed``, any backend that gathers CPU tensors: gloo).
 
     Examples
     --------
@@ -646,33 +683,32 @@ def vocab_parallel_cross_entropy(local_logits: Tensor, target: Tensor, *, vocab_
     """
     import torch.distributed as dist
 
-    function = "megatron.core.tensor_parallel.vocab_parallel_cross_entropy"
-    _check_tensor(local_logits, "local_logits", function, floating=True, half=True)
-    _check_tensor(target, "target", function)
-    for t, name in ((weight, "weight"), (sample_weight, "sample_weight")):
-        if t is not None:
-            _check_tensor(t, name, function)
-    _check_no_grad([(target, "target"), (weight, "weight"), (sample_weight, "sample_weight")],
-                   "crossentropy.torch.vocab_parallel_cross_entropy")
-    if local_logits.dim() == 0:
-        raise InputError("local_logits must have at least one dimension (the classes), got a "
-                         "0-d tensor")
-    if target.is_floating_point():
-        raise InputTypeError("vocab_parallel_cross_entropy takes class-index targets: a rank's "
-                             "class probabilities would be its slice of them, not target")
     if not (dist.is_available() and dist.is_initialized()):
         raise InputError("vocab_parallel_cross_entropy needs torch.distributed's process "
                          "group: call torch.distributed.init_process_group first")
-    ignore_index, reduction, label_smoothing, z_loss, softcap, threads = _check_options(
-        ignore_index, reduction, label_smoothing, z_loss, softcap, n_threads)
-    with _torch_errors():
-        vocab_start = _check_integer(vocab_start, "vocab_start")
-        if vocab_size is None:
-            width = local_logits.shape[1 if local_logits.dim() > 1 else 0]
-            layout = _gather(torch.tensor([vocab_start, width], dtype=torch.float64), group)
-            vocab_size = _vocabulary([(g[0], g[1]) for g in layout])
-        vocab_size = _check_integer(vocab_size, "vocab_size")
-    options = dict(vocab_start=vocab_start, vocab_size=vocab_size, group=group,
+    header = np.zeros(len(_HEADER))
+    error = checked = None
+    try:
+        checked, header = _vocab_parallel_checks(
+            local_logits, target, weight, sample_weight, vocab_start, vocab_size,
+            (ignore_index, reduction, label_smoothing, z_loss, softcap, n_threads))
+    except Exception as caught:                  # (raised once the others know)
+        error = caught
+    headers = _gather(header, group)
+    _agree(headers, error)
+    for name, what in (("positions", "numbers of positions"), ("target", "targets"),
+                       ("weight", "class weights"), ("sample_weight", "sample weights")):
+        k = _HEADER.index(name)
+        if len({h[k] for h in headers}) > 1:
+            raise InputError(f"the ranks pass different {what}: every rank must pass the same "
+                             f"target, weight and sample_weight")
+    made = _vocabulary(headers)
+    if vocab_size is not None and made != vocab_size:
+        raise InputError(f"the ranks' vocabulary slices make {made} classes, but vocab_size "
+                         f"is {vocab_size}")
+    ignore_index, reduction, label_smoothing, z_loss, softcap, threads = checked
+    options = dict(vocab_start=int(header[_HEADER.index("vocab_start")]), vocab_size=made,
+                   positions=int(header[_HEADER.index("positions")]), group=group,
                    ignore_index=ignore_index, reduction=reduction,
                    label_smoothing=label_smoothing, z_loss=z_loss, softcap=softcap,
                    n_threads=threads, allow_retain_graph=bool(allow_retain_graph))

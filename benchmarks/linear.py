@@ -69,9 +69,12 @@ def child(impl, n, d, v, threads, repeats):
     else:
         import crossentropy as ce
 
+        # ("fused:<MiB>": the fused call with chunks of that many MiB of logits)
+        chunk = None if ":" not in impl else max(1, (int(impl.split(":")[1]) << 20) // (v * 4))
+
         def step():
-            if impl == "fused":
-                return float(ce.linear_cross_entropy_and_grad(h, w, t)[0])
+            if impl.startswith("fused"):
+                return float(ce.linear_cross_entropy_and_grad(h, w, t, chunk_size=chunk)[0])
             z = h @ w.T
             loss = ce.cross_entropy_and_grad(z, t, inplace=True)[0] if impl != "products" else 0
             gh, gw = z @ w, z.T @ h

@@ -846,7 +846,7 @@ cdef inline double finish(const Problem *P, const floating *z, Py_ssize_t zc,
     elif P.mode == LOSS:
         return hard_target_end(P, row, s, log_s, lse[0], sample_weight, 0.0, NULL, NULL)
     else:
-        e_t = g[t] if t < m else 0.0          # (SHARD_GRAD: the target is in this shard)
+        e_t = g[t] if t < m else 0.0          # (t >= m: the target is another shard's)
         if run_scale != NULL:
             e_t = e_t * run_scale[t // run]
         loss = hard_target_end(P, row, s, log_s, lse[0], sample_weight, e_t, &factor, &g_t)

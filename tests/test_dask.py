@@ -2,8 +2,6 @@
 both axes, every option, against the NumPy API; the graph's shape; errors;
 and logits several times a worker's memory, generated on the workers."""
 
-import itertools
-
 import numpy as np
 import pytest
 
@@ -12,14 +10,8 @@ import crossentropy as ce
 da = pytest.importorskip("dask.array")
 cdask = pytest.importorskip("crossentropy.dask")
 
-from conftest import option_id, random_case  # noqa: E402
+from conftest import OPTION_GRID, lm_id, option_case as case, option_id  # noqa: E402
 
-# (probabilities, ignore, weighted, eps, sample_weighted), as the other grids
-OPTION_GRID = [
-    options for options in itertools.product([False, True], [False, True], [False, True],
-                                             [0.0, 0.3], [False, True])
-    if not (options[0] and options[1])
-]
 LM_OPTIONS = [{}, dict(z_loss=0.02, softcap=4.0)]
 WORKER_MEMORY = 768 * 2**20
 
@@ -31,14 +23,6 @@ def client():
                                   memory_limit=WORKER_MEMORY, dashboard_address=None) as cluster:
         with distributed.Client(cluster) as client:
             yield client
-
-
-def case(rng, shape, axis, options, dtype=np.float64):
-    probabilities, ignore, weighted, eps, sample_weighted = options
-    logits, target, kwargs = random_case(rng, shape, axis, dtype=dtype,
-                                         probabilities=probabilities, ignore=ignore,
-                                         weighted=weighted, sample_weighted=sample_weighted)
-    return logits, target, dict(kwargs, label_smoothing=eps)
 
 
 def lazy(a, chunks):
@@ -75,14 +59,14 @@ def check_every_reduction(compute, rng, options, lm):
     assert all(g[1].chunks == z.chunks for g in graphs[:3])
 
 
-@pytest.mark.parametrize("lm", LM_OPTIONS, ids=lambda o: "-".join(o) or "nolm")
+@pytest.mark.parametrize("lm", LM_OPTIONS, ids=lm_id)
 @pytest.mark.parametrize("options", OPTION_GRID, ids=option_id)
 def test_every_option_gives_the_numpy_result(rng, options, lm):
     check_every_reduction(lambda graphs: da.compute(*graphs, scheduler="threads"), rng,
                           options, lm)
 
 
-@pytest.mark.parametrize("lm", LM_OPTIONS, ids=lambda o: "-".join(o) or "nolm")
+@pytest.mark.parametrize("lm", LM_OPTIONS, ids=lm_id)
 @pytest.mark.parametrize("options", [(False, False, False, 0.0, False),
                                      (False, True, True, 0.3, True),
                                      (True, False, True, 0.3, True)], ids=option_id)

@@ -3,35 +3,21 @@ z-loss, logit softcapping and the log-sum-exps returned, on every kernel path
 (class counts from the kernels' own boundaries), against the float64
 reference and finite differences."""
 
-import itertools
-
 import numpy as np
 import pytest
 
 import crossentropy as ce
 from crossentropy import _kernels
 
-from conftest import option_id, random_case, shape_id, tolerance
+from conftest import OPTION_GRID, PATHS, lm_id, option_id, random_case, shape_id, tolerance
 import reference as ref
 
 SMALL = _kernels.SMALL_ROW_LEN
 RUNS = _kernels.RUNS_MIN_LEN
 SPLIT = _kernels.SPLIT_MIN_CLASSES_LEN
-# (rows, classes) for each path: the across-rows block's shapes (here sent to
-# short_rows, which takes these options), long rows, runs, rows shared by the
-# threads, and a K-dimensional case (class axis 1)
-PATHS = [((70, 7), -1), ((9, SMALL), -1), ((9, SMALL + 9), -1), ((5, 1000), -1),
-         ((4, RUNS + 5), -1), ((2, SPLIT + 7), -1), ((3, 5, 4, 2), 1)]
+# (PATHS' short rows are the across-rows block's shapes, here sent to
+# short_rows, which takes these options)
 LM_OPTIONS = [dict(z_loss=1e-3), dict(softcap=4.0), dict(z_loss=0.02, softcap=2.5)]
-OPTION_GRID = [
-    options for options in itertools.product([False, True], [False, True], [False, True],
-                                             [0.0, 0.3], [False, True])
-    if not (options[0] and options[1])
-]
-
-
-def lm_id(options):
-    return "-".join(f"{k}{v}" for k, v in options.items())
 
 
 def lm_tolerance(dtype, softcap):

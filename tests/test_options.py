@@ -1,15 +1,13 @@
 """weight, ignore_index, label_smoothing, probability targets, sample_weight,
 grad_scale and K-dimensional input."""
 
-import itertools
-
 import numpy as np
 import pytest
 
 import crossentropy as ce
 from crossentropy import _kernels
 
-from conftest import option_id, random_case, shape_id, tolerance
+from conftest import OPTION_GRID, option_id, random_case, shape_id, tolerance
 import reference as ref
 
 SMALL = _kernels.SMALL_ROW_LEN
@@ -161,18 +159,6 @@ def test_grad_scale_multiplies_only_the_gradient(rng):
 
 
 # --- every option against the reference, values and finite differences ------------
-
-OPTION_GRID = [
-    options for options in itertools.product(
-        [False, True],      # probabilities
-        [False, True],      # ignore some positions
-        [False, True],      # class weights
-        [0.0, 0.3],         # label smoothing
-        [False, True],      # sample weights
-    )
-    if not (options[0] and options[1])     # ignore_index does not apply to probabilities
-]
-
 
 @pytest.mark.parametrize("probabilities, ignore, weighted, eps, sample_weighted", OPTION_GRID,
                          ids=[option_id(o) for o in OPTION_GRID])

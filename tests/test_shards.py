@@ -4,36 +4,19 @@ give the whole rows' loss and gradient, on every kernel path and with every
 option, against the float64 reference, the NumPy API and finite
 differences."""
 
-import itertools
-
 import numpy as np
 import pytest
 
 import crossentropy as ce
-from crossentropy import _kernels
 
-from conftest import option_id, random_case, shape_id, tolerance
+from conftest import (
+    OPTION_GRID, PATHS, lm_id, option_case as case, option_id, shape_id, tolerance,
+)
 import reference as ref
 
-SMALL = _kernels.SMALL_ROW_LEN
-RUNS = _kernels.RUNS_MIN_LEN
-SPLIT = _kernels.SPLIT_MIN_CLASSES_LEN
-# (shape, axis): short rows, both sides of the short-row bound, long rows,
-# runs, the shape whose rows the threads share, a K-dimensional layout
-PATHS = [((70, 7), -1), ((9, SMALL), -1), ((9, SMALL + 9), -1), ((5, 1000), -1),
-         ((4, RUNS + 5), -1), ((2, SPLIT + 7), -1), ((3, 5, 4, 2), 1)]
-OPTION_GRID = [
-    options for options in itertools.product([False, True], [False, True], [False, True],
-                                             [0.0, 0.3], [False, True])
-    if not (options[0] and options[1])
-]
 LM_OPTIONS = [{}, dict(z_loss=0.05), dict(softcap=2.5), dict(z_loss=0.02, softcap=4.0)]
 PARTIAL_OPTIONS = ("weight", "ignore_index", "label_smoothing", "softcap")
 FINISH_OPTIONS = ("weight", "ignore_index", "sample_weight", "z_loss")
-
-
-def lm_id(options):
-    return "-".join(f"{k}{v}" for k, v in options.items()) or "nolm"
 
 
 def cuts_of(rng, n_classes, n_shards=3):
@@ -66,14 +49,6 @@ def sharded(logits, target, cuts, axis=-1, reduction="mean", **options):
         logits[part(a, b)], shard_target(a, b), totals, class_start=a, n_classes=n_classes,
         axis=axis, reduction=reduction, **options) for a, b in shards], axis=axis)
     return loss, grad, totals
-
-
-def case(rng, shape, axis, options, dtype=np.float64):
-    probabilities, ignore, weighted, eps, sample_weighted = options
-    logits, target, kwargs = random_case(rng, shape, axis, dtype=dtype,
-                                         probabilities=probabilities, ignore=ignore,
-                                         weighted=weighted, sample_weighted=sample_weighted)
-    return logits, target, dict(kwargs, label_smoothing=eps)
 
 
 # --- the whole rows' results ---------------------------------------------------------

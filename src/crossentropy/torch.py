@@ -118,6 +118,23 @@ def _check_no_grad(tensors: Sequence[tuple[Tensor | None, str]], function: str) 
                              f"requires grad: pass {name}.detach()")
 
 
+def _check_loss_tensors(logits: Any, name: str, target: Any, weight: Any, sample_weight: Any,
+                        torch_function: str, ours: str) -> None:
+    """The tensors of a loss: the logits (`name`) floating, half precision
+    included, with a class dimension; target and the weights CPU tensors
+    that require no grad (`ours`: the function of crossentropy.torch)."""
+    _check_tensor(logits, name, torch_function, floating=True, half=True)
+    _check_tensor(target, "target", torch_function)
+    for t, what in ((weight, "weight"), (sample_weight, "sample_weight")):
+        if t is not None:
+            _check_tensor(t, what, torch_function)
+    _check_no_grad([(target, "target"), (weight, "weight"), (sample_weight, "sample_weight")],
+                   f"crossentropy.torch.{ours}")
+    if logits.dim() == 0:
+        raise InputError(f"{name} must have at least one dimension (the classes), got a 0-d "
+                         f"tensor")
+
+
 def _refuse_deprecated(size_average: Any, reduce: Any) -> None:
     if size_average is not None or reduce is not None:
         raise InputTypeError("size_average and reduce are deprecated in torch and not taken "
@@ -280,17 +297,8 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Tensor | None = None,
     (0.66996, [0.1666666716337204, 0.1666666716337204, -0.3333333432674408])
     """
     _refuse_deprecated(size_average, reduce)
-    function = "torch.nn.functional.cross_entropy"
-    _check_tensor(input, "input", function, floating=True, half=True)
-    _check_tensor(target, "target", function)
-    for t, name in ((weight, "weight"), (sample_weight, "sample_weight")):
-        if t is not None:
-            _check_tensor(t, name, function)
-    _check_no_grad([(target, "target"), (weight, "weight"), (sample_weight, "sample_weight")],
-                   "crossentropy.torch.cross_entropy")
-    if input.dim() == 0:
-        raise InputError("input must have at least one dimension (the classes), got a 0-d "
-                         "tensor")
+    _check_loss_tensors(input, "input", target, weight, sample_weight,
+                        "torch.nn.functional.cross_entropy", "cross_entropy")
     ignore_index, reduction, label_smoothing, z_loss, softcap, threads = _check_options(
         ignore_index, reduction, label_smoothing, z_loss, softcap, n_threads)
     compute_grad = torch.is_grad_enabled() and input.requires_grad
@@ -614,17 +622,9 @@ def _vocab_parallel_checks(local_logits: Any, target: Any, weight: Any, sample_w
                            options: tuple[Any, ...]) -> tuple[Any, ...]:
     """This rank's own checks: the options as _check_options gives them, and
     the header it sends."""
-    function = "megatron.core.tensor_parallel.vocab_parallel_cross_entropy"
-    _check_tensor(local_logits, "local_logits", function, floating=True, half=True)
-    _check_tensor(target, "target", function)
-    for t, name in ((weight, "weight"), (sample_weight, "sample_weight")):
-        if t is not None:
-            _check_tensor(t, name, function)
-    _check_no_grad([(target, "target"), (weight, "weight"), (sample_weight, "sample_weight")],
-                   "crossentropy.torch.vocab_parallel_cross_entropy")
-    if local_logits.dim() == 0:
-        raise InputError("local_logits must have at least one dimension (the classes), got a "
-                         "0-d tensor")
+    _check_loss_tensors(local_logits, "local_logits", target, weight, sample_weight,
+                        "megatron.core.tensor_parallel.vocab_parallel_cross_entropy",
+                        "vocab_parallel_cross_entropy")
     if target.is_floating_point():
         raise InputTypeError("vocab_parallel_cross_entropy takes class-index targets: a rank's "
                              "class probabilities would be its slice of them, not target")

@@ -143,8 +143,9 @@ def _weigh(w, x, log_s):
 def _finish_rows(totals, target, *, n_classes, weight, ignore_index, sample_weight, z_loss):
     """The positions' losses and log-sum-exps (float64) from their combined
     totals, each position's share of the mean's denominator (0 where
-    ignored), and the mean's (n_active, denominator): the checks and the
-    formulas of cross_entropy_from_partials."""
+    ignored), whether it counts (False where ignored), and the mean's
+    (n_active, denominator): the checks and the formulas of
+    cross_entropy_from_partials."""
     totals = _asarray(totals, "totals")
     if totals.dtype != np.float64:
         raise TypeError(f"totals must be float64 (as the partials are), got {totals.dtype}")
@@ -159,8 +160,9 @@ def _finish_rows(totals, target, *, n_classes, weight, ignore_index, sample_weig
     sw = None if sample_weight is None else _check_nonnegative_weights(
         _asarray(sample_weight, "sample_weight"), "sample_weight", positions,
         "one per position: the totals' positions").reshape(-1)
-    active = wt = None
-    row_weight = np.ones(math.prod(positions)) if sw is None else sw
+    wt = None
+    active = np.ones(math.prod(positions), bool)
+    row_weight = np.ones(active.shape) if sw is None else sw
     if target is None:                  # (probability targets: their terms are in the totals)
         n_active = math.prod(positions)
         denominator = float(n_active if sw is None else np.sum(sw))
@@ -191,11 +193,10 @@ def _finish_rows(totals, target, *, n_classes, weight, ignore_index, sample_weig
             loss = loss + (term if wt is None else _weigh(wt, term, log_s))
         if sw is not None:
             loss = _weigh(sw, loss, log_s)
-    if active is not None:
-        loss = np.where(active, loss, 0.0)
-        lse = np.where(active, lse, 0.0)
+    loss = np.where(active, loss, 0.0)
+    lse = np.where(active, lse, 0.0)
     return (loss.reshape(positions), lse.reshape(positions), row_weight.reshape(positions),
-            n_active, denominator)
+            active.reshape(positions), n_active, denominator)
 
 
 def _in_dtype(a, dtype):
@@ -238,7 +239,7 @@ def cross_entropy_from_partials(totals, target, *, n_classes, weight=None, ignor
     dtype = _native(np.dtype(dtype))
     if dtype.kind != "f" and not _half_kind(dtype):
         raise TypeError(f"dtype must be a floating dtype, got {dtype}")
-    loss, lse, _, n_active, denominator = _finish_rows(
+    loss, lse, _, _, n_active, denominator = _finish_rows(
         totals, target, n_classes=n_classes, weight=weight, ignore_index=ignore_index,
         sample_weight=sample_weight, z_loss=z_loss)
     value = _reduce(np.array([loss.sum()]), _in_dtype(loss, dtype), denominator, reduction,

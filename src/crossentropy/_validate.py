@@ -360,18 +360,39 @@ def _check_nonnegative_weights(w, name, expected_shape, what):
     return a
 
 
+def _check_index_target_shape(shape, logits_shape, axis):
+    """The positions' shape, which class-index targets must have."""
+    expected = logits_shape[:axis] + logits_shape[axis + 1:]
+    if shape != expected:
+        raise ValueError(
+            f"target has shape {shape}, expected {expected}: "
+            f"the logits' shape {logits_shape} without the class axis {axis}"
+        )
+    return expected
+
+
+def _check_probability_target(shape, logits_shape, ignore_index):
+    """Class-probability targets: the logits' shape, and no ignore_index."""
+    if shape != logits_shape:
+        raise ValueError(
+            f"target holds floating values, so it is read as class probabilities and must "
+            f"have the logits' shape {logits_shape}, got {shape}; class indices need an "
+            f"integer dtype"
+        )
+    if ignore_index >= 0:
+        raise ValueError(
+            f"ignore_index ({ignore_index}) is not supported with class-probability "
+            f"(floating) targets"
+        )
+
+
 def _target_indices(t, logits_shape, axis, ignore_index, weight, sample_weight2):
     """Check integer class targets in one pass.
 
     Returns the (outer, inner) intp view the kernel reads, the ignore_index it
     should use, the number of positions not ignored, and the mean's denominator.
     """
-    expected = logits_shape[:axis] + logits_shape[axis + 1:]
-    if t.shape != expected:
-        raise ValueError(
-            f"target has shape {t.shape}, expected {expected}: "
-            f"the logits' shape {logits_shape} without the class axis {axis}"
-        )
+    expected = _check_index_target_shape(t.shape, logits_shape, axis)
     n_classes = logits_shape[axis]
     outer, _, inner = _split_shape(logits_shape, axis)
     t = t.reshape((outer, inner))
@@ -414,17 +435,7 @@ def _target_probabilities(y, logits, axis, ignore_index, dtype):
     """Check class-probability targets and return them as (outer, C, inner):
     in `dtype`, native and kernel-ready, or with None as they are (read, and
     converted, a block at a time)."""
-    if y.shape != logits.shape:
-        raise ValueError(
-            f"target holds floating values, so it is read as class probabilities and must "
-            f"have the logits' shape {logits.shape}, got {y.shape}; class indices need an "
-            f"integer dtype"
-        )
-    if ignore_index >= 0:
-        raise ValueError(
-            f"ignore_index ({ignore_index}) is not supported with class-probability "
-            f"(floating) targets"
-        )
+    _check_probability_target(y.shape, logits.shape, ignore_index)
     if dtype is None:
         return y.reshape(_split_shape(y.shape, axis))
     return _input3(y.astype(dtype, copy=False), axis)[0]

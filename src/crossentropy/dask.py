@@ -26,8 +26,8 @@ except ImportError as error:                    # pragma: no cover - dask is an 
 from . import _shards
 from ._api import _PARTS, _mean_scale, _reduce
 from ._validate import (
-    _check_axis, _check_loss_options, _check_nonnegative_weights,
-    _check_reduction, _half_kind, _is_floating, _native,
+    _check_axis, _check_index_target_shape, _check_loss_options, _check_nonnegative_weights,
+    _check_probability_target, _check_reduction, _half_kind, _is_floating, _native,
 )
 
 __all__ = ["cross_entropy", "cross_entropy_and_grad"]
@@ -110,19 +110,11 @@ def _graph(logits, target, *, weight, ignore_index, reduction, label_smoothing, 
     t = da.asarray(target)
     if t.dtype.kind in "iu":
         probabilities = False
-        if t.shape != positions:
-            raise ValueError(f"target has shape {t.shape}, expected {positions}: the logits' "
-                             f"shape without the class axis {axis}")
+        _check_index_target_shape(t.shape, shape, axis)
         t = t.rechunk(z.chunks[:-1])
     elif _is_floating(t.dtype):
         probabilities = True
-        if t.shape != shape:
-            raise ValueError(f"target holds floating values, so it is read as class "
-                             f"probabilities and must have the logits' shape {shape}, "
-                             f"got {t.shape}; class indices need an integer dtype")
-        if ignore_index >= 0:
-            raise ValueError(f"ignore_index ({ignore_index}) is not supported with "
-                             f"class-probability (floating) targets")
+        _check_probability_target(t.shape, shape, ignore_index)
         t = (t if last else da.moveaxis(t, axis, -1)).rechunk(z.chunks)
     else:
         raise TypeError(f"target must hold integer class indices or floating class "
@@ -203,10 +195,8 @@ def _combine_blocks(x, axis, keepdims):
 
 
 def _finish_block(totals, t, sample_weight, **options):
-    loss, lse, weight, _, _ = _shards._finish_rows(totals, t, sample_weight=sample_weight,
-                                                   **options)
-    active = (np.ones(loss.shape) if t is None
-              else (np.asarray(t) != options["ignore_index"]).astype(np.float64))
+    loss, lse, weight, active, _, _ = _shards._finish_rows(totals, t, sample_weight=sample_weight,
+                                                           **options)
     return np.stack([loss, lse, weight, active], axis=-1)
 
 

@@ -39,9 +39,9 @@ cdef extern from "csrc/ce.h" nogil:
     float ce_max_f32(const float *x, Py_ssize_t n, float *lo)
     double ce_max_f64(const double *x, Py_ssize_t n, double *lo)
     double ce_expsum_f32(const float *x, float *out, Py_ssize_t n, float shift, float lo,
-                         const float *ahead)
+                         const float *ahead, float *ahead_out)
     double ce_expsum_f64(const double *x, double *out, Py_ssize_t n, double shift,
-                         double lo, const double *ahead)
+                         double lo, const double *ahead, double *ahead_out)
     double ce_sumexp_f32(const float *x, Py_ssize_t n, float shift, float lo,
                          const float *ahead, float *buf)
     double ce_sumexp_f64(const double *x, Py_ssize_t n, double shift, double lo,

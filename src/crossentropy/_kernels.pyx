@@ -101,9 +101,13 @@ cdef enum:
     SPLIT_MIN_CLASSES = 131072
     SPLIT_MAX_ROWS = 64
     SEGMENT_RUNS = 8            # runs a thread takes at a time
-    # Rows this long fetch the next row's logits during their exp pass.
+    # Rows this long fetch a later row's logits during their exp pass: the
+    # next row's, or for float rows, whose exps cost least per byte, the
+    # row PREFETCH_BYTES ahead (in whole rows, at least the next) and its
+    # gradient's lines too.
     PREFETCH_MIN = 512
     PREFETCH_MAX = 16384
+    PREFETCH_BYTES = 8192
     # Rows this long with hard targets without smoothing go in runs instead,
     # each shifted by its own max, so that they are read once (ce_run_parts),
     # which pays where a row no longer stays in the caches between passes.
@@ -263,12 +267,12 @@ cdef inline floating vmax(const floating *x, Py_ssize_t n, floating *lo) noexcep
 
 
 cdef inline double vexpsum(const floating *x, floating *out, Py_ssize_t n,
-                           floating shift, floating lo,
-                           const floating *ahead=NULL) noexcept nogil:
+                           floating shift, floating lo, const floating *ahead=NULL,
+                           floating *ahead_out=NULL) noexcept nogil:
     if floating is float:
-        return ce_expsum_f32(x, out, n, shift, lo, ahead)
+        return ce_expsum_f32(x, out, n, shift, lo, ahead, ahead_out)
     else:
-        return ce_expsum_f64(x, out, n, shift, lo, ahead)
+        return ce_expsum_f64(x, out, n, shift, lo, ahead, ahead_out)
 
 
 cdef inline double vsumexp(const floating *x, Py_ssize_t n, floating shift,
@@ -959,6 +963,9 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
     cdef bint capped = P.softcap != 0.0
     cdef bint prefetch = (not strided and not capped and P.inner == 1
                           and PREFETCH_MIN <= m <= PREFETCH_MAX)
+    cdef Py_ssize_t fetch_rows = 1
+    if floating is float:
+        fetch_rows = max(1, PREFETCH_BYTES // (m * <Py_ssize_t>sizeof(float)))
     cdef bint runs = (m >= RUNS_MIN and not P.probabilities and not P.smoothing
                       and P.mode != SHARD_GRAD)
     cdef Py_ssize_t run = ce_run_length(m)
@@ -969,6 +976,7 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
     cdef floating *scratch = block + CE_BLOCK
     cdef const floating *z
     cdef const floating *ahead
+    cdef floating *ahead_g
     cdef const floating *y = NULL
     cdef floating *g = NULL
     cdef floating *g_dest = NULL
@@ -1022,14 +1030,21 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
                 continue
             v = finish(P, z, 1, g, y, 1, s, &row, sw, &lse, aux, ac, run_scale, run)
         else:
-            # the next row's logits stream in during this row's exps (rows of a
-            # few KB: the hardware prefetcher alone leaves each max pass waiting)
-            ahead = z + P.z.so // <Py_ssize_t>sizeof(floating) if prefetch and r + 1 < r1 else NULL
+            # a later row's logits stream in during this row's exps (rows of a
+            # few KB: the hardware prefetcher alone leaves each max pass
+            # waiting), and for float its gradient's lines, unless those are
+            # its logits, so that the stores find them
+            ahead = (z + fetch_rows * (P.z.so // <Py_ssize_t>sizeof(floating))
+                     if prefetch and r + fetch_rows < r1 else NULL)
+            ahead_g = NULL
+            if floating is float:
+                if ahead != NULL and write and P.out.data != P.z.data:
+                    ahead_g = g + fetch_rows * (P.out.so // <Py_ssize_t>sizeof(floating))
             if P.mode == SHARD_GRAD:
                 given_totals(P, pos, &row)
             prepare(P, z, 1, y, 1, t, &row)
             if write and P.mode != LOG_SOFTMAX:
-                s = vexpsum(z, g, m, <floating>row.zmax, <floating>row.zmin, ahead)
+                s = vexpsum(z, g, m, <floating>row.zmax, <floating>row.zmin, ahead, ahead_g)
             else:
                 s = vsumexp(z, m, <floating>row.zmax, <floating>row.zmin, ahead, block)
             if P.mode == PARTIALS:

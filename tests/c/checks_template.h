@@ -106,7 +106,7 @@ static long long CE_FN(nan_misses)(void)
                 U bits = quiet | payloads[q] | ((U)sign << (8 * sizeof(T) - 1));
                 memcpy(&x[pos], &bits, sizeof(T));
                 top = CE_FN(ce_max)(x, 1000, &lo);
-                double s1 = CE_FN(ce_expsum)(x, out, 1000, top, lo, NULL);
+                double s1 = CE_FN(ce_expsum)(x, out, 1000, top, lo, NULL, NULL);
                 double s2 = CE_FN(ce_sumexp)(x, 1000, top, lo, NULL, blk);
                 bad += !(s1 != s1) + !(s2 != s2);
                 x[pos] = keep;

@@ -139,7 +139,7 @@ int main(int argc, char **argv)
     ce_exp_f32(z, e, n * m);
     float *row = malloc(m * 4);
     float lo, top = ce_max_f32(z, m, &lo);
-    double s = ce_expsum_f32(z, row, m, top, lo, NULL);
+    double s = ce_expsum_f32(z, row, m, top, lo, NULL, NULL);
     memset(loss, 0, n * 8);
     memset(g, 0, n * m * 4);
     static float blk[CE_SHORT_MAX * CE_ROWS] CE_ALIGNED(32);

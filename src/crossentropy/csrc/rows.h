@@ -23,7 +23,7 @@ static inline ptrdiff_t ce_run_length(ptrdiff_t n)
    order either way (the same sum, bit for bit). */
 _Static_assert(CE_BLOCK / 4 % CE_LANES == 0, "blocks must hold whole lane rounds");
 
-/* A row with a next row to fetch (ahead != NULL) goes in quarter blocks, each
+/* A row with a later row to fetch (ahead != NULL) goes in quarter blocks, each
    fetching the same span, bytes [from, to), of the next row: the requests
    spread over the row's exps instead of queueing up at its start. */
 CE_INLINE ptrdiff_t ce_block(const void *ahead)
@@ -36,6 +36,15 @@ CE_INLINE void ce_fetch(const void *ahead, ptrdiff_t from, ptrdiff_t to)
     if (ahead != NULL)
         for (ptrdiff_t p = from; p < to; p += 64)
             CE_PREFETCH((const char *)ahead + p, 0);
+}
+
+/* The same for a span about to be written: its lines come in owned, so that
+   the stores need not wait for them (write-allocate). */
+CE_INLINE void ce_fetch_to_write(void *ahead, ptrdiff_t from, ptrdiff_t to)
+{
+    if (ahead != NULL)
+        for (ptrdiff_t p = from; p < to; p += 64)
+            CE_PREFETCH((char *)ahead + p, 1);
 }
 
 CE_INLINE double ce_lanetotal(const double *lane)

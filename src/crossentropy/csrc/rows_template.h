@@ -9,7 +9,9 @@
  *               (and +inf) for n == 0
  *   ce_expsum   out[i] = exp(x[i] - shift), returns the sum of out; lo is a
  *               lower bound of x (ce_max's, or -inf) and NaN if an x[i] is,
- *               which picks the exp; out may equal x (in place)
+ *               which picks the exp; out may equal x (in place); ahead
+ *               and ahead_out, if not NULL, are a later row's logits and
+ *               output, fetched meanwhile
  *   ce_sumexp   the same sum without storing anything
  *   ce_exp      out[i] = exp(x[i]) (the row-block path and the tests)
  *   ce_run_parts  a row in runs, each shifted by its own max (below)
@@ -102,13 +104,14 @@ CE_INLINE void CE_FNL(ce_lanesum)(const T *x, ptrdiff_t n, double *lane)
 }
 
 static CE_TARGET double CE_FNL(ce_expsum)(const T *x, T *out, ptrdiff_t n, T shift,
-                                    T lo, const T *ahead)
+                                    T lo, const T *ahead, T *ahead_out)
 {
     double lane[CE_LANES] = {0};
     ptrdiff_t block = ce_block(ahead);
     for (ptrdiff_t i = 0; i < n; i += block) {
         ptrdiff_t len = n - i < block ? n - i : block;
         ce_fetch(ahead, i * sizeof(T), (i + len) * sizeof(T));
+        ce_fetch_to_write(ahead_out, i * sizeof(T), (i + len) * sizeof(T));
         CE_FNL(ce_expshift)(x + i, out + i, len, shift, lo);
         CE_FNL(ce_lanesum)(out + i, len, lane);
     }
@@ -146,9 +149,10 @@ static CE_TARGET void CE_FNL(ce_exp)(const T *x, T *out, ptrdiff_t n)
    buffer for a part; each run summed in its own lanes.  The row is read
    once: a run's max pass brings it into L1 and its exp pass reads it there,
    while it fetches CE_RUN elements ahead (the next run, in rows of runs of
-   CE_RUN), CE_RUN_PART at a time: the hardware prefetcher alone leaves the
-   run's max pass waiting.  One function for both uses, unlike ce_expsum's
-   twins: the destination is picked per part, outside the element loops.
+   CE_RUN), CE_RUN_PART at a time, and out's elements there to write (unless
+   out is x): the hardware prefetcher alone leaves the run's max pass
+   waiting.  One function for both uses, unlike ce_expsum's twins: the
+   destination is picked per part, outside the element loops.
    Run b's max goes to tops[b], the sum of its exp(x - that
    max) to sums[b].  A run of -inf is shifted by 0: its exps are 0, not NaN.
    x[0:n] is a row or whole runs of one (a segment that a thread takes);
@@ -169,8 +173,9 @@ static CE_TARGET void CE_FNL(ce_run_parts)(const T *x, T *out, ptrdiff_t n,
                                                        : CE_RUN_PART;
             T *dest = out != NULL ? out + k : buf;
             ptrdiff_t ahead = k + CE_RUN < n ? k + CE_RUN : n;
-            ce_fetch(x, ahead * sizeof(T),
-                     (ahead + part < n ? ahead + part : n) * sizeof(T));
+            ptrdiff_t ahead_end = ahead + part < n ? ahead + part : n;
+            ce_fetch(x, ahead * sizeof(T), ahead_end * sizeof(T));
+            ce_fetch_to_write(out != x ? out : NULL, ahead * sizeof(T), ahead_end * sizeof(T));
             CE_FNL(ce_expshift)(x + k, dest, part, shift, lo);
             CE_FNL(ce_lanesum)(dest, part, lane);
         }

@@ -103,8 +103,9 @@ cdef enum:
     SEGMENT_RUNS = 8            # runs a thread takes at a time
     # Rows this long fetch a later row's logits during their exp pass: the
     # next row's, or for float rows, whose exps cost least per byte, the
-    # row PREFETCH_BYTES ahead (in whole rows, at least the next) and its
-    # gradient's lines too.
+    # one as many whole rows ahead as fit in PREFETCH_BYTES (at least the
+    # next; within the chunk) and, where the gradient is written elsewhere,
+    # that row's gradient lines too.
     PREFETCH_MIN = 512
     PREFETCH_MAX = 16384
     PREFETCH_BYTES = 8192
@@ -976,7 +977,8 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
     cdef floating *scratch = block + CE_BLOCK
     cdef const floating *z
     cdef const floating *ahead
-    cdef floating *ahead_g
+    cdef floating *ahead_out
+    cdef Py_ssize_t ahead_rows
     cdef const floating *y = NULL
     cdef floating *g = NULL
     cdef floating *g_dest = NULL
@@ -1032,19 +1034,21 @@ cdef double long_rows(const Problem *P, Py_ssize_t r0, Py_ssize_t r1, char *ws,
         else:
             # a later row's logits stream in during this row's exps (rows of a
             # few KB: the hardware prefetcher alone leaves each max pass
-            # waiting), and for float its gradient's lines, unless those are
-            # its logits, so that the stores find them
-            ahead = (z + fetch_rows * (P.z.so // <Py_ssize_t>sizeof(floating))
-                     if prefetch and r + fetch_rows < r1 else NULL)
-            ahead_g = NULL
+            # waiting), the chunk's last row at the nearest, and for float its
+            # gradient's lines, unless those are its logits, so that the stores
+            # find them
+            ahead_rows = min(fetch_rows, r1 - 1 - r)
+            ahead = (z + ahead_rows * (P.z.so // <Py_ssize_t>sizeof(floating))
+                     if prefetch and ahead_rows > 0 else NULL)
+            ahead_out = NULL
             if floating is float:
                 if ahead != NULL and write and P.out.data != P.z.data:
-                    ahead_g = g + fetch_rows * (P.out.so // <Py_ssize_t>sizeof(floating))
+                    ahead_out = g + ahead_rows * (P.out.so // <Py_ssize_t>sizeof(floating))
             if P.mode == SHARD_GRAD:
                 given_totals(P, pos, &row)
             prepare(P, z, 1, y, 1, t, &row)
             if write and P.mode != LOG_SOFTMAX:
-                s = vexpsum(z, g, m, <floating>row.zmax, <floating>row.zmin, ahead, ahead_g)
+                s = vexpsum(z, g, m, <floating>row.zmax, <floating>row.zmin, ahead, ahead_out)
             else:
                 s = vsumexp(z, m, <floating>row.zmax, <floating>row.zmin, ahead, block)
             if P.mode == PARTIALS:

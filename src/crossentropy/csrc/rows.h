@@ -24,27 +24,25 @@ static inline ptrdiff_t ce_run_length(ptrdiff_t n)
 _Static_assert(CE_BLOCK / 4 % CE_LANES == 0, "blocks must hold whole lane rounds");
 
 /* A row with a later row to fetch (ahead != NULL) goes in quarter blocks, each
-   fetching the same span, bytes [from, to), of the next row: the requests
+   fetching the same span, bytes [from, to), of that row: the requests
    spread over the row's exps instead of queueing up at its start. */
 CE_INLINE ptrdiff_t ce_block(const void *ahead)
 {
     return ahead != NULL ? CE_BLOCK / 4 : CE_BLOCK;
 }
 
-CE_INLINE void ce_fetch(const void *ahead, ptrdiff_t from, ptrdiff_t to)
+/* write: the span is about to be written, and its lines come in owned, so
+   that the stores need not wait for them (write-allocate).  A constant at
+   every call, as the prefetch's hint must be. */
+CE_INLINE void ce_fetch(const void *ahead, ptrdiff_t from, ptrdiff_t to, int write)
 {
     if (ahead != NULL)
-        for (ptrdiff_t p = from; p < to; p += 64)
-            CE_PREFETCH((const char *)ahead + p, 0);
-}
-
-/* The same for a span about to be written: its lines come in owned, so that
-   the stores need not wait for them (write-allocate). */
-CE_INLINE void ce_fetch_to_write(void *ahead, ptrdiff_t from, ptrdiff_t to)
-{
-    if (ahead != NULL)
-        for (ptrdiff_t p = from; p < to; p += 64)
-            CE_PREFETCH((char *)ahead + p, 1);
+        for (ptrdiff_t p = from; p < to; p += 64) {
+            if (write)
+                CE_PREFETCH((const char *)ahead + p, 1);
+            else
+                CE_PREFETCH((const char *)ahead + p, 0);
+        }
 }
 
 CE_INLINE double ce_lanetotal(const double *lane)

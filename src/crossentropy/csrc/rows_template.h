@@ -11,7 +11,8 @@
  *               lower bound of x (ce_max's, or -inf) and NaN if an x[i] is,
  *               which picks the exp; out may equal x (in place); ahead
  *               and ahead_out, if not NULL, are a later row's logits and
- *               output, fetched meanwhile
+ *               output (n elements each), fetched meanwhile, in the
+ *               blocks that ahead picks (ce_block)
  *   ce_sumexp   the same sum without storing anything
  *   ce_exp      out[i] = exp(x[i]) (the row-block path and the tests)
  *   ce_run_parts  a row in runs, each shifted by its own max (below)
@@ -110,8 +111,8 @@ static CE_TARGET double CE_FNL(ce_expsum)(const T *x, T *out, ptrdiff_t n, T shi
     ptrdiff_t block = ce_block(ahead);
     for (ptrdiff_t i = 0; i < n; i += block) {
         ptrdiff_t len = n - i < block ? n - i : block;
-        ce_fetch(ahead, i * sizeof(T), (i + len) * sizeof(T));
-        ce_fetch_to_write(ahead_out, i * sizeof(T), (i + len) * sizeof(T));
+        ce_fetch(ahead, i * sizeof(T), (i + len) * sizeof(T), 0);
+        ce_fetch(ahead_out, i * sizeof(T), (i + len) * sizeof(T), 1);
         CE_FNL(ce_expshift)(x + i, out + i, len, shift, lo);
         CE_FNL(ce_lanesum)(out + i, len, lane);
     }
@@ -131,7 +132,7 @@ static CE_TARGET double CE_FNL(ce_sumexp)(const T *x, ptrdiff_t n, T shift, T lo
     ptrdiff_t block = ce_block(ahead);
     for (ptrdiff_t i = 0; i < n; i += block) {
         ptrdiff_t len = n - i < block ? n - i : block;
-        ce_fetch(ahead, i * sizeof(T), (i + len) * sizeof(T));
+        ce_fetch(ahead, i * sizeof(T), (i + len) * sizeof(T), 0);
         CE_FNL(ce_expshift)(x + i, buf, len, shift, lo);
         CE_FNL(ce_lanesum)(buf, len, lane);
     }
@@ -174,8 +175,8 @@ static CE_TARGET void CE_FNL(ce_run_parts)(const T *x, T *out, ptrdiff_t n,
             T *dest = out != NULL ? out + k : buf;
             ptrdiff_t ahead = k + CE_RUN < n ? k + CE_RUN : n;
             ptrdiff_t ahead_end = ahead + part < n ? ahead + part : n;
-            ce_fetch(x, ahead * sizeof(T), ahead_end * sizeof(T));
-            ce_fetch_to_write(out != x ? out : NULL, ahead * sizeof(T), ahead_end * sizeof(T));
+            ce_fetch(x, ahead * sizeof(T), ahead_end * sizeof(T), 0);
+            ce_fetch(out != x ? out : NULL, ahead * sizeof(T), ahead_end * sizeof(T), 1);
             CE_FNL(ce_expshift)(x + k, dest, part, shift, lo);
             CE_FNL(ce_lanesum)(dest, part, lane);
         }

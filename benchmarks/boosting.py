@@ -20,11 +20,10 @@ count; the mean over a few rounds after one untimed).  The implementations:
 Writes benchmarks/results/boosting.{json,md}.
 """
 
-import json
 import statistics
 import time
 
-from solo import options, ratio, run_alone, save
+from solo import options, print_saved, ratio, run_alone, save
 
 IMPLEMENTATIONS = ["builtin", "ours", "numpy", "numpy-loop"]
 SAMPLES, FEATURES, CLASSES = 100_000, 20, 10
@@ -126,9 +125,7 @@ def table(results, thread_counts):
 def main():
     parser = options(__doc__, rounds=3, repeats=5)
     args = parser.parse_args()
-    if args.table:
-        with open(args.table) as f:
-            print(table(json.load(f)["results"], args.threads))
+    if print_saved(args, lambda results: table(results, args.threads)):
         return
     results = {}
     for r in range(args.rounds):

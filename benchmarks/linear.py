@@ -22,12 +22,11 @@ The rounds interleave the implementations; ratios are taken per round.
 Writes benchmarks/results/linear.{json,md}.
 """
 
-import json
 import os
 import statistics
 import time
 
-from solo import options, ratio, run_alone, save
+from solo import options, print_saved, ratio, run_alone, save
 
 IMPLEMENTATIONS = ["fused", "numpy unfused", "products", "torch unfused", "torch chunked"]
 SHAPES = [(4096, 1024, 32000), (16384, 1024, 32000), (2048, 1024, 128000)]
@@ -134,10 +133,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="one small shape, one round")
     parser.add_argument("--implementations", nargs="+", default=IMPLEMENTATIONS)
     args = parser.parse_args()
-    if args.table:
-        with open(args.table) as f:
-            saved = json.load(f)
-        print(table(saved["results"], SHAPES + QUICK_SHAPES, args.threads))
+    if print_saved(args, lambda results: table(results, SHAPES + QUICK_SHAPES, args.threads)):
         return
     shapes = QUICK_SHAPES if args.quick else SHAPES
     rounds = 1 if args.quick else args.rounds

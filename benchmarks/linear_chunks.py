@@ -11,11 +11,10 @@ F.linear_cross_entropy once per round, and the fused call with chunks of
 child).  Writes benchmarks/results/linear_chunks.{json,md}.
 """
 
-import json
 import statistics
 
 from linear import gradients_mb
-from solo import options, run_alone, save
+from solo import options, print_saved, run_alone, save
 
 SHAPES = [(4096, 1024, 32000), (2048, 1024, 128000)]
 CHUNKS_MIB = [16, 32, 64, 128, 256]
@@ -48,9 +47,7 @@ def table(results, thread_counts):
 def main():
     parser = options(__doc__, rounds=2, repeats=2)
     args = parser.parse_args()
-    if args.table:
-        with open(args.table) as f:
-            print(table(json.load(f)["results"], args.threads))
+    if print_saved(args, lambda results: table(results, args.threads)):
         return
     results = {}
     for r in range(args.rounds):

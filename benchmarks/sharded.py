@@ -32,7 +32,7 @@ import socket
 import statistics
 import time
 
-from solo import options, ratio, run_alone, save
+from solo import options, print_saved, ratio, run_alone, save
 
 FITS = (8192, 16000, (2048, 4000))
 STREAM = (65536, 32768, (2048, 8192))
@@ -201,9 +201,7 @@ def main():
     parser = options(__doc__, rounds=3, repeats=3)
     parser.add_argument("--cases", nargs="+", default=CASES, choices=CASES)
     args = parser.parse_args()
-    if args.table:
-        with open(args.table) as f:
-            print(table(json.load(f)["results"]))
+    if print_saved(args, table):
         return
     results = {}
     for r in range(args.rounds):

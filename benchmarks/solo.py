@@ -58,6 +58,16 @@ def options(doc, rounds, repeats):
     return parser
 
 
+def print_saved(args, table):
+    """With --table, prints table(results) of the saved run it names and
+    returns True; else False."""
+    if not args.table:
+        return False
+    with open(args.table) as f:
+        print(table(json.load(f)["results"]))
+    return True
+
+
 def machine():
     """What ran the benchmark: the CPU's model, how many there are, and the
     kernels' ISA level."""

@@ -22,11 +22,10 @@ functions are NumPy's ufuncs, one thread whatever the count; ours get
 Writes benchmarks/results/special.{json,md}.
 """
 
-import json
 import statistics
 import time
 
-from solo import options, ratio, run_alone, save
+from solo import options, print_saved, ratio, run_alone, save
 
 IMPLEMENTATIONS = ["ours", "scipy"]
 FUNCTIONS = ["logsumexp", "softmax", "log_softmax"]
@@ -97,9 +96,7 @@ def table(results, thread_counts):
 def main():
     parser = options(__doc__, rounds=3, repeats=20)
     args = parser.parse_args()
-    if args.table:
-        with open(args.table) as f:
-            print(table(json.load(f)["results"], args.threads))
+    if print_saved(args, lambda results: table(results, args.threads)):
         return
     results = {}
     for r in range(args.rounds):

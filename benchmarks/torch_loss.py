@@ -19,12 +19,11 @@ returns, counts) and times `--repeats` more.  The rounds interleave the implemen
 ratios are taken per round.  Writes benchmarks/results/torch_loss.{json,md}.
 """
 
-import json
 import os
 import statistics
 import time
 
-from solo import options, ratio, run_alone, save
+from solo import options, print_saved, ratio, run_alone, save
 
 IMPLEMENTATIONS = ["ours", "torch eager", "torch compiled"]
 SHAPE = (4096, 32000)
@@ -107,9 +106,7 @@ def table(results, thread_counts):
 def main():
     parser = options(__doc__, rounds=3, repeats=5)
     args = parser.parse_args()
-    if args.table:
-        with open(args.table) as f:
-            print(table(json.load(f)["results"], args.threads))
+    if print_saved(args, lambda results: table(results, args.threads)):
         return
     results = {}
     for r in range(args.rounds):
